@@ -1,0 +1,1 @@
+"""Device side (jax/flax): models, diffusion, parallelism, training, sampling, export."""
