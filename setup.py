@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "imageio-ffmpeg==0.8.1",
     "pillow==12.3.0",
     "tqdm==4.70.1",
+    "importlib_resources==7.1.0",  # TFDS needs it to build datasets
 ]
 
 EXTRAS_REQUIRE = {
