@@ -4,6 +4,7 @@ import functools
 
 import numpy as np
 
+from data_pipeline.cameras import validate_cameras
 from data_pipeline.errors import require_resolution
 
 
@@ -43,6 +44,8 @@ def plucker_rays(intrinsics, extrinsics, height, width):
   With row vectors `d_world = d_cam R` and `o x d = d_world [o]_x^T`, one `[3, 6]` matrix per
   frame maps the (cached) camera-space directions to the whole ray map: a single small GEMM.
   """
+  require_resolution(height, width)
+  validate_cameras(intrinsics, extrinsics)
   intrinsics = np.asarray(intrinsics, np.float64)
   extrinsics = np.asarray(extrinsics, np.float64)
   rotation, translation = extrinsics[:, :, :3], extrinsics[:, :, 3]

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from data_pipeline import cameras, rays
+
+
+def _random_cameras(rng, num_frames, height, width):
+  yaw = rng.uniform(-80, 80, num_frames)
+  pitch = rng.uniform(-30, 30, num_frames)
+  distance = rng.uniform(0.5, 2.0, num_frames)
+  focal = rng.uniform(1.0, 3.0, num_frames)
+  return cameras.orbit(yaw, pitch, distance, height, width, focal, target=rng.normal(size=3) * 0.1)
+
+
+def test_rays_pass_through_camera_centre_and_pixel_centre():
+  rng = np.random.default_rng(0)
+  height, width = 12, 20
+  cams = _random_cameras(rng, 3, height, width)
+  ray_map = rays.plucker_rays(cams.intrinsics, cams.extrinsics, height, width)
+  assert ray_map.shape == (3, height, width, 6) and ray_map.dtype == np.float32
+  direction = ray_map[..., :3].astype(np.float64)
+  np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0, atol=1e-5)
+  centres = cams.centres
+  for t in range(3):
+    # A point along the ray, projected by the camera, lands on the pixel centre.
+    points = centres[t] + 0.7 * direction[t]
+    cam = points @ cams.rotations[t].T + cams.extrinsics[t, :, 3]
+    assert np.all(cam[..., 2] > 0)
+    pixels = cam @ cams.intrinsics[t].T
+    uv = pixels[..., :2] / pixels[..., 2:]
+    v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    np.testing.assert_allclose(uv[..., 0], u, atol=1e-3)
+    np.testing.assert_allclose(uv[..., 1], v, atol=1e-3)
+
+
+def test_moment_is_orthogonal_and_independent_of_the_point_on_the_line():
+  rng = np.random.default_rng(1)
+  cams = _random_cameras(rng, 2, 8, 8)
+  ray_map = rays.plucker_rays(cams.intrinsics, cams.extrinsics, 8, 8).astype(np.float64)
+  direction, moment = ray_map[..., :3], ray_map[..., 3:]
+  np.testing.assert_allclose(np.sum(direction * moment, axis=-1), 0.0, atol=1e-6)
+  for t in range(2):
+    other_point = cams.centres[t] + 3.0 * direction[t]  # any point on the ray gives the same moment
+    np.testing.assert_allclose(np.cross(other_point, direction[t]), moment[t], atol=1e-5)
+    np.testing.assert_allclose(np.cross(cams.centres[t], direction[t]), moment[t], atol=1e-5)
+
+
+def test_per_frame_intrinsics_match_frame_by_frame():
+  cams = cameras.dolly(5, 10, 14, zoom=True)
+  together = rays.plucker_rays(cams.intrinsics, cams.extrinsics, 10, 14)
+  for t in range(5):
+    alone = rays.plucker_rays(cams.intrinsics[t:t + 1], cams.extrinsics[t:t + 1], 10, 14)
+    np.testing.assert_array_equal(together[t], alone[0])
+  assert not np.allclose(together[0, ..., :3], together[-1, ..., :3])  # the zoom changes the rays
+
+
+def test_frontal_camera_central_ray_looks_at_target():
+  cams = cameras.static_frontal(1, 32, 32)
+  ray_map = rays.plucker_rays(cams.intrinsics, cams.extrinsics, 32, 32)
+  centre = ray_map[0, 15:17, 15:17, :3].mean(axis=(0, 1))
+  expected = np.array(cameras.DEFAULT_TARGET) - cams.centres[0]
+  np.testing.assert_allclose(centre / np.linalg.norm(centre), expected / np.linalg.norm(expected), atol=1e-3)
+
+
+@pytest.mark.parametrize("height,width", [(0, 8), (8, -1)])
+def test_non_positive_resolution_is_rejected(height, width):
+  cams = cameras.static_frontal(1, 8, 8)
+  with pytest.raises(ValueError, match="positive"):
+    rays.plucker_rays(cams.intrinsics, cams.extrinsics, height, width)
