@@ -26,6 +26,7 @@ def writable_directory(path, flag):
   """Creates `path` if its parent exists; fails clearly when that is impossible."""
   require(path, f"--{flag} is required")
   path = os.path.abspath(path)
+  require(not os.path.exists(path) or os.path.isdir(path), f"--{flag}: {path} exists and is not a directory")
   if not os.path.isdir(path):
     parent = os.path.dirname(path)
     require(os.path.isdir(parent), f"--{flag}: {path} does not exist and neither does its parent {parent}")
