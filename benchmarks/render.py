@@ -1,0 +1,60 @@
+"""Renderer and ray-map throughput at 512x512 on this machine.
+
+  python benchmarks/render.py [--frames=16] [--repeats=5]
+
+Prints `normals_fps` (normal map + depth + mask), `rgb_fps` (everything plus shaded RGB with
+shadow rays) and `raymaps_per_s`, each the median over repeats of rendering a posed,
+moving clip of the template head (scene build, tracing and shading included).
+"""
+import argparse
+import time
+
+import numpy as np
+
+from data_pipeline import appearance, cameras, controls, rays, world
+from data_pipeline.renderer import Renderer
+from data_pipeline.template_head import build_template
+
+
+def median_seconds(function, repeats):
+  function()  # warm-up: caches, thread pools, page faults
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    function()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--frames", type=int, default=16)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--size", type=int, default=512)
+  args = parser.parse_args()
+  size, frames = args.size, args.frames
+
+  model = build_template()
+  rng = np.random.default_rng(0)
+  spec = world.ClipSpec(size, size, 1)
+  expression = world.sample_expression(model, rng, frames, spec.fps)
+  rotation, translation, scale = world.sample_head_motion(rng, frames, spec.fps)
+  head_pose = np.concatenate([rotation, translation[:, :, None]], axis=2)
+  vertices = controls.pose_vertices(model, np.zeros(model.num_shape), expression, head_pose, scale)
+  cams = cameras.turntable(frames, size, size)
+  person = appearance.sample_identity(model, rng)
+  renderer = Renderer(model.f, size, size)
+
+  normals_s = median_seconds(lambda: renderer.render_clip(vertices, cams.intrinsics, cams.extrinsics), args.repeats)
+  rgb_s = median_seconds(lambda: renderer.render_clip(vertices, cams.intrinsics, cams.extrinsics,
+                                                      albedo=person.albedo), args.repeats)
+  rays_s = median_seconds(lambda: rays.plucker_rays(cams.intrinsics, cams.extrinsics, size, size), args.repeats)
+  print(f"triangles: {len(model.f)}")
+  print(f"resolution: {size}x{size}")
+  print(f"normals_fps: {frames / normals_s:.1f}")
+  print(f"rgb_fps: {frames / rgb_s:.1f}")
+  print(f"raymaps_per_s: {frames / rays_s:.1f}")
+
+
+if __name__ == "__main__":
+  main()
