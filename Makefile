@@ -17,6 +17,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 demo: setup
+	mkdir -p $(DEMO)
 	$(BIN)/fp-data --config=configs/data/synthetic.py:demo --data_dir=$(DEMO)/data
 	$(BIN)/fp-preview --data_dir=$(DEMO)/data --name=demo --split=test --out=$(DEMO)/previews
 	@echo "demo: dataset in $(DEMO)/data, previews in $(DEMO)/previews"
