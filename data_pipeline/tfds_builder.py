@@ -73,7 +73,7 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  BUILDER_CONFIGS = [PortraitConfig(name="demo")]
+  BUILDER_CONFIGS = []  # configs come from configs/data/*.py, any name
 
   def __init__(self, *, use_beam=False, **kwargs):
     self._use_beam = use_beam
