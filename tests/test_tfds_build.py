@@ -70,9 +70,9 @@ def _cli(module, *args, **kwargs):
 def test_cli_builds_and_writes_previews(tmp_path):
   data_dir, out = str(tmp_path / "data"), str(tmp_path / "previews")
   build = _cli("data_pipeline.build_cli", f"--config={CONFIG}:tiny", f"--data_dir={data_dir}",
-               "--config.identities.train=2", "--config.clips_per_identity=4")
+               "--config.identities.train=2", "--config.clips_per_identity=4", "--config.name=demo")
   assert build.returncode == 0, build.stderr
-  preview = _cli("data_pipeline.preview_cli", f"--data_dir={data_dir}", "--name=tiny", "--split=train", f"--out={out}")
+  preview = _cli("data_pipeline.preview_cli", f"--data_dir={data_dir}", "--name=demo", "--split=train", f"--out={out}")
   assert preview.returncode == 0, preview.stderr
   videos = sorted(os.listdir(out))
   assert videos and all(v.endswith(".mp4") and v[:-4] in world.REGIMES for v in videos)
