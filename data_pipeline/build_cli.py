@@ -8,6 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from data_pipeline import cli, tfds_builder
+from data_pipeline.errors import require
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Data config: configs/data/NAME.py[:variant].")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where TFDS writes the dataset.")
@@ -15,7 +16,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where TFDS writes the dataset
 
 def main(argv):
   del argv
-  cli.require(_CONFIG.value is not None, "--config is required, e.g. --config=configs/data/synthetic.py:demo")
+  require(_CONFIG.value is not None, "--config is required, e.g. --config=configs/data/synthetic.py:demo")
   data_dir = cli.writable_directory(_DATA_DIR.value, "data_dir")
   builder = tfds_builder.build(_CONFIG.value, data_dir)
   splits = ", ".join(f"{name}: {info.num_examples}" for name, info in builder.info.splits.items())

@@ -4,7 +4,7 @@ import sys
 
 from absl import flags, logging
 
-from data_pipeline.errors import InputError, require  # noqa: F401  (re-exported for the tools)
+from data_pipeline.errors import InputError, require
 
 
 def run(main):
