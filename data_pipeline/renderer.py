@@ -55,9 +55,8 @@ def encode_normals(normals, hit):
 
 def decode_normals(encoded):
   """uint8 normal map -> unit normals in OpenCV camera coordinates (zeros off the mesh)."""
-  normals = (encoded.astype(np.float32) / 127.5 - 1.0) * _OPENCV_TO_VIEW
-  norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-  return np.where(np.any(encoded > 0, axis=-1, keepdims=True), normals / np.maximum(norm, 1e-6), 0.0)
+  normals = normalize((encoded.astype(np.float32) / 127.5 - 1.0) * _OPENCV_TO_VIEW)
+  return np.where(np.any(encoded > 0, axis=-1, keepdims=True), normals, 0.0)
 
 
 def normalize(vectors):
@@ -269,10 +268,5 @@ class Renderer:
     s = self.supersample
     if s == 1:
       return image
-    shape = (self.height, s, self.width, s) + image.shape[2:]
-    return image.reshape(shape).mean(axis=(1, 3))
-
-  def _downsample(self, image):
-    s = self.supersample
     shape = (self.height, s, self.width, s) + image.shape[2:]
     return image.reshape(shape).mean(axis=(1, 3))
