@@ -52,8 +52,8 @@ def joint_rotations(model, head_rotation, controls):
   return rotations
 
 
-def pose_vertices(model, shape, controls, head_pose, head_scale):
-  """Posed vertices `[T, V, 3]` from a clip's stored fields.
+def pose_vertices(model, shape, controls, head_pose, head_scale, subset=None):
+  """Posed vertices `[T, V, 3]` from a clip's stored fields (`subset`: only those vertices).
 
   `head_pose [T, 3, 4]` is `[R | t]`: the head rotation relative to the torso and the global
   translation; `head_scale [T]` scales the whole model about its origin (applied before `t`).
@@ -62,4 +62,5 @@ def pose_vertices(model, shape, controls, head_pose, head_scale):
   controls = np.atleast_2d(controls)
   rotations = joint_rotations(model, head_pose[:, :, :3], controls)
   blend = controls[:, :model.num_expression]
-  return model.pose(shape, blend, rotations, scale=head_scale, translation=head_pose[:, :, 3])
+  return model.pose(shape, blend, rotations, scale=head_scale, translation=head_pose[:, :, 3],
+                    subset=subset)

@@ -83,8 +83,11 @@ class MeshModel:
             f"min {expression.min():.3g}, max {expression.max():.3g}")
     return shape, expression
 
-  def pose(self, shape, expression, joint_rotations, scale=None, translation=None):
+  def pose(self, shape, expression, joint_rotations, scale=None, translation=None, subset=None):
     """Posed vertices `[T, V, 3]`: `scale * LBS(template + blend shapes) + translation`.
+
+    `subset` (vertex indices) poses only those vertices, exactly as in the full mesh (the joints
+    are still regressed from every vertex), at a fraction of the cost.
 
     Args:
       shape: [S] identity coefficients.
@@ -104,8 +107,10 @@ class MeshModel:
     v_shaped = (self.v_template + shape_offsets)[None] + lbs.blend_shapes(
         expression, self.shapedirs[:, :, self.num_shape:])
     joints = np.einsum("jv,tvc->tjc", self.J_regressor, v_shaped)
-    posed, _ = lbs.linear_blend_skinning(
-        v_shaped, joint_rotations, joints, self.parents, self.weights, self.posedirs)
+    weights, posedirs = self.weights, self.posedirs
+    if subset is not None:
+      v_shaped, weights, posedirs = v_shaped[:, subset], weights[subset], posedirs[subset]
+    posed, _ = lbs.linear_blend_skinning(v_shaped, joint_rotations, joints, self.parents, weights, posedirs)
     if scale is not None:
       scale = np.asarray(scale, dtype=np.float64).reshape(num_frames)
       require_finite("head scale", scale)

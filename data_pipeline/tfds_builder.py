@@ -3,7 +3,9 @@
 Clips follow the schema in docs/data_format.md. Splits have disjoint identities: train takes
 identities [0, n_train), validation the next n_validation, test the rest. TFDS writes each
 split under a temporary name and renames it only once complete, so an interrupted build never
-leaves a split a reader would take for complete.
+leaves a split a reader would take for complete. Records are stored in (identity, clip) order, so
+record `i` of a split is clip `i % clips_per_identity` of its `i // clips_per_identity`-th identity:
+readers find an identity's other clips without an index.
 """
 import dataclasses
 
@@ -65,14 +67,16 @@ class PortraitConfig(tfds.core.BuilderConfig):
 def _make_example(config, key):
   identity, clip = key
   example = world.generate_clip(config.seed, identity, clip, config.regime(identity, clip), config.spec)
-  return f"{identity:08d}_{clip:04d}", example
+  # An integer key: with shuffling disabled, TFDS (local and Beam) writes records sorted by it.
+  return identity * config.clips_per_identity + clip, example
 
 
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
   """Rendered portrait clips: four camera/motion regimes, known pose, expression and shape."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Records in (identity, clip) order; identity layout in the metadata."}
   BUILDER_CONFIGS = []  # configs come from configs/data/*.py, any name
 
   def __init__(self, *, use_beam=False, **kwargs):
@@ -102,7 +106,10 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
             "clip_id": tfds.features.Text(),
         }),
         description=__doc__,
-        metadata=tfds.core.MetadataDict(fps=config.fps, seed=config.seed),
+        metadata=tfds.core.MetadataDict(
+            fps=config.fps, seed=config.seed, clips_per_identity=config.clips_per_identity,
+            first_identity={split: config.split_identities(split).start for split in SPLITS}),
+        disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):

@@ -1,0 +1,48 @@
+r"""The training input pipeline: which clips, how they become examples, how they are batched.
+
+Training configs embed it as `config.input`; it can also be run on its own:
+  python benchmarks/input_pipeline.py --config=configs/data/input.py:demo
+Variants `tiny` (tests), `demo` (make demo) and `pod` (TPU pods; the `pod` data config).
+"""
+import ml_collections
+
+
+def get_config(arg="demo"):
+  config = ml_collections.ConfigDict()
+  config.data_dir = "outputs/demo/data"
+  config.dataset = arg  # the data config it was built from: configs/data/synthetic.py:<dataset>
+  config.split = "train"
+  config.verify = "all"  # at start-up: "all" checks every record's hash, "count" only file lengths
+  config.global_batch_size = 8  # split evenly over the JAX processes
+  config.seed = 0
+  config.shuffle = True
+  config.num_epochs = 0  # 0: repeat forever
+  config.window = ml_collections.ConfigDict(dict(num_frames=17, stride=1))
+  config.reference = "same_clip"  # or "cross_clip": another clip (time, camera) of the same identity
+  config.face_crop = ml_collections.ConfigDict(dict(size=64, margin=1.8))
+  # normals: "stored", or "render" again from pose and shape (size 0 = the video's; any encoding)
+  config.normals = ml_collections.ConfigDict(
+      dict(source="stored", height=0, width=0, supersample=1, encoding="uint8"))
+  config.rays_dtype = "float32"
+  # Classifier-free guidance: drop everything, the motion signals together, or one condition.
+  config.drop = ml_collections.ConfigDict(
+      dict(all=0.05, motion=0.05, reference=0.05, expression=0.1, pose=0.1, camera=0.1))
+  config.workers = ml_collections.ConfigDict(dict(count=2, buffer_size=2, read_threads=1))
+  config.device_prefetch = 2  # global batches placed on the devices ahead of the step
+  if arg == "tiny":
+    config.data_dir = "outputs/tiny/data"
+    config.global_batch_size = 8
+    config.window.num_frames = 5
+    config.face_crop.size = 16
+    config.workers.count = 0
+  elif arg == "pod":
+    config.data_dir = "gs://YOUR_BUCKET/factor_portrait"
+    config.global_batch_size = 16
+    config.window.num_frames = 81
+    config.face_crop.size = 224
+    config.rays_dtype = "float16"
+    config.verify = "count"  # a full read of a pod dataset belongs in a separate job
+    config.workers = ml_collections.ConfigDict(dict(count=16, buffer_size=2, read_threads=2))
+  elif arg != "demo":
+    raise ValueError(f"unknown variant {arg!r}: use tiny, demo or pod")
+  return config

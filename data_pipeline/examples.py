@@ -1,0 +1,148 @@
+"""One stored clip -> one training example (numpy; runs in Grain workers, never imports jax).
+
+Per example, from the example's own random generator (Grain seeds it from the pipeline seed and
+the element's index, so results do not depend on which worker runs it):
+- a window of `T = 4k + 1` frames, `stride` apart, at a random start;
+- the reference image: a random frame of the same clip, or (`cross_clip`) of another clip of the
+  same identity, i.e. another time and camera, as DeX-Portrait's cross-view training does;
+- Plücker ray maps of the window's cameras; normal maps, stored or re-rendered on the fly;
+- the explicit head pose (6D rotation, t, s) and the ground-truth expression controls;
+- the driving frames the expression encoder sees: face crops placed by the known head pose;
+- condition-drop flags for classifier-free guidance (see `draw_drop_flags`).
+The keys and shapes are listed in docs/data_format.md ("Training examples").
+"""
+import grain
+import numpy as np
+
+from data_pipeline import face_crop, head_pose, rays, renderer, world
+from data_pipeline.errors import require
+from data_pipeline.template_head import build_template
+
+CONDITIONS = ("reference", "expression", "pose", "camera")
+REFERENCE_MODES = ("same_clip", "cross_clip")
+NORMAL_SOURCES = ("stored", "render")
+NORMAL_ENCODINGS = ("uint8", "unit")
+RAY_DTYPES = ("float32", "float16")
+
+
+def draw_drop_flags(rng, rates):
+  """Which conditions this example trains without (True = dropped).
+
+  Dropping everything (`all`) trains the unconditional branch and dropping the three motion
+  signals together (`motion`) the reference-only branch of the hybrid guidance; otherwise each
+  condition is dropped on its own with its own rate. One uniform draw picks among the joint
+  cases, so their rates are exact; four more draws decide the single drops.
+  """
+  joint = rng.uniform()
+  single = rng.uniform(size=len(CONDITIONS))
+  if joint < rates["all"]:
+    flags = np.ones(len(CONDITIONS), bool)
+  elif joint < rates["all"] + rates["motion"]:
+    flags = np.array([False, True, True, True])
+  else:
+    flags = single < np.array([rates[name] for name in CONDITIONS])
+  return {f"drop_{name}": np.bool_(flag) for name, flag in zip(CONDITIONS, flags)}
+
+
+def window_span(num_frames, stride):
+  return (num_frames - 1) * stride + 1
+
+
+def check_config(config, records):
+  """Start-up checks of an input config against the dataset it reads (one-line errors)."""
+  window = config.window
+  require(window.num_frames >= 1 and (window.num_frames - 1) % 4 == 0,
+          f"window.num_frames must be 4k+1 for the causal video VAE, got {window.num_frames}")
+  require(window.stride >= 1, f"window.stride must be >= 1, got {window.stride}")
+  span = window_span(window.num_frames, window.stride)
+  require(span <= records.num_frames,
+          f"a window of {window.num_frames} frames at stride {window.stride} spans {span} frames, "
+          f"but the clips of {records.name} have {records.num_frames}")
+  require(config.reference in REFERENCE_MODES,
+          f"reference must be one of {REFERENCE_MODES}, got {config.reference!r}")
+  require(config.normals.source in NORMAL_SOURCES,
+          f"normals.source must be one of {NORMAL_SOURCES}, got {config.normals.source!r}")
+  require(config.normals.encoding in NORMAL_ENCODINGS,
+          f"normals.encoding must be one of {NORMAL_ENCODINGS}, got {config.normals.encoding!r}")
+  require(config.normals.source == "render" or not (config.normals.height or config.normals.width),
+          "normals.height/width need normals.source='render' (stored maps have the video's size)")
+  require(config.rays_dtype in RAY_DTYPES, f"rays_dtype must be one of {RAY_DTYPES}, got {config.rays_dtype!r}")
+  rates = dict(config.drop)
+  require(set(rates) == set(CONDITIONS) | {"all", "motion"},
+          f"drop rates must name exactly {sorted(set(CONDITIONS) | {'all', 'motion'})}, got {sorted(rates)}")
+  require(all(0.0 <= rate <= 1.0 for rate in rates.values()), f"drop rates must lie in [0, 1], got {rates}")
+  require(rates["all"] + rates["motion"] <= 1.0, "drop.all + drop.motion must not exceed 1")
+
+
+class MakeExample(grain.transforms.RandomMap):
+  """The per-example map of the training pipeline (picklable: it travels to Grain workers)."""
+
+  def __init__(self, records, config):
+    self._records = records
+    self._num_frames = int(config.window.num_frames)
+    self._stride = int(config.window.stride)
+    self._reference = config.reference
+    self._crop_size = int(config.face_crop.size)
+    self._crop_margin = float(config.face_crop.margin)
+    self._normals = config.normals.to_dict()
+    self._rays_dtype = np.dtype(config.rays_dtype)
+    self._drop_rates = config.drop.to_dict()
+
+  def random_map(self, index, rng):
+    """`index`: a record of the split; it is read here, in the worker."""
+    index = int(index)
+    clip = self._records[index]
+    span = window_span(self._num_frames, self._stride)
+    start = int(rng.integers(0, clip["frames"].shape[0] - span + 1))
+    frames = np.arange(start, start + span, self._stride)
+    reference = self._reference_image(index, clip, rng)
+    model = build_template()
+    window = {key: clip[key][frames] for key in
+              ("frames", "intrinsics", "extrinsics", "head_pose", "head_scale", "expression")}
+    height, width = window["frames"].shape[1:3]
+    boxes = face_crop.face_boxes(model, clip["shape"], window["expression"], window["head_pose"],
+                                 window["head_scale"], window["intrinsics"], window["extrinsics"],
+                                 self._crop_margin)
+    example = {
+        "video": window["frames"],
+        "reference": reference,
+        "normals": self._normal_maps(model, clip, frames, window),
+        "rays": rays.plucker_rays(window["intrinsics"], window["extrinsics"], height, width
+                                  ).astype(self._rays_dtype, copy=False),
+        "head_pose": head_pose.pose_vector(window["head_pose"], window["head_scale"]),
+        "expression": window["expression"],
+        "driving": face_crop.crop(window["frames"], boxes, self._crop_size),
+        "face_boxes": boxes,
+        "intrinsics": window["intrinsics"],
+        "extrinsics": window["extrinsics"],
+        "identity": np.int64(clip["identity"]),
+        "regime": np.int64(clip["regime"]),
+        "record": np.int64(index),
+        "start_frame": np.int64(start),
+    }
+    example.update(draw_drop_flags(rng, self._drop_rates))
+    return example
+
+  def _reference_image(self, index, clip, rng):
+    if self._reference == "cross_clip" and self._records.clips_per_identity > 1:
+      others = [i for i in self._records.clips_of_identity(index) if i != index]
+      clip = self._records[others[int(rng.integers(len(others)))]]
+    return clip["frames"][int(rng.integers(clip["frames"].shape[0]))]
+
+  def _normal_maps(self, model, clip, frames, window):
+    options = self._normals
+    if options["source"] == "stored":
+      normals = clip["normals"][frames]
+    else:
+      stored_height, stored_width = clip["frames"].shape[1:3]
+      height = int(options["height"] or stored_height)
+      width = int(options["width"] or stored_width)
+      # Pixel coordinates with centres at i + 0.5 scale exactly with the image size.
+      rescale = np.diag([width / stored_width, height / stored_height, 1.0]).astype(np.float32)
+      spec = world.ClipSpec(height, width, len(frames), 25.0, int(options["supersample"]))
+      normals, _ = world.render_normals(model, clip["shape"], window["expression"], window["head_pose"],
+                                        window["head_scale"], rescale @ window["intrinsics"],
+                                        window["extrinsics"], spec)
+    if options["encoding"] == "unit":
+      return renderer.decode_normals(normals).astype(np.float32)
+    return normals

@@ -1,0 +1,59 @@
+"""Face crops from a known head pose: what the expression and pose encoders look at.
+
+A crop is a square around the projected facial landmarks (brows, eyes, lips of the posed mesh),
+`margin` times their extent, resampled to `size x size`. Parts outside the frame are black.
+"""
+import numpy as np
+from PIL import Image
+
+from data_pipeline import controls
+from data_pipeline.errors import require
+
+LANDMARK_LABELS = ("brows", "eyeball", "lips")
+
+
+_LANDMARKS = {}  # id(model) -> (model, indices); holding the model keeps its id unique
+
+
+def _find_landmarks(model):
+  if model.vertex_labels is not None and set(LANDMARK_LABELS) <= set(model.label_names):
+    wanted = [model.label_names.index(name) for name in LANDMARK_LABELS]
+    indices = np.flatnonzero(np.isin(model.vertex_labels, wanted))
+  else:  # a swapped-in model without labels: vertices moved mostly by the head or jaw joints
+    rigid = [model.joint_index(name) for name in ("head", "jaw") if name in model.joint_names]
+    indices = np.flatnonzero(np.isin(np.argmax(model.weights, axis=1), rigid))
+  require(indices.size >= 3, "mesh model has no facial landmarks to crop around")
+  return indices[::max(1, indices.size // 256)]  # a few hundred points bound the face well
+
+
+def landmarks(model):
+  """Vertex indices whose projections bound the face."""
+  if id(model) not in _LANDMARKS:
+    _LANDMARKS[id(model)] = (model, _find_landmarks(model))
+  return _LANDMARKS[id(model)][1]
+
+
+def face_boxes(model, shape, expression, head_pose, head_scale, intrinsics, extrinsics, margin=1.8):
+  """Square crop boxes `[T, 4]` (x0, y0, x1, y1) in pixels, from a clip's stored fields."""
+  points = controls.pose_vertices(model, shape, expression, head_pose, head_scale,
+                                  subset=landmarks(model))
+  extrinsics = np.asarray(extrinsics, np.float64)
+  camera = np.einsum("tij,tvj->tvi", extrinsics[:, :, :3], points) + extrinsics[:, None, :, 3]
+  require(np.all(camera[..., 2] > 1e-6), "the face is behind the camera in some frame")
+  pixels = np.einsum("tij,tvj->tvi", np.asarray(intrinsics, np.float64), camera)
+  pixels = pixels[..., :2] / pixels[..., 2:]
+  low, high = pixels.min(axis=1), pixels.max(axis=1)
+  centre = (low + high) / 2
+  half = margin * np.max(high - low, axis=-1, keepdims=True) / 2
+  return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
+
+
+def crop(frames, boxes, size):
+  """uint8 `[T, size, size, 3]` crops of `frames [T, H, W, 3]` (bilinear, black outside)."""
+  require(size >= 8, f"face crop size must be >= 8, got {size}")
+  out = np.empty((len(frames), size, size, 3), np.uint8)
+  for index, (frame, box) in enumerate(zip(frames, boxes)):
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    out[index] = np.asarray(image.transform((size, size), Image.Transform.EXTENT,
+                                            tuple(float(b) for b in box), Image.Resampling.BILINEAR))
+  return out

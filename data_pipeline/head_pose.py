@@ -1,0 +1,44 @@
+"""The explicit head pose as the networks see it: 6D rotation, translation and scale.
+
+The 6D rotation is the first two columns of `R` (Zhou et al., "On the continuity of rotation
+representations"); Gram-Schmidt turns any 6 numbers back into a rotation. A pose vector is
+`[r1 (3), r2 (3), t (3), s (1)]`, 10 numbers per frame.
+"""
+import numpy as np
+
+from data_pipeline.errors import require
+
+POSE_DIM = 10
+
+
+def rotation_to_6d(rotation):
+  """`[..., 3, 3]` -> `[..., 6]`: the first two columns, concatenated."""
+  rotation = np.asarray(rotation)
+  return np.concatenate([rotation[..., :, 0], rotation[..., :, 1]], axis=-1)
+
+
+def rotation_from_6d(six):
+  """`[..., 6]` -> `[..., 3, 3]` by Gram-Schmidt on the two columns."""
+  six = np.asarray(six, np.float64)
+  first = six[..., :3] / np.linalg.norm(six[..., :3], axis=-1, keepdims=True)
+  second = six[..., 3:] - np.sum(first * six[..., 3:], axis=-1, keepdims=True) * first
+  second /= np.linalg.norm(second, axis=-1, keepdims=True)
+  return np.stack([first, second, np.cross(first, second)], axis=-1)
+
+
+def pose_vector(head_pose, head_scale):
+  """Stored `head_pose [T,3,4]` and `head_scale [T]` -> float32 `[T, 10]`."""
+  head_pose = np.asarray(head_pose)
+  require(head_pose.ndim == 3 and head_pose.shape[1:] == (3, 4),
+          f"head pose must be [T, 3, 4], got {head_pose.shape}")
+  scale = np.asarray(head_scale).reshape(len(head_pose), 1)
+  return np.concatenate([rotation_to_6d(head_pose[:, :, :3]), head_pose[:, :, 3], scale],
+                        axis=-1).astype(np.float32)
+
+
+def pose_from_vector(vector):
+  """`[T, 10]` -> (`head_pose [T,3,4]`, `head_scale [T]`)."""
+  vector = np.asarray(vector, np.float64)
+  require(vector.shape[-1] == POSE_DIM, f"pose vectors have {POSE_DIM} entries, got {vector.shape[-1]}")
+  rotation = rotation_from_6d(vector[..., :6])
+  return np.concatenate([rotation, vector[..., 6:9, None]], axis=-1), vector[..., 9]

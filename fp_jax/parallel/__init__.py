@@ -1,0 +1,1 @@
+"""Meshes, logical-axis sharding, distributed start-up and the device side of the input."""

@@ -1,0 +1,17 @@
+"""Starting the JAX distributed runtime: TPU pods, GPU clusters, or several local CPU processes."""
+import os
+
+import jax
+
+
+def initialize(coordinator_address=None, num_processes=None, process_id=None):
+  """Joins this process to the job. Without arguments, TPU and SLURM jobs find their peers.
+
+  On CPU (tests, local multi-process runs) cross-process collectives go through gloo.
+  """
+  if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if num_processes == 1:
+    return
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)

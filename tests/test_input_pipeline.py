@@ -1,0 +1,221 @@
+"""The Grain input pipeline: examples, determinism, sharding, resumption and bad input."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs.data import input as input_config
+from configs.data import synthetic
+from data_pipeline import examples, head_pose, input_pipeline, rays, tfds_builder
+from data_pipeline.errors import InputError
+from data_pipeline.records import ClipRecords
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data"))
+  tfds_builder.build(synthetic.get_config("tiny"), path)
+  return path
+
+
+def make_config(data_dir, **overrides):
+  config = input_config.get_config("tiny")
+  config.data_dir = data_dir
+  config.global_batch_size = 2
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def take(iterator, count):
+  return [next(iterator) for _ in range(count)]
+
+
+def assert_batches_equal(first, second):
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+def test_records_are_in_identity_order(data_dir):
+  records = ClipRecords(data_dir, "tiny", "validation")
+  assert len(records) == 2 and records.clips_per_identity == 2
+  for index in range(len(records)):
+    clip = records[index]
+    assert int(clip["identity"]) == records.identity_of(index) == 3
+    assert clip["clip_id"].decode() == f"id000003_clip{index % 2:03d}"
+
+
+def test_example_matches_the_stored_clip(data_dir):
+  config = make_config(data_dir, **{"window.num_frames": 5, "workers.count": 0})
+  records = ClipRecords(data_dir, "tiny", "train")
+  maker = examples.MakeExample(records, config)
+  example = maker.random_map(3, np.random.default_rng(7))
+  clip = records[3]
+  window = slice(int(example["start_frame"]), int(example["start_frame"]) + 5)
+  np.testing.assert_array_equal(example["video"], clip["frames"][window])
+  np.testing.assert_array_equal(example["normals"], clip["normals"][window])
+  np.testing.assert_array_equal(example["expression"], clip["expression"][window])
+  assert any(np.array_equal(example["reference"], frame) for frame in clip["frames"])
+  pose, scale = head_pose.pose_from_vector(example["head_pose"])
+  np.testing.assert_allclose(pose, clip["head_pose"][window], atol=1e-5)
+  np.testing.assert_allclose(scale, clip["head_scale"][window], rtol=1e-6)
+  np.testing.assert_array_equal(example["rays"], rays.plucker_rays(
+      clip["intrinsics"][window], clip["extrinsics"][window], 32, 32))
+  assert example["driving"].shape == (5, 16, 16, 3) and example["driving"].dtype == np.uint8
+  assert int(example["identity"]) == int(clip["identity"])
+
+
+def test_window_stride_and_cross_clip_reference(data_dir):
+  config = make_config(data_dir, **{"window.num_frames": 1, "window.stride": 3, "reference": "cross_clip"})
+  records = ClipRecords(data_dir, "tiny", "train")
+  maker = examples.MakeExample(records, config)
+  for seed in range(4):
+    example = maker.random_map(2, np.random.default_rng(seed))
+    partner = records[3]  # the other clip of identity 1
+    assert any(np.array_equal(example["reference"], frame) for frame in partner["frames"])
+    assert 0 <= int(example["start_frame"]) <= 4
+
+
+def test_normals_rendered_on_the_fly_match_the_stored_ones(data_dir):
+  records = ClipRecords(data_dir, "tiny", "train")
+  stored = examples.MakeExample(records, make_config(data_dir)).random_map(0, np.random.default_rng(1))
+  same = examples.MakeExample(records, make_config(data_dir, **{"normals.source": "render"}))
+  rendered = same.random_map(0, np.random.default_rng(1))
+  # The build rendered from float64 poses, stored as float32: a rare pixel may round differently.
+  difference = np.abs(rendered["normals"].astype(int) - stored["normals"].astype(int))
+  assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
+  larger = examples.MakeExample(records, make_config(
+      data_dir, **{"normals.source": "render", "normals.height": 64, "normals.width": 48,
+                   "normals.encoding": "unit"})).random_map(0, np.random.default_rng(1))
+  normals = larger["normals"]
+  assert normals.shape == (5, 64, 48, 3) and normals.dtype == np.float32
+  length = np.linalg.norm(normals, axis=-1)
+  on_mesh = length > 0
+  assert 0.1 < on_mesh.mean() < 0.9
+  np.testing.assert_allclose(length[on_mesh], 1.0, atol=1e-5)
+  # Facing the camera: OpenCV z points away from the viewer, so visible normals have n_z < 0.
+  assert np.mean(normals[..., 2][on_mesh] < 0) > 0.95
+
+
+def test_drop_flag_rates():
+  rates = dict(all=0.1, motion=0.2, reference=0.3, expression=0.4, pose=0.0, camera=0.5)
+  draws = 20000
+  flags = [examples.draw_drop_flags(np.random.default_rng(seed), rates) for seed in range(draws)]
+  table = np.array([[f[f"drop_{name}"] for name in examples.CONDITIONS] for f in flags])
+  everything = table.all(axis=1).mean()
+  motion_only = (~table[:, 0] & table[:, 1:].all(axis=1)).mean()
+  singles = 1 - rates["all"] - rates["motion"]
+  # Each expected frequency: the joint cases plus what the independent draws give.
+  expected_all = rates["all"] + singles * 0.3 * 0.4 * 0.0 * 0.5
+  expected_motion = rates["motion"] + singles * 0.7 * 0.4 * 0.0 * 0.5
+  expected_reference = rates["all"] + singles * 0.3
+  tolerance = 5 * np.sqrt(0.25 / draws)
+  assert abs(everything - expected_all) < tolerance
+  assert abs(motion_only - expected_motion) < tolerance
+  assert abs(table[:, 0].mean() - expected_reference) < tolerance
+  assert abs(table[:, 3].mean() - (rates["all"] + rates["motion"] + singles * 0.5)) < tolerance
+
+
+def test_same_batches_with_any_number_of_workers(data_dir):
+  config = make_config(data_dir)
+  alone = take(input_pipeline.make_iterator(config), 4)
+  config.workers.count = 2
+  iterator = input_pipeline.make_iterator(config)
+  assert_batches_equal(alone, take(iterator, 4))
+  iterator.close()
+
+
+def test_each_epoch_visits_every_clip_once_in_a_new_order(data_dir):
+  config = make_config(data_dir, global_batch_size=1, num_epochs=2)
+  order = [int(batch["record"][0]) for batch in input_pipeline.make_iterator(config)]
+  assert len(order) == 12
+  assert sorted(order[:6]) == sorted(order[6:]) == list(range(6))
+  assert order[:6] != order[6:]
+
+
+def test_two_processes_split_an_epoch_between_them(data_dir):
+  config = make_config(data_dir, global_batch_size=2, num_epochs=1)
+  alone = {int(r) for batch in input_pipeline.make_iterator(config) for r in batch["record"]}
+  shards = []
+  for process in range(2):
+    iterator = input_pipeline.make_iterator(config, process_index=process, process_count=2)
+    shards.append([int(r) for batch in iterator for r in batch["record"]])
+  assert len(shards[0]) == len(shards[1]) == 3
+  assert not set(shards[0]) & set(shards[1])
+  assert set(shards[0]) | set(shards[1]) == alone == set(range(6))
+
+
+def test_missing_dataset_names_the_path_and_the_command(tmp_path):
+  with pytest.raises(InputError, match=r"under .*; build it with: fp-data --config=configs/data/synthetic.py:tiny"):
+    input_pipeline.make_dataset(make_config(str(tmp_path)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"window.num_frames": 9}, "spans 9 frames, but the clips of tiny have 5"),
+    ({"window.num_frames": 5, "window.stride": 2}, "spans 9 frames"),
+    ({"window.num_frames": 4}, "must be 4k\\+1"),
+    ({"global_batch_size": 3}, "not divisible by the 2 processes"),
+    ({"drop.all": 0.7, "drop.motion": 0.5}, "must not exceed 1"),
+    ({"reference": "elsewhere"}, "reference must be one of"),
+])
+def test_bad_configs_fail_at_start_up(data_dir, overrides, message):
+  with pytest.raises(InputError, match=message):
+    input_pipeline.make_dataset(make_config(data_dir, **overrides), process_index=0, process_count=2)
+
+
+def _damaged_copy(data_dir, tmp_path, damage):
+  target = tmp_path / "damaged"
+  subprocess.run(["cp", "-r", data_dir, str(target)], check=True)
+  name = next(f for f in os.listdir(target / "factor_portrait_synthetic/tiny/1.1.0") if "-train." in f)
+  path = target / "factor_portrait_synthetic/tiny/1.1.0" / name
+  data = bytearray(path.read_bytes())
+  path.write_bytes(damage(data))
+  return str(target), str(path)
+
+
+def _flip_bytes_in_the_middle(data):
+  middle = len(data) // 3
+  data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+  return data
+
+
+def test_corrupt_record_is_named_at_start_up(data_dir, tmp_path):
+  damaged, path = _damaged_copy(data_dir, tmp_path, _flip_bytes_in_the_middle)
+  with pytest.raises(InputError, match=rf"corrupt record \d of {path}: .*hash mismatch"):
+    input_pipeline.make_dataset(make_config(damaged))
+
+
+def test_corrupt_record_read_by_a_worker_is_one_clear_error(data_dir, tmp_path):
+  damaged, path = _damaged_copy(data_dir, tmp_path, _flip_bytes_in_the_middle)
+  config = make_config(damaged, verify="count", shuffle=False, num_epochs=1)
+  config.workers.count = 2
+  iterator = input_pipeline.make_iterator(config)
+  with pytest.raises(InputError, match=rf"corrupt record \d of {path}"):
+    take(iterator, 3)
+  iterator.close()
+
+
+def test_truncated_file_fails_at_start_up(data_dir, tmp_path):
+  damaged, path = _damaged_copy(data_dir, tmp_path, lambda data: data[:3000])
+  with pytest.raises(InputError, match=f"unreadable dataset file {path}"):
+    input_pipeline.make_dataset(make_config(damaged, verify="count"))
+
+
+def test_pipeline_runs_where_jax_cannot_be_imported(data_dir):
+  script = (
+      "import sys; sys.modules['jax'] = None\n"  # any `import jax` now fails
+      "from configs.data import input as input_config\n"
+      "from data_pipeline import input_pipeline\n"
+      f"config = input_config.get_config('tiny'); config.data_dir = {data_dir!r}\n"
+      "batch = next(input_pipeline.make_iterator(config))\n"
+      "print(sorted(batch)[0], batch['video'].shape)\n")
+  result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "(8, 5, 32, 32, 3)" in result.stdout
