@@ -1,0 +1,1 @@
+"""Weights across frameworks: diffusers <-> ours, safetensors, the PyTorch mirror."""

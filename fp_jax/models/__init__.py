@@ -1,0 +1,1 @@
+"""Models: the FactorPortrait DiT, the video VAE, the expression and pose encoders."""

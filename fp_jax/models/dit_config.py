@@ -1,0 +1,98 @@
+"""The DiT's static configuration (hashable: it lives in the module graph)."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from data_pipeline.errors import InputError, require
+from fp_jax.parallel import attention
+
+EXPRESSION_MODES = ("none", "adaln", "cross_attention", "both")
+REMAT_POLICIES = ("none", "full", "save_matmuls", "offload")
+POSE_DIM = 10  # 6D rotation, translation, scale
+RAY_DIM = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+  dim: int
+  heads: int
+  layers: int
+  ffn_dim: int
+  in_channels: int = 16
+  out_channels: int = 16
+  patch: tuple = (1, 2, 2)
+  freq_dim: int = 256
+  text_dim: int = 4096
+  eps: float = 1e-6
+  rope_theta: float = 10000.0
+  vae_stride: tuple = (4, 8, 8)
+  # Portrait controls (all new weights start at zero).
+  reference: bool = True
+  normals: bool = True
+  rays: bool = True
+  expression: str = "cross_attention"
+  expression_dim: int = 512
+  expression_token_dim: int = 16
+  pose: bool = True
+  # Execution.
+  attention: str = "einsum"
+  dtype: str = "float32"
+  remat: str = "none"
+  scan_layers: bool = True
+
+  def __post_init__(self):
+    require(self.dim % self.heads == 0, f"dim {self.dim} is not divisible by {self.heads} heads")
+    require((self.dim // self.heads) % 2 == 0, "the head dimension must be even for rotary embeddings")
+    require(self.expression in EXPRESSION_MODES,
+            f"expression must be one of {EXPRESSION_MODES}, got {self.expression!r}")
+    require(self.remat in REMAT_POLICIES, f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+    require(self.expression == "none" or self.expression_dim % self.expression_token_dim == 0,
+            f"expression_dim {self.expression_dim} is not a whole number of "
+            f"{self.expression_token_dim}-d tokens")
+    attention.get_kernel(self.attention)
+    require(self.dtype in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+  @classmethod
+  def from_config(cls, config):
+    """From an ml-collections model config (unknown fields are an error)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(config)
+    unknown = set(values) - fields
+    if unknown:
+      raise InputError(f"unknown model config fields {sorted(unknown)}")
+    for key in ("patch", "vae_stride"):
+      if key in values:
+        values[key] = tuple(values[key])
+    return cls(**values)
+
+  @property
+  def compute_dtype(self):
+    return jnp.bfloat16 if self.dtype == "bfloat16" else None
+
+  @property
+  def patch_volume(self):
+    return self.patch[0] * self.patch[1] * self.patch[2]
+
+  @property
+  def expression_adaln(self):
+    return self.expression in ("adaln", "both")
+
+  @property
+  def expression_cross_attention(self):
+    return self.expression in ("cross_attention", "both")
+
+  def self_attention(self, q, k, v):
+    return attention.get_kernel(self.attention)(q, k, v)
+
+  def cross_attention(self, q, k, v):
+    # Keys and values of a cross-attention are short and not split over `context`.
+    name = "einsum" if self.attention == "ulysses" else self.attention
+    return attention.get_kernel(name)(q, k, v)
+
+  def remat_policy(self):
+    return {
+        "full": None,
+        "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
+    }[self.remat]

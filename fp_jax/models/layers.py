@@ -1,0 +1,60 @@
+"""Small building blocks with logical sharding names on every weight."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+XAVIER = nnx.initializers.xavier_uniform()
+
+
+def linear(in_features, out_features, axes, rngs, *, zero=False, use_bias=True, dtype=None,
+           param_dtype=jnp.float32):
+  """`nnx.Linear` whose kernel `[in, out]` carries logical axes `axes` (bias: `axes[1]`).
+
+  `zero=True` starts kernel and bias at zero: a new branch that leaves a converted model unchanged.
+  """
+  return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                    kernel_init=nnx.initializers.zeros_init() if zero else XAVIER,
+                    kernel_metadata={"out_sharding": tuple(axes)},
+                    bias_metadata={"out_sharding": (axes[1],)}, rngs=rngs)
+
+
+def layer_norm(x, eps):
+  """LayerNorm without parameters, computed in float32."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(variance + eps)
+
+
+class RMSNorm(nnx.Module):
+  """RMS norm over the last axis (all heads together, as Wan does), in float32."""
+
+  def __init__(self, features, eps, axes=("heads",)):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((features,), jnp.float32), out_sharding=axes)
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (x32 * self.scale[...]).astype(x.dtype)
+
+
+class AffineLayerNorm(nnx.Module):
+  """LayerNorm with scale and bias, in float32 (Wan's cross-attention norm)."""
+
+  def __init__(self, features, eps):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+
+  def __call__(self, x):
+    return layer_norm(x, self.eps) * self.scale[...] + self.bias[...]
+
+
+def sinusoidal_embedding(timesteps, dim, max_period=10000.0):
+  """Wan's timestep features: [cos, sin] of `t * 10000^(-i/half)`, float32."""
+  half = dim // 2
+  frequencies = jnp.exp(-np.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  angles = timesteps.astype(jnp.float32)[..., None] * frequencies
+  return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)

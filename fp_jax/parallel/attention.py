@@ -1,0 +1,88 @@
+"""Attention kernels, chosen by name: `einsum`, `xla`, `splash` (TPU), `ulysses` (context parallel).
+
+Every kernel takes q `[B, Lq, N, D]`, k and v `[B, Lk, N, D]` and returns `[B, Lq, N, D]`.
+- `einsum`: einsum, fp32 softmax, einsum; the fastest on CPU.
+- `xla`: `jax.nn.dot_product_attention` (XLA's fused attention; cuDNN on GPU).
+- `splash`: Pallas splash attention for TPU (`interpret=True` runs it on CPU for tests).
+- `ulysses`: tokens sharded over the mesh's `context` axis; an all-to-all trades the token split
+  for a head split, attention runs on full sequences, and a second all-to-all trades back.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from data_pipeline.errors import InputError
+
+
+def einsum_attention(q, k, v):
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bqnd,bknd->bnqk", q * jnp.asarray(scale, q.dtype), k,
+                      preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bnqk,bknd->bqnd", weights, v)
+
+
+def xla_attention(q, k, v):
+  return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+
+
+def splash_attention(q, k, v, interpret=False, block=128):
+  """Pallas splash attention (non-causal), padding the tokens to whole blocks."""
+  from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=g-import-not-at-top
+      splash_attention_kernel as kernel, splash_attention_mask as masks)
+  batch, q_len, heads, dim = q.shape
+  k_len = k.shape[1]
+  pad = lambda n: -n % block
+  q_pad, k_pad = pad(q_len), pad(k_len)
+  mask = masks.MultiHeadMask([masks.FullMask((q_len + q_pad, k_len + k_pad))] * heads)
+  sizes = kernel.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                            block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                            block_q_dq=block, block_kv_dq=block)
+  splash = kernel.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes,
+                                  interpret=interpret)
+  q_ids = jnp.concatenate([jnp.zeros(q_len, jnp.int32), jnp.ones(q_pad, jnp.int32)])
+  k_ids = jnp.concatenate([jnp.zeros(k_len, jnp.int32), jnp.full(k_pad, 2, jnp.int32)])
+  segments = kernel.SegmentIds(q=q_ids, kv=k_ids)  # padding attends to nothing real
+  to_heads_first = lambda x, n: jnp.pad(x, ((0, 0), (0, n), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+  qh = to_heads_first(q * jnp.asarray(dim ** -0.5, q.dtype), q_pad)
+  kh, vh = to_heads_first(k, k_pad), to_heads_first(v, k_pad)
+  out = jax.vmap(lambda a, b, c: splash(a, b, c, segment_ids=segments))(qh, kh, vh)
+  return out.transpose(0, 2, 1, 3)[:, :q_len]
+
+
+def ulysses_attention(q, k, v, inner=einsum_attention, axis="context"):
+  """Context-parallel attention over the mesh axis `axis` (all-to-all, DeepSpeed-Ulysses)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or axis not in mesh.axis_names or mesh.shape[axis] == 1:
+    return inner(q, k, v)
+  ways = mesh.shape[axis]
+  if q.shape[2] % ways:
+    raise InputError(f"ulysses attention: {q.shape[2]} heads do not split over the {ways}-way "
+                     f"'{axis}' axis")
+  batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+  spec = PartitionSpec(batch_axes, axis, None, None)
+
+  @functools.partial(jax.shard_map, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
+  def attend(q, k, v):
+    # Local: tokens/ways of every head -> all tokens of heads/ways.
+    to_heads = lambda x: jax.lax.all_to_all(x, axis, split_axis=2, concat_axis=1, tiled=True)
+    out = inner(to_heads(q), to_heads(k), to_heads(v))
+    return jax.lax.all_to_all(out, axis, split_axis=1, concat_axis=2, tiled=True)
+
+  return attend(q, k, v)
+
+
+KERNELS = {
+    "einsum": einsum_attention,
+    "xla": xla_attention,
+    "splash": splash_attention,
+    "ulysses": ulysses_attention,
+}
+
+
+def get_kernel(name):
+  if name not in KERNELS:
+    raise InputError(f"unknown attention kernel {name!r}; choose from {sorted(KERNELS)}")
+  return KERNELS[name]
