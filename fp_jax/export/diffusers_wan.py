@@ -138,6 +138,6 @@ def to_diffusers(params, num_layers, in_channels, patch):
     value = np.asarray(_get(params, path))
     if layer is not None:
       value = value[layer]
-    conv_shape = (value.shape[1], in_channels, *patch) if kind == "conv" else None
+    conv_shape = (value.shape[-1], in_channels, *patch) if kind == "conv" and param == "kernel" else None
     out[key] = _to_theirs(kind, param, value, conv_shape)
   return out

@@ -76,7 +76,7 @@ class Block(nnx.Module):
       q, k, v = self.attn2.project(h, context)
       x = x + self.attn2.output(config.cross_attention(q, k, v))
     if expression is not None:
-      x = x + self._expression_attention(h, expression, expression_keep, frames)
+      x = x + self._expression_attention(h, expression, expression_keep)
 
     h = flat(layers.layer_norm(per_frame(x), config.eps) * (1 + c_scale) + c_shift).astype(x.dtype)
     hidden = constrain(jax.nn.gelu(self.ffn_in(h), approximate=True), ("batch", "length", "act_mlp"))
@@ -84,9 +84,10 @@ class Block(nnx.Module):
     return flat(per_frame(x).astype(jnp.float32) + per_frame(out).astype(jnp.float32) * c_gate
                 ).astype(x.dtype)
 
-  def _expression_attention(self, h, tokens, keep, frames):
+  def _expression_attention(self, h, tokens, keep):
     """Each latent frame's queries attend to that frame's expression tokens only."""
     batch, length, dim = h.shape
+    frames = tokens.shape[1]
     per_frame_queries = h.reshape(batch * frames, length // frames, dim)
     q, k, v = self.expression_attn.project(per_frame_queries, tokens.reshape(batch * frames, -1, dim))
     out = self.expression_attn.output(self.config.cross_attention(q, k, v)).reshape(batch, length, dim)

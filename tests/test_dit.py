@@ -1,0 +1,164 @@
+"""The DiT: parity with diffusers' Wan, the portrait controls, and bad input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from data_pipeline.errors import InputError
+from fp_jax.export import diffusers_wan
+from fp_jax.models.dit_config import DiTConfig
+from tests import dit_helpers as helpers
+
+
+def random_inputs(rng, batch, frames, height, width, text=7):
+  latents = rng.standard_normal((batch, frames, height, width, 16)).astype(np.float32)
+  timestep = rng.uniform(0, 1000, batch).astype(np.float32)
+  context = rng.standard_normal((batch, text, 32)).astype(np.float32)
+  return latents, timestep, context
+
+
+@pytest.mark.parametrize("dim, heads, layers, frames, height, width", [
+    (48, 2, 2, 3, 6, 10),   # non-square latents, odd latent frame count
+    (64, 4, 1, 1, 4, 4),    # a single latent frame (an image)
+    (96, 2, 3, 2, 8, 6),    # head dim 48: uneven rotary split (16, 16, 16)
+])
+def test_parity_with_diffusers_wan(dim, heads, layers, frames, height, width):
+  reference = helpers.diffusers_wan_model(dim, heads, layers, ffn_dim=2 * dim)
+  model = helpers.converted(reference)
+  latents, timestep, context = random_inputs(np.random.default_rng(dim), 2, frames, height, width)
+  want = helpers.diffusers_forward(reference, latents, timestep, context)
+  got = model(jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context))
+  assert got.shape == want.shape
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
+def test_per_frame_timesteps_match_diffusers_per_token_timesteps():
+  reference = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96)
+  model = helpers.converted(reference)
+  latents, _, context = random_inputs(np.random.default_rng(1), 2, 3, 4, 6)
+  per_frame = np.array([[0.0, 400.0, 800.0], [999.0, 10.0, 500.0]], np.float32)
+  tokens_per_frame = (4 // 2) * (6 // 2)
+  with torch.no_grad():
+    want = reference(torch.from_numpy(np.ascontiguousarray(latents.transpose(0, 4, 1, 2, 3))),
+                     torch.from_numpy(np.repeat(per_frame, tokens_per_frame, axis=1)),
+                     torch.from_numpy(context), return_dict=False)[0].numpy().transpose(0, 2, 3, 4, 1)
+  got = model(jnp.asarray(latents), jnp.asarray(per_frame), jnp.asarray(context))
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
+def control_inputs(rng, batch, frames, height, width, expression_dim=512):
+  video_frames = 1 + 4 * (frames - 1)
+  return dict(
+      reference=jnp.asarray(rng.standard_normal((batch, height, width, 16)), jnp.float32),
+      normals=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
+      rays=jnp.asarray(rng.standard_normal((batch, video_frames, 8 * height, 8 * width, 6)), jnp.float32),
+      expression=jnp.asarray(rng.standard_normal((batch, video_frames, expression_dim)), jnp.float32),
+      head_pose=jnp.asarray(rng.standard_normal((batch, video_frames, 10)), jnp.float32))
+
+
+ALL_CONTROLS = dict(reference=True, normals=True, rays=True, expression="both", pose=True)
+
+
+def test_converted_model_with_controls_is_wan_at_step_zero():
+  reference = helpers.diffusers_wan_model(48, 2, 2, ffn_dim=96)
+  model = helpers.converted(reference, **ALL_CONTROLS)
+  rng = np.random.default_rng(2)
+  latents, timestep, context = random_inputs(rng, 2, 3, 4, 6)
+  controls = control_inputs(rng, 2, 3, 4, 6)
+  first_frame_zero = latents.copy()
+  first_frame_zero[:, 0] = 0  # the reference takes the first latent frame's place
+  want = helpers.diffusers_forward(reference, first_frame_zero, timestep, context)
+  got = model(jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), **controls)
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
+def _randomise_zero_weights(model, seed):
+  """Training would move the zero-initialised control weights; emulate that."""
+  state = nnx.state(model, nnx.Param)
+  keys = iter(jax.random.split(jax.random.key(seed), 1000))
+  state = jax.tree.map(lambda p: jnp.where(jnp.all(p == 0), 0.05 * jax.random.normal(next(keys), p.shape), p)
+                       if p.ndim >= 2 else p, state)
+  nnx.update(model, state)
+
+
+def test_every_control_and_its_drop_flag_acts():
+  reference = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96)
+  model = helpers.converted(reference, **ALL_CONTROLS)
+  _randomise_zero_weights(model, 0)
+  rng = np.random.default_rng(3)
+  latents, timestep, context = (jnp.asarray(a) for a in random_inputs(rng, 2, 2, 4, 4))
+  controls = control_inputs(rng, 2, 2, 4, 4)
+  base = model(latents, timestep, context, **controls)
+  names = {"reference": ["reference"], "pose": ["normals", "head_pose"], "camera": ["rays"],
+           "expression": ["expression"]}
+  all_dropped = model(latents, timestep, context, **controls,
+                      keep={name: jnp.zeros(2) for name in names})
+  for condition, inputs in names.items():
+    changed = dict(controls)
+    for name in inputs:
+      changed[name] = controls[name] + 1.0
+    assert not np.allclose(model(latents, timestep, context, **changed), base, atol=1e-4), condition
+    keep = {name: jnp.zeros(2) if name == condition else jnp.ones(2) for name in names}
+    dropped = model(latents, timestep, context, **controls, keep=keep)
+    dropped_changed = model(latents, timestep, context, **changed, keep=keep)
+    np.testing.assert_allclose(dropped, dropped_changed, atol=1e-5, err_msg=condition)
+  # Dropping everything leaves only the noisy latents (first frame zero) and the text.
+  empty = {name: jnp.zeros_like(value) for name, value in controls.items()}
+  np.testing.assert_allclose(all_dropped, model(latents, timestep, context, **empty,
+                                                keep={name: jnp.zeros(2) for name in names}), atol=1e-5)
+
+
+def test_expression_attention_is_frame_aligned():
+  """With one block, changing frame group j's expression changes only latent frame j."""
+  reference = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96)
+  model = helpers.converted(reference, reference=True, normals=False, rays=False,
+                            expression="cross_attention", pose=False)
+  _randomise_zero_weights(model, 1)
+  rng = np.random.default_rng(4)
+  latents, timestep, _ = (jnp.asarray(a) for a in random_inputs(rng, 1, 3, 4, 4))
+  controls = control_inputs(rng, 1, 3, 4, 4)
+  inputs = dict(reference=controls["reference"], expression=controls["expression"])
+  base = np.asarray(model(latents, timestep, **inputs))
+  changed = dict(inputs, expression=inputs["expression"].at[:, 5:9].add(1.0))  # latent frame 2
+  difference = np.abs(np.asarray(model(latents, timestep, **changed)) - base).max(axis=(0, 2, 3, 4))
+  assert difference[2] > 1e-3 and difference[0] == 0 and difference[1] == 0
+
+
+def test_bad_inputs_are_clear_errors():
+  reference = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96)
+  model = helpers.converted(reference, **ALL_CONTROLS)
+  rng = np.random.default_rng(5)
+  latents, timestep, context = (jnp.asarray(a) for a in random_inputs(rng, 1, 2, 4, 4))
+  controls = control_inputs(rng, 1, 2, 4, 4)
+  with pytest.raises(InputError, match="latent height 5 is not a multiple of the patch size 2"):
+    model(jnp.zeros((1, 2, 5, 4, 16)), timestep, context)
+  with pytest.raises(InputError, match="expression has 6 frames; 2 latent frames need 5"):
+    model(latents, timestep, context, **dict(controls, expression=controls["expression"][:, :4].repeat(2, 1)[:, :6]))
+  with pytest.raises(InputError, match="rays must be"):
+    model(latents, timestep, context, **dict(controls, rays=controls["rays"][:, :, :16]))
+  with pytest.raises(InputError, match="unknown attention kernel 'flash3'"):
+    DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, attention="flash3")
+  with pytest.raises(InputError, match="dim 50 is not divisible by 4 heads"):
+    DiTConfig(dim=50, heads=4, layers=1, ffn_dim=96)
+
+
+def test_converter_names_missing_unexpected_and_mismatched_keys():
+  reference = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96)
+  model = helpers.converted(reference)
+  state_dict = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+  params = jax.tree.map(np.asarray, nnx.state(model, nnx.Param).to_pure_dict())
+  broken = dict(state_dict)
+  del broken["blocks.0.attn1.to_q.weight"]
+  broken["blocks.0.attn2.add_k_proj.weight"] = np.zeros((48, 48))
+  with pytest.raises(InputError, match=r"1 missing: blocks.0.attn1.to_q.weight; 1 unexpected: "
+                                       r"blocks.0.attn2.add_k_proj.weight"):
+    diffusers_wan.from_diffusers(broken, params, 1, source="wan.safetensors")
+  wrong = dict(state_dict, **{"proj_out.weight": np.zeros((60, 48))})
+  with pytest.raises(InputError, match="1 shape mismatch"):
+    diffusers_wan.from_diffusers(wrong, params, 1)
+  back = diffusers_wan.to_diffusers(params, 1, 16, (1, 2, 2))
+  assert back.keys() == state_dict.keys()
+  for key, value in state_dict.items():
+    np.testing.assert_array_equal(back[key], value, err_msg=key)
