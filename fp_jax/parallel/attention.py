@@ -57,12 +57,13 @@ def ulysses_attention(q, k, v, inner=einsum_attention, axis="context"):
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or axis not in mesh.axis_names or mesh.shape[axis] == 1:
     return inner(q, k, v)
-  ways = mesh.shape[axis]
+  head_axis = "tensor" if "tensor" in mesh.axis_names else None
+  ways = mesh.shape[axis] * (mesh.shape[head_axis] if head_axis else 1)
   if q.shape[2] % ways:
-    raise InputError(f"ulysses attention: {q.shape[2]} heads do not split over the {ways}-way "
-                     f"'{axis}' axis")
+    raise InputError(f"ulysses attention: {q.shape[2]} heads do not split {ways} ways "
+                     f"('{axis}' x 'tensor')")
   batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
-  spec = PartitionSpec(batch_axes, axis, None, None)
+  spec = PartitionSpec(batch_axes, axis, head_axis, None)
 
   @functools.partial(jax.shard_map, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
   def attend(q, k, v):
