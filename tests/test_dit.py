@@ -12,6 +12,12 @@ from fp_jax.models.dit_config import DiTConfig
 from tests import dit_helpers as helpers
 
 
+@nnx.jit
+def call(model, latents, timestep, context=None, controls=None):
+  """One compiled forward (eager calls run op by op and are slow)."""
+  return model(latents, timestep, context, **(controls or {}))
+
+
 def random_inputs(rng, batch, frames, height, width, text=7):
   latents = rng.standard_normal((batch, frames, height, width, 16)).astype(np.float32)
   timestep = rng.uniform(0, 1000, batch).astype(np.float32)
@@ -70,7 +76,7 @@ def test_converted_model_with_controls_is_wan_at_step_zero():
   first_frame_zero = latents.copy()
   first_frame_zero[:, 0] = 0  # the reference takes the first latent frame's place
   want = helpers.diffusers_forward(reference, first_frame_zero, timestep, context)
-  got = model(jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), **controls)
+  got = call(model, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), controls)
   assert helpers.relative_error(got, want) <= 1e-4
 
 
@@ -90,24 +96,25 @@ def test_every_control_and_its_drop_flag_acts():
   rng = np.random.default_rng(3)
   latents, timestep, context = (jnp.asarray(a) for a in random_inputs(rng, 2, 2, 4, 4))
   controls = control_inputs(rng, 2, 2, 4, 4)
-  base = model(latents, timestep, context, **controls)
+  base = call(model, latents, timestep, context, controls)
   names = {"reference": ["reference"], "pose": ["normals", "head_pose"], "camera": ["rays"],
            "expression": ["expression"]}
-  all_dropped = model(latents, timestep, context, **controls,
-                      keep={name: jnp.zeros(2) for name in names})
+  all_dropped = call(model, latents, timestep, context,
+                     dict(controls, keep={name: jnp.zeros(2) for name in names}))
   for condition, inputs in names.items():
     changed = dict(controls)
     for name in inputs:
       changed[name] = controls[name] + 1.0
-    assert not np.allclose(model(latents, timestep, context, **changed), base, atol=1e-4), condition
+    assert not np.allclose(call(model, latents, timestep, context, changed), base, atol=1e-4), condition
     keep = {name: jnp.zeros(2) if name == condition else jnp.ones(2) for name in names}
-    dropped = model(latents, timestep, context, **controls, keep=keep)
-    dropped_changed = model(latents, timestep, context, **changed, keep=keep)
+    dropped = call(model, latents, timestep, context, dict(controls, keep=keep))
+    dropped_changed = call(model, latents, timestep, context, dict(changed, keep=keep))
     np.testing.assert_allclose(dropped, dropped_changed, atol=1e-5, err_msg=condition)
   # Dropping everything leaves only the noisy latents (first frame zero) and the text.
   empty = {name: jnp.zeros_like(value) for name, value in controls.items()}
-  np.testing.assert_allclose(all_dropped, model(latents, timestep, context, **empty,
-                                                keep={name: jnp.zeros(2) for name in names}), atol=1e-5)
+  np.testing.assert_allclose(all_dropped, call(model, latents, timestep, context,
+                                               dict(empty, keep={name: jnp.zeros(2) for name in names})),
+                             atol=1e-5)
 
 
 def test_expression_attention_is_frame_aligned():
@@ -120,9 +127,9 @@ def test_expression_attention_is_frame_aligned():
   latents, timestep, _ = (jnp.asarray(a) for a in random_inputs(rng, 1, 3, 4, 4))
   controls = control_inputs(rng, 1, 3, 4, 4)
   inputs = dict(reference=controls["reference"], expression=controls["expression"])
-  base = np.asarray(model(latents, timestep, **inputs))
+  base = np.asarray(call(model, latents, timestep, None, inputs))
   changed = dict(inputs, expression=inputs["expression"].at[:, 5:9].add(1.0))  # latent frame 2
-  difference = np.abs(np.asarray(model(latents, timestep, **changed)) - base).max(axis=(0, 2, 3, 4))
+  difference = np.abs(np.asarray(call(model, latents, timestep, None, changed)) - base).max(axis=(0, 2, 3, 4))
   assert difference[2] > 1e-3 and difference[0] == 0 and difference[1] == 0
 
 

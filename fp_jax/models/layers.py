@@ -7,13 +7,24 @@ from flax import nnx
 XAVIER = nnx.initializers.xavier_uniform()
 
 
+class Dense(nnx.Linear):
+  """`nnx.Linear` applied to the input flattened to 2D.
+
+  The kernel gradient then contracts one flattened dimension instead of (batch, tokens), which
+  XLA's CPU backend turns into one GEMM rather than a slow generic loop (1.6x faster backward).
+  """
+
+  def __call__(self, x):
+    return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 def linear(in_features, out_features, axes, rngs, *, zero=False, use_bias=True, dtype=None,
            param_dtype=jnp.float32):
   """`nnx.Linear` whose kernel `[in, out]` carries logical axes `axes` (bias: `axes[1]`).
 
   `zero=True` starts kernel and bias at zero: a new branch that leaves a converted model unchanged.
   """
-  return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+  return Dense(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                     kernel_init=nnx.initializers.zeros_init() if zero else XAVIER,
                     kernel_metadata={"out_sharding": tuple(axes)},
                     bias_metadata={"out_sharding": (axes[1],)}, rngs=rngs)

@@ -1,0 +1,154 @@
+"""DiT train step (forward + backward + AdamW): ours (JAX) against diffusers' Wan (PyTorch).
+
+  python benchmarks/dit_step.py [--steps=5]
+
+Both run the Wan core (no portrait controls) at the `bench` size of configs/models/dit.py:
+8 layers, dim 512, 8 heads, ffn 2048, on 1280 video tokens (5 x 32 x 32 latents, patch 1x2x2),
+batch 2, with a 64-token text context, fp32, on this machine's CPU. Prints the median step
+times, `ratio_vs_diffusers` (their step time over ours), the model FLOPs of one step (counted
+analytically: 3x the forward's matmuls and attention), our achieved FLOP/s, a matmul peak
+measured in the same run (a 2048^3 fp32 jnp.dot) and `matmul_peak_share`, and our step's peak
+memory from XLA's memory analysis.
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
+import torch  # pylint: disable=g-import-not-at-top
+from flax import nnx  # pylint: disable=g-import-not-at-top
+
+from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
+from fp_jax.models.build import create_dit  # pylint: disable=g-import-not-at-top
+from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
+from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
+
+BATCH, FRAMES, HEIGHT, WIDTH, TEXT = 2, 5, 32, 32, 64
+
+
+def median_time(step, steps):
+  step()  # compile / warm up
+  step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def step_flops(size, tokens, text):
+  """Matmul and attention FLOPs of one training step (forward x 3)."""
+  d, f, layers = size["dim"], size["ffn_dim"], size["layers"]
+  per_layer = (2 * tokens * d * d * 4            # self-attention q, k, v, out
+               + 2 * 2 * tokens * tokens * d     # scores and weighted sum
+               + 2 * tokens * d * d * 2          # cross-attention q, out
+               + 2 * text * d * d * 2            # cross-attention k, v
+               + 2 * 2 * tokens * text * d       # cross-attention scores and sum
+               + 2 * tokens * d * f * 2)         # feed-forward
+  return 3 * BATCH * layers * per_layer
+
+
+def ours(size, batch, steps):
+  config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
+                     attention="einsum")
+  mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
+  model = create_dit(config, mesh)
+  with use_mesh(mesh):
+    optimizer = nnx.Optimizer(model, optax.adamw(1e-4), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+
+  def train_step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+
+    def loss_fn(model):
+      out = model(batch["latents"], batch["timestep"], batch["context"])
+      return jnp.mean(jnp.square(out - batch["target"]))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), loss
+
+  with use_mesh(mesh):
+    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
+  memory = compiled.memory_analysis()
+  holder = [state]
+
+  def run():
+    holder[0], loss = compiled(holder[0], batch)
+    loss.block_until_ready()
+
+  peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes)
+  return median_time(run, steps), peak
+
+
+def theirs(size, batch, steps):
+  from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = WanTransformer3DModel(
+      patch_size=(1, 2, 2), num_attention_heads=size["heads"], attention_head_dim=size["dim"] // size["heads"],
+      in_channels=16, out_channels=16, text_dim=size["text_dim"], ffn_dim=size["ffn_dim"],
+      num_layers=size["layers"]).train()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+  latents = tensors["latents"].permute(0, 4, 1, 2, 3).contiguous()
+  target = tensors["target"].permute(0, 4, 1, 2, 3).contiguous()
+
+  def run():
+    optimizer.zero_grad(set_to_none=True)
+    out = model(latents, tensors["timestep"], tensors["context"], return_dict=False)[0]
+    loss = torch.mean(torch.square(out - target))
+    loss.backward()
+    optimizer.step()
+
+  return median_time(run, steps)
+
+
+def matmul_peak(steps):
+  a = jnp.ones((2048, 2048), jnp.float32)
+  dot = jax.jit(lambda x, y: x @ y)
+  seconds = median_time(lambda: dot(a, a).block_until_ready(), steps * 3)
+  return 2 * 2048 ** 3 / seconds
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--steps", type=int, default=5)
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count())
+  size = dict(dit_configs.get_config("bench"))
+  size = {key: size[key] for key in ("dim", "heads", "layers", "ffn_dim", "text_dim")}
+  rng = np.random.default_rng(0)
+  batch = {
+      "latents": jnp.asarray(rng.standard_normal((BATCH, FRAMES, HEIGHT, WIDTH, 16)), jnp.float32),
+      "timestep": jnp.asarray(rng.uniform(0, 1000, BATCH), jnp.float32),
+      "context": jnp.asarray(rng.standard_normal((BATCH, TEXT, size["text_dim"])), jnp.float32),
+      "target": jnp.asarray(rng.standard_normal((BATCH, FRAMES, HEIGHT, WIDTH, 16)), jnp.float32),
+  }
+  tokens = FRAMES * (HEIGHT // 2) * (WIDTH // 2)
+  peak = matmul_peak(args.steps)
+  our_time, our_memory = ours(size, batch, args.steps)
+  their_time = theirs(size, batch, args.steps)
+  flops = step_flops(size, tokens, TEXT)
+  print(f"tokens: {tokens}")
+  print(f"ours_step_time: {our_time * 1000:.0f} ms")
+  print(f"diffusers_step_time: {their_time * 1000:.0f} ms")
+  print(f"ratio_vs_diffusers: {their_time / our_time:.2f}")
+  print(f"step_flops: {flops / 1e9:.1f} GFLOP")
+  print(f"ours_flops_per_s: {flops / our_time / 1e9:.1f} GFLOP/s")
+  print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
+  print(f"matmul_peak_share: {flops / our_time / peak:.2f}")
+  print(f"ours_peak_memory: {our_memory / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+  main()

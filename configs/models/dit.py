@@ -1,0 +1,31 @@
+r"""DiT sizes. Training configs embed one as `config.model`; `fp-aot` and the benchmarks read them.
+
+  python benchmarks/dit_step.py                     # uses the `bench` size
+Variants: `tiny` (CPU tests and the demo), `bench` (benchmarks/dit_step.py), `wan_1_3b`, `wan_14b`.
+Portrait controls default to on; `--config.model.expression=adaln|cross_attention|both|none`.
+"""
+import ml_collections
+
+SIZES = {
+    "tiny": dict(dim=64, heads=4, layers=2, ffn_dim=128, text_dim=64),
+    "bench": dict(dim=512, heads=8, layers=8, ffn_dim=2048, text_dim=512),
+    "wan_1_3b": dict(dim=1536, heads=12, layers=30, ffn_dim=8960, text_dim=4096),
+    "wan_14b": dict(dim=5120, heads=40, layers=40, ffn_dim=13824, text_dim=4096),
+}
+
+
+def get_config(arg="tiny"):
+  if arg not in SIZES:
+    raise ValueError(f"unknown variant {arg!r}: use one of {sorted(SIZES)}")
+  config = ml_collections.ConfigDict(SIZES[arg])
+  config.reference = True
+  config.normals = True
+  config.rays = True
+  config.expression = "cross_attention"
+  config.expression_dim = 512
+  config.pose = True
+  config.attention = "einsum" if arg in ("tiny", "bench") else "splash"
+  config.dtype = "float32" if arg in ("tiny", "bench") else "bfloat16"
+  config.remat = "none" if arg in ("tiny", "bench") else "save_matmuls"
+  config.scan_layers = True
+  return config
