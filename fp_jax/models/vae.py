@@ -1,0 +1,184 @@
+"""Wan 2.1's causal video VAE in Flax NNX: 8x spatial, 4x temporal, 16 latent channels.
+
+`1 + 4k` frames map to `1 + k` latent frames. `encode`/`decode` run the whole clip at once, or
+chunk by chunk with a feature cache (`chunked=True`: the first frame, then 4 frames at a time to
+encode; one latent frame at a time to decode) in bounded memory; both give the same result.
+Module and parameter names follow diffusers' `AutoencoderKLWan`, so its weights load directly
+(`fp_jax/export/diffusers_vae.py`).
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from data_pipeline.errors import require
+from fp_jax.models.vae_layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm
+
+WAN_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+WAN_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                   3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+  base_dim: int = 96
+  z_dim: int = 16
+  dim_mult: tuple = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  temporal_downsample: tuple = (False, True, True)
+  latents_mean: tuple = WAN_LATENTS_MEAN
+  latents_std: tuple = WAN_LATENTS_STD
+
+
+class MidBlock(nnx.Module):
+
+  def __init__(self, dim, rngs):
+    self.resnets = nnx.List([ResidualBlock(dim, dim, rngs), ResidualBlock(dim, dim, rngs)])
+    self.attentions = nnx.List([AttentionBlock(dim, rngs)])
+
+  def __call__(self, x, cache=None, first=True):
+    x = self.resnets[0](x, cache)
+    return self.resnets[1](self.attentions[0](x), cache)
+
+
+class Encoder(nnx.Module):
+
+  def __init__(self, config, rngs):
+    dims = [config.base_dim * m for m in (1,) + tuple(config.dim_mult)]
+    self.conv_in = CausalConv3d(3, dims[0], 3, rngs)
+    blocks = []
+    for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      for _ in range(config.num_res_blocks):
+        blocks.append(ResidualBlock(in_dim, out_dim, rngs))
+        in_dim = out_dim
+      if level != len(config.dim_mult) - 1:
+        mode = "downsample3d" if config.temporal_downsample[level] else "downsample2d"
+        blocks.append(Resample(out_dim, mode, rngs))
+    self.down_blocks = nnx.List(blocks)
+    self.mid_block = MidBlock(dims[-1], rngs)
+    self.norm_out = RMSNorm(dims[-1])
+    self.conv_out = CausalConv3d(dims[-1], 2 * config.z_dim, 3, rngs)
+
+  def __call__(self, x, cache=None, first=True):
+    x = self.conv_in(x, cache)
+    for block in self.down_blocks:
+      x = block(x, cache, first)
+    x = self.mid_block(x, cache)
+    return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
+
+
+class UpBlock(nnx.Module):
+
+  def __init__(self, in_dim, out_dim, num_res_blocks, mode, rngs):
+    resnets = []
+    for _ in range(num_res_blocks + 1):
+      resnets.append(ResidualBlock(in_dim, out_dim, rngs))
+      in_dim = out_dim
+    self.resnets = nnx.List(resnets)
+    self.upsamplers = nnx.data(nnx.List([Resample(out_dim, mode, rngs)]) if mode else None)
+
+  def __call__(self, x, cache=None, first=True):
+    for resnet in self.resnets:
+      x = resnet(x, cache)
+    return x if self.upsamplers is None else self.upsamplers[0](x, cache, first)
+
+
+class Decoder(nnx.Module):
+
+  def __init__(self, config, rngs):
+    mult = tuple(config.dim_mult)
+    dims = [config.base_dim * m for m in (mult[-1],) + mult[::-1]]
+    upsample = tuple(config.temporal_downsample)[::-1]
+    self.conv_in = CausalConv3d(config.z_dim, dims[0], 3, rngs)
+    self.mid_block = MidBlock(dims[0], rngs)
+    blocks = []
+    for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      in_dim = in_dim // 2 if level > 0 else in_dim
+      mode = None
+      if level != len(mult) - 1:
+        mode = "upsample3d" if upsample[level] else "upsample2d"
+      blocks.append(UpBlock(in_dim, out_dim, config.num_res_blocks, mode, rngs))
+    self.up_blocks = nnx.List(blocks)
+    self.norm_out = RMSNorm(dims[-1])
+    self.conv_out = CausalConv3d(dims[-1], 3, 3, rngs)
+
+  def __call__(self, z, cache=None, first=True):
+    x = self.mid_block(self.conv_in(z, cache), cache)
+    for block in self.up_blocks:
+      x = block(x, cache, first)
+    return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
+
+
+class VideoVAE(nnx.Module):
+
+  def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.encoder = Encoder(config, rngs)
+    self.quant_conv = CausalConv3d(2 * config.z_dim, 2 * config.z_dim, 1, rngs)
+    self.post_quant_conv = CausalConv3d(config.z_dim, config.z_dim, 1, rngs)
+    self.decoder = Decoder(config, rngs)
+
+  # -- encode --------------------------------------------------------------------------------
+
+  def encode(self, video, chunked=False):
+    """Video in [-1, 1], `[B, 1 + 4k, H, W, 3]` -> (mean, logvar), each `[B, 1 + k, H/8, W/8, z]`."""
+    require(video.ndim == 5 and video.shape[-1] == 3,
+            f"video must be [B, T, H, W, 3], got shape {video.shape}")
+    frames = video.shape[1]
+    require(frames >= 1 and (frames - 1) % 4 == 0, f"video frame count must be 1 + 4k, got {frames}")
+    require(video.shape[2] % 8 == 0 and video.shape[3] % 8 == 0,
+            f"video height and width must be multiples of 8, got {video.shape[2]}x{video.shape[3]}")
+    if not chunked:
+      moments = self.encoder(video)
+    else:
+      cache = {}
+      first = self.encoder(video[:, :1], cache, first=True)
+      if frames == 1:
+        moments = first
+      else:
+        chunks = video[:, 1:].reshape(video.shape[0], -1, 4, *video.shape[2:]).swapaxes(0, 1)
+
+        def step(cache, chunk):
+          cache = dict(cache)
+          return cache, self.encoder(chunk, cache, first=False)
+
+        cache, rest = jax.lax.scan(step, cache, chunks)
+        rest = rest.swapaxes(0, 1).reshape(video.shape[0], -1, *rest.shape[3:])
+        moments = jnp.concatenate([first, rest], axis=1)
+    moments = self.quant_conv(moments)
+    mean, logvar = jnp.split(moments, 2, axis=-1)
+    return mean, jnp.clip(logvar, -30.0, 20.0)
+
+  # -- decode --------------------------------------------------------------------------------
+
+  def decode(self, latents, chunked=False):
+    """Latents `[B, 1 + k, h, w, z]` -> video `[B, 1 + 4k, 8h, 8w, 3]`, clipped to [-1, 1]."""
+    require(latents.ndim == 5 and latents.shape[-1] == self.config.z_dim,
+            f"latents must be [B, F, h, w, {self.config.z_dim}], got shape {latents.shape}")
+    z = self.post_quant_conv(latents)
+    if not chunked:
+      video = self.decoder(z)
+    else:
+      cache = {}
+      first = self.decoder(z[:, :1], cache, first=True)
+      if z.shape[1] == 1:
+        video = first
+      else:
+        def step(cache, frame):
+          cache = dict(cache)
+          return cache, self.decoder(frame[:, None], cache, first=False)
+
+        cache, rest = jax.lax.scan(step, cache, z[:, 1:].swapaxes(0, 1))
+        rest = rest.swapaxes(0, 1).reshape(z.shape[0], -1, *rest.shape[3:])
+        video = jnp.concatenate([first, rest], axis=1)
+    return jnp.clip(video, -1.0, 1.0)
+
+  # -- latent normalisation (what the DiT sees) ------------------------------------------------
+
+  def normalize(self, mean):
+    return (mean - jnp.asarray(self.config.latents_mean)) / jnp.asarray(self.config.latents_std)
+
+  def denormalize(self, latents):
+    return latents * jnp.asarray(self.config.latents_std) + jnp.asarray(self.config.latents_mean)

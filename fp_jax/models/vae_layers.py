@@ -1,0 +1,164 @@
+"""Layers of Wan's causal video VAE, channels-last (`[B, T, H, W, C]`), with a feature cache.
+
+A causal convolution sees only the present and past frames. Run chunk by chunk, each causal
+layer keeps the last input frames it needs in `cache` (a dict, one entry per layer, threaded
+through the calls), so a long video is processed in bounded memory and gives the same result
+as the whole clip at once. An empty cache means zeros, exactly the causal padding.
+"""
+import itertools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_ids = itertools.count()
+
+
+def conv(x, kernel, bias, stride=(1, 1, 1), padding=((0, 0), (0, 0), (0, 0))):
+  """3D convolution of channels-last `x` with a `[kt, kh, kw, in, out]` kernel."""
+  out = jax.lax.conv_general_dilated(x, kernel, stride, padding,
+                                     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  return out + bias
+
+
+class CausalConv3d(nnx.Module):
+  """Zero-pads time only in front (`kt - 1` frames, or the cached frames instead)."""
+
+  def __init__(self, in_dim, out_dim, kernel, rngs, stride=(1, 1, 1), spatial_padding=None):
+    kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
+    fan_in = in_dim * kernel[0] * kernel[1] * kernel[2]
+    bound = fan_in ** -0.5
+    self.kernel = nnx.Param(jax.random.uniform(rngs.params(), (*kernel, in_dim, out_dim), minval=-bound,
+                                               maxval=bound))
+    self.bias = nnx.Param(jnp.zeros((out_dim,)))
+    self.stride = tuple(stride)
+    pad = (kernel[1] // 2) if spatial_padding is None else spatial_padding
+    self.spatial_padding = ((pad, pad), (pad, pad))
+    self.history = kernel[0] - 1
+    self.key = f"conv{next(_ids)}"
+
+  def __call__(self, x, cache=None):
+    if self.history:
+      past = None if cache is None else cache.get(self.key)
+      if past is None:
+        past = jnp.zeros((x.shape[0], self.history, *x.shape[2:]), x.dtype)
+      x = jnp.concatenate([past, x], axis=1)
+      if cache is not None:
+        cache[self.key] = x[:, -self.history:]
+    return conv(x, self.kernel[...], self.bias[...], self.stride, ((0, 0), *self.spatial_padding))
+
+
+class RMSNorm(nnx.Module):
+  """`x / |x|` over channels, times `sqrt(C) * gamma` (Wan's RMS_norm)."""
+
+  def __init__(self, dim):
+    self.gamma = nnx.Param(jnp.ones((dim,)))
+
+  def __call__(self, x):
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+    return x / jnp.maximum(norm, 1e-12) * (x.shape[-1] ** 0.5) * self.gamma[...]
+
+
+class ResidualBlock(nnx.Module):
+
+  def __init__(self, in_dim, out_dim, rngs):
+    self.norm1 = RMSNorm(in_dim)
+    self.conv1 = CausalConv3d(in_dim, out_dim, 3, rngs)
+    self.norm2 = RMSNorm(out_dim)
+    self.conv2 = CausalConv3d(out_dim, out_dim, 3, rngs)
+    self.conv_shortcut = nnx.data(CausalConv3d(in_dim, out_dim, 1, rngs) if in_dim != out_dim else None)
+
+  def __call__(self, x, cache=None, first=True):
+    del first
+    shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+    x = self.conv1(jax.nn.silu(self.norm1(x)), cache)
+    x = self.conv2(jax.nn.silu(self.norm2(x)), cache)
+    return x + shortcut
+
+
+class AttentionBlock(nnx.Module):
+  """Single-head self-attention over each frame's pixels."""
+
+  def __init__(self, dim, rngs):
+    self.norm = RMSNorm(dim)
+    self.to_qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
+    self.proj = nnx.Linear(dim, dim, rngs=rngs)
+
+  def __call__(self, x, cache=None, first=True):
+    del cache, first
+    batch, frames, height, width, dim = x.shape
+    h = self.to_qkv(self.norm(x).reshape(batch * frames, height * width, dim))
+    q, k, v = jnp.split(h, 3, axis=-1)
+    weights = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / dim ** 0.5, axis=-1)
+    out = self.proj(jnp.einsum("bqk,bkc->bqc", weights, v))
+    return x + out.reshape(x.shape)
+
+
+def _conv2d_per_frame(x, kernel, bias, stride, padding):
+  batch, frames = x.shape[:2]
+  out = jax.lax.conv_general_dilated(x.reshape(batch * frames, *x.shape[2:]), kernel, stride, padding,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+  return out.reshape(batch, frames, *out.shape[1:])
+
+
+class Resample(nnx.Module):
+  """Spatial 2x down/up sampling, with Wan's causal 2x temporal step for the `3d` modes.
+
+  Down (encoder): spatial stride-2 conv, then, for `downsample3d`, the first frame passes and the
+  rest go through a stride-2 time conv that looks one frame back. Up (decoder): for `upsample3d`
+  the first frame passes and every later frame becomes two (a causal time conv to 2C channels),
+  then nearest 2x upsampling and a 3x3 conv to C/2 channels.
+  """
+
+  def __init__(self, dim, mode, rngs):
+    self.mode = mode
+    out_dim = dim // 2 if mode.startswith("up") else dim
+    bound = (9 * dim) ** -0.5
+    self.resample = nnx.Param(jax.random.uniform(rngs.params(), (3, 3, dim, out_dim), minval=-bound,
+                                                 maxval=bound))
+    self.resample_bias = nnx.Param(jnp.zeros((out_dim,)))
+    self.time_conv = nnx.data(None)
+    if mode == "downsample3d":
+      self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), rngs, stride=(2, 1, 1), spatial_padding=0)
+      self.time_conv.history = 0  # it looks back through the explicit one-frame cache below
+    elif mode == "upsample3d":
+      self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs, spatial_padding=0)
+    self.key = f"resample{next(_ids)}"
+
+  def __call__(self, x, cache=None, first=True):
+    if self.mode == "upsample3d":
+      x = self._double_frames(x, cache, first)
+    if self.mode.startswith("up"):
+      x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+      x = _conv2d_per_frame(x, self.resample[...], self.resample_bias[...], (1, 1), ((1, 1), (1, 1)))
+    else:
+      x = _conv2d_per_frame(x, self.resample[...], self.resample_bias[...], (2, 2), ((0, 1), (0, 1)))
+    if self.mode == "downsample3d":
+      x = self._halve_frames(x, cache, first)
+    return x
+
+  def _halve_frames(self, x, cache, first):
+    if first:
+      rest = x
+      head = x[:, :1]
+    else:
+      rest = jnp.concatenate([cache[self.key], x], axis=1)
+      head = None
+    if cache is not None:
+      cache[self.key] = x[:, -1:]
+    parts = [] if head is None else [head]
+    if rest.shape[1] >= 3:
+      parts.append(self.time_conv(rest))
+    return jnp.concatenate(parts, axis=1)
+
+  def _double_frames(self, x, cache, first):
+    head, rest = (x[:, :1], x[:, 1:]) if first else (None, x)
+    parts = [] if head is None else [head]
+    if not rest.shape[1] and cache is not None:  # the next chunk's time conv starts from zeros
+      cache[self.time_conv.key] = jnp.zeros((x.shape[0], 2, *x.shape[2:]), x.dtype)
+    if rest.shape[1]:
+      doubled = self.time_conv(rest, cache)  # [B, t, H, W, 2C]: (first, second) of each frame
+      batch, frames, height, width, channels = doubled.shape
+      doubled = doubled.reshape(batch, frames, height, width, 2, channels // 2)
+      parts.append(doubled.transpose(0, 1, 4, 2, 3, 5).reshape(batch, 2 * frames, height, width, -1))
+    return jnp.concatenate(parts, axis=1)

@@ -1,0 +1,102 @@
+"""The causal video VAE: parity with diffusers' AutoencoderKLWan, chunked = whole clip, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from data_pipeline.errors import InputError
+from fp_jax.export import diffusers_vae
+from fp_jax.models.vae import VAEConfig, VideoVAE
+
+
+def diffusers_vae_model(base_dim, z_dim, dim_mult, num_res_blocks, seed=0):
+  from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  model = AutoencoderKLWan(base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult),
+                           num_res_blocks=num_res_blocks, temperal_downsample=[False, True, True]).eval()
+  with torch.no_grad():  # diffusers zero-initialises nothing here, but make every weight matter
+    for parameter in model.parameters():
+      parameter.add_(0.05 * torch.randn_like(parameter))
+  return model
+
+
+def converted(reference):
+  config = reference.config
+  ours = VideoVAE(VAEConfig(base_dim=config.base_dim, z_dim=config.z_dim, dim_mult=tuple(config.dim_mult),
+                            num_res_blocks=config.num_res_blocks), rngs=nnx.Rngs(0))
+  state = nnx.state(ours, nnx.Param)
+  params = jax.tree.map(np.asarray, state.to_pure_dict())
+  diffusers_vae.from_diffusers({k: v.numpy() for k, v in reference.state_dict().items()}, params)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(ours, state)
+  return ours
+
+
+to_torch = lambda x: torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+to_numpy = lambda x: np.moveaxis(x.numpy(), 1, -1)
+
+
+def relative_error(got, want):
+  return float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("base_dim, dim_mult, blocks, frames, height, width", [
+    (8, (1, 2, 4, 4), 2, 9, 32, 48),   # Wan's layout at a small width; non-square
+    (8, (1, 2, 2, 2), 1, 1, 16, 16),   # a single frame (an image)
+    (4, (1, 2, 2, 2), 1, 5, 24, 16),
+])
+def test_encode_and_decode_match_diffusers(base_dim, dim_mult, blocks, frames, height, width):
+  reference = diffusers_vae_model(base_dim, 16, dim_mult, blocks)
+  ours = converted(reference)
+  video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, height, width, 3)).astype(np.float32)
+  with torch.no_grad():
+    posterior = reference.encode(to_torch(video)).latent_dist
+    want_mean, want_logvar = to_numpy(posterior.mean), to_numpy(posterior.logvar)
+    want_video = to_numpy(reference.decode(to_torch(want_mean)).sample)
+  encode = nnx.jit(lambda vae, x: vae.encode(x))
+  decode = nnx.jit(lambda vae, z: vae.decode(z))
+  mean, logvar = encode(ours, jnp.asarray(video))
+  assert mean.shape == (2, 1 + (frames - 1) // 4, height // 8, width // 8, 16)
+  assert relative_error(mean, want_mean) <= 1e-4
+  assert relative_error(logvar, want_logvar) <= 1e-4
+  assert relative_error(decode(ours, jnp.asarray(want_mean)), want_video) <= 1e-4
+
+
+def test_chunked_encode_and_decode_equal_the_whole_clip():
+  ours = converted(diffusers_vae_model(8, 16, (1, 2, 2, 2), 1))
+  video = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 17, 16, 24, 3)), jnp.float32)
+  whole = nnx.jit(lambda vae, x: vae.encode(x))(ours, video)
+  chunked = nnx.jit(lambda vae, x: vae.encode(x, chunked=True))(ours, video)
+  for a, b in zip(whole, chunked):
+    assert relative_error(b, a) <= 1e-5
+  latents = whole[0]
+  decoded = nnx.jit(lambda vae, z: vae.decode(z))(ours, latents)
+  decoded_chunked = nnx.jit(lambda vae, z: vae.decode(z, chunked=True))(ours, latents)
+  assert decoded.shape == (1, 17, 16, 24, 3)
+  assert relative_error(decoded_chunked, decoded) <= 1e-5
+
+
+def test_bad_inputs_and_checkpoints():
+  reference = diffusers_vae_model(4, 16, (1, 2, 2, 2), 1)
+  ours = converted(reference)
+  with pytest.raises(InputError, match="1 \\+ 4k"):
+    ours.encode(jnp.zeros((1, 4, 16, 16, 3)))
+  with pytest.raises(InputError, match="must be \\[B, T, H, W, 3\\]"):
+    ours.encode(jnp.zeros((1, 5, 16, 16)))
+  with pytest.raises(InputError, match="multiples of 8"):
+    ours.encode(jnp.zeros((1, 5, 12, 16, 3)))
+  state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+  params = jax.tree.map(np.asarray, nnx.state(ours, nnx.Param).to_pure_dict())
+  broken = dict(state_dict)
+  del broken["encoder.conv_in.weight"]
+  broken["encoder.extra.weight"] = np.zeros(3)
+  broken["decoder.conv_out.bias"] = np.zeros(4)
+  with pytest.raises(InputError, match=r"1 missing: encoder.conv_in.weight; 1 unexpected: "
+                                       r"encoder.extra.weight; 1 shape mismatch"):
+    diffusers_vae.from_diffusers(broken, params, source="vae.safetensors")
+  back = diffusers_vae.to_diffusers(params, {k: v.shape for k, v in state_dict.items()})
+  assert back.keys() == state_dict.keys()
+  for key, value in state_dict.items():
+    np.testing.assert_array_equal(back[key], value, err_msg=key)
