@@ -39,13 +39,14 @@ setup(
     version="0.1.0",
     description="Controllable portrait animation (expression, head pose, camera) in JAX/Flax.",
     python_requires=">=3.11",
-    packages=find_packages(include=["fp_jax", "fp_jax.*", "data_pipeline", "data_pipeline.*"]),
+    packages=find_packages(include=["fp_jax", "fp_jax.*", "data_pipeline", "data_pipeline.*", "configs", "configs.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
             "fp-data=data_pipeline.build_cli:run",
             "fp-preview=data_pipeline.preview_cli:run",
+            "fp-train=fp_jax.train.cli:run",
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""Flow matching: noise schedule, training targets, samplers and guidance."""

@@ -1,0 +1,35 @@
+"""Rectified flow as Wan trains it: `x_t = (1 - s) x_0 + s noise`, velocity `noise - x_0`.
+
+Noise levels `s` in (0, 1) are drawn uniformly or logit-normally and then shifted towards noise,
+`s' = shift * s / (1 + (shift - 1) * s)` (Wan's timestep shift); the DiT sees `1000 * s'`.
+"""
+import jax
+import jax.numpy as jnp
+
+from data_pipeline.errors import require
+
+NUM_TIMESTEPS = 1000.0
+DISTRIBUTIONS = ("uniform", "logit_normal")
+
+
+def shift_sigma(sigma, shift):
+  return shift * sigma / (1.0 + (shift - 1.0) * sigma)
+
+
+def sample_sigma(key, batch, distribution="logit_normal", shift=1.0):
+  require(distribution in DISTRIBUTIONS, f"timestep distribution must be one of {DISTRIBUTIONS}")
+  if distribution == "uniform":
+    sigma = jax.random.uniform(key, (batch,), minval=1e-3, maxval=1.0 - 1e-3)
+  else:
+    sigma = jax.nn.sigmoid(jax.random.normal(key, (batch,)))
+  return shift_sigma(sigma, shift)
+
+
+def noisy_and_velocity(x0, noise, sigma):
+  """(x_t, target velocity) for clean latents `x0` `[B, ...]` at noise levels `sigma` `[B]`."""
+  s = sigma.reshape((-1,) + (1,) * (x0.ndim - 1))
+  return (1.0 - s) * x0 + s * noise, noise - x0
+
+
+def timesteps(sigma):
+  return NUM_TIMESTEPS * sigma

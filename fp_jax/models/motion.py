@@ -1,0 +1,75 @@
+"""The motion encoders: face crop -> expression latent, face crop -> head pose.
+
+Both are small convolutional networks over one frame at a time (frames are folded into the
+batch): a stride-2 stem, residual stages that halve the resolution, global average pooling and a
+linear head. The expression encoder gives a 128-d latent (FactorPortrait; 512-d for DeX's 32
+tokens of 16) and the pose encoder `(6D rotation, t, s)`.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from data_pipeline.errors import require
+from fp_jax.models.dit_config import POSE_DIM
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  widths: tuple = (32, 64, 128, 256)
+  output_dim: int = 128
+
+
+def to_unit_range(images):
+  """uint8 images -> float32 in [-1, 1]; float images are taken as already in [-1, 1]."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 127.5 - 1.0
+  return images.astype(jnp.float32)
+
+
+class _Stage(nnx.Module):
+  """Stride-2 conv to `out` channels, then a residual pair of 3x3 convs."""
+
+  def __init__(self, in_dim, out_dim, rngs):
+    self.down = nnx.Conv(in_dim, out_dim, (3, 3), strides=(2, 2), rngs=rngs)
+    self.norm1 = nnx.GroupNorm(out_dim, num_groups=8, rngs=rngs)
+    self.conv1 = nnx.Conv(out_dim, out_dim, (3, 3), rngs=rngs)
+    self.norm2 = nnx.GroupNorm(out_dim, num_groups=8, rngs=rngs)
+    self.conv2 = nnx.Conv(out_dim, out_dim, (3, 3), rngs=rngs)
+
+  def __call__(self, x):
+    x = self.down(x)
+    return x + self.conv2(jax.nn.silu(self.norm2(self.conv1(jax.nn.silu(self.norm1(x))))))
+
+
+class ImageEncoder(nnx.Module):
+  """`[..., H, W, 3]` images -> `[..., output_dim]`, any number of leading axes."""
+
+  def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    widths = tuple(config.widths)
+    self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
+    self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
+    self.head = nnx.Linear(widths[-1], config.output_dim, rngs=rngs)
+
+  def __call__(self, images):
+    require(images.ndim >= 3 and images.shape[-1] == 3,
+            f"images must be [..., H, W, 3], got shape {images.shape}")
+    require(images.shape[-3] >= 8 and images.shape[-2] >= 8,
+            f"images must be at least 8x8, got {images.shape[-3]}x{images.shape[-2]}")
+    leading = images.shape[:-3]
+    require(all(n > 0 for n in leading), f"empty batch or clip: shape {images.shape}")
+    x = to_unit_range(images).reshape(-1, *images.shape[-3:])
+    for stage in self.stages:
+      x = stage(x)
+    pooled = jnp.mean(jax.nn.silu(self.norm(x)), axis=(1, 2))
+    return self.head(pooled).reshape(*leading, -1)
+
+
+def expression_encoder(latent_dim=128, widths=(32, 64, 128, 256), seed=0):
+  return ImageEncoder(EncoderConfig(tuple(widths), latent_dim), rngs=nnx.Rngs(seed))
+
+
+def pose_encoder(widths=(32, 64, 128, 256), seed=0):
+  return ImageEncoder(EncoderConfig(tuple(widths), POSE_DIM), rngs=nnx.Rngs(seed))

@@ -1,0 +1,1 @@
+"""Training: the trainer, its tasks (vae, motion, dit), optimizer, checkpoints and metrics."""

@@ -1,0 +1,80 @@
+"""Orbax checkpoints of a training run: state, Grain iterator, config.
+
+Asynchronous `CheckpointManager` under `<workdir>/checkpoints`, keeping the last N plus every
+M-th step. Orbax commits a step atomically (a temporary name, renamed when complete), so a save
+cut short by a crash is never taken for a checkpoint.
+"""
+import json
+import os
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from data_pipeline.errors import InputError
+
+
+def manager(workdir, config):
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints, keep_period=config.keep_period or None,
+      enable_async_checkpointing=True, create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+
+
+def save(checkpoints, step, state, batches, config):
+  finite = all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(state["params"])
+               if np.issubdtype(leaf.dtype, np.floating))
+  if not finite:
+    raise RuntimeError(f"refusing to save step {step}: the parameters are not finite")
+  checkpoints.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      input=grain.checkpoint.CheckpointSave(batches),
+      config=ocp.args.JsonSave(json.loads(config.to_json()))))
+
+
+def saved_config(checkpoints, step):
+  return checkpoints.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def _differences(saved, current, prefix=""):
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key), current.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      yield from _differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      yield f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now"
+
+
+def check_compatible(checkpoints, step, config):
+  """The model sections of the saved and current configs must agree (one-line error otherwise)."""
+  saved = saved_config(checkpoints, step)
+  current = json.loads(config.to_json())
+  differences = []
+  for section in ("task", "model", "vae", "motion"):
+    a, b = saved.get(section), current.get(section)
+    if isinstance(a, dict) and isinstance(b, dict):
+      differences += list(_differences(a, b, f"{section}."))
+    elif a != b:
+      differences.append(f"{section}: {a!r} in the checkpoint, {b!r} now")
+  if differences:
+    shown = "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3 else "")
+    raise InputError(f"{checkpoints.directory} holds step {step} of an incompatible model: {shown}")
+
+
+def restore(checkpoints, step, abstract_state, batches):
+  """Restores the state straight into the shardings of `abstract_state`, and the iterator."""
+  restored = checkpoints.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state),
+      input=grain.checkpoint.CheckpointRestore(batches)))
+  return restored["state"]
+
+
+def latest_params(workdir, which="ema"):
+  """Host copies of the (EMA) parameters of another run's latest checkpoint (a frozen VAE...)."""
+  checkpoints = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  step = checkpoints.latest_step()
+  if step is None:
+    raise InputError(f"no checkpoint under {os.path.abspath(workdir)}/checkpoints to take weights from")
+  restored = checkpoints.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+  return restored["state"][which], step

@@ -1,0 +1,30 @@
+"""Pieces the tasks share: building models from config dicts, image scaling."""
+import jax.numpy as jnp
+
+from fp_jax.models import motion
+from fp_jax.models.vae import VAEConfig, VideoVAE
+
+
+def vae_config(config):
+  values = dict(config.vae)
+  for key in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
+    if key in values:
+      values[key] = tuple(values[key])
+  return VAEConfig(**values)
+
+
+def make_vae(config, rngs):
+  return VideoVAE(vae_config(config), rngs=rngs)
+
+
+def make_expression_encoder(config, rngs):
+  return motion.ImageEncoder(motion.EncoderConfig(tuple(config.motion.widths), config.motion.expression_dim),
+                             rngs=rngs)
+
+
+def make_pose_encoder(config, rngs):
+  return motion.ImageEncoder(motion.EncoderConfig(tuple(config.motion.widths), 10), rngs=rngs)
+
+
+def unit_range(images):
+  return images.astype(jnp.float32) / 127.5 - 1.0

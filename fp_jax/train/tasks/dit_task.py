@@ -1,0 +1,56 @@
+"""DiT task: flow matching on VAE latents with every portrait control, condition dropout honoured.
+
+The frozen VAE and expression encoder turn a batch into latents and codes; the loss is the
+velocity error on every latent frame but the first (the reference's place).
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from data_pipeline.errors import require
+from fp_jax.diffusion import flow
+from fp_jax.models.dit import DiT
+from fp_jax.models.dit_config import DiTConfig
+from fp_jax.train.tasks import common
+
+
+class DiTTask:
+  name = "dit"
+
+  def __init__(self, config):
+    self.config = config
+    self.model_config = DiTConfig.from_config(config.model)
+    require(config.input.window.num_frames >= 5,
+            "the dit task needs windows of at least 5 frames (2 latent frames): the first is the reference's")
+
+  def make_model(self, rngs):
+    return DiT(self.model_config, rngs=rngs)
+
+  def make_frozen(self, rngs):
+    return {"vae": common.make_vae(self.config, rngs),
+            "expression": common.make_expression_encoder(self.config, rngs)}
+
+  def conditions(self, frozen, batch):
+    vae = frozen["vae"]
+    encode = lambda video: vae.normalize(vae.encode(common.unit_range(video))[0])
+    keep = {name: 1.0 - batch[f"drop_{name}"].astype(jnp.float32)
+            for name in ("reference", "expression", "pose", "camera")}
+    return jax.lax.stop_gradient(dict(
+        latents=encode(batch["video"]),
+        reference=encode(batch["reference"][:, None])[:, 0],
+        normals=encode(batch["normals"]),
+        rays=batch["rays"].astype(jnp.float32),
+        expression=frozen["expression"](batch["driving"]),
+        head_pose=batch["head_pose"],
+        keep=keep))
+
+  def loss(self, model, frozen, batch, key):
+    conditions = self.conditions(frozen, batch)
+    x0 = conditions.pop("latents")
+    sigma_key, noise_key = jax.random.split(key)
+    diffusion = self.config.diffusion
+    sigma = flow.sample_sigma(sigma_key, x0.shape[0], diffusion.timestep_distribution, diffusion.shift)
+    noisy, velocity = flow.noisy_and_velocity(x0, jax.random.normal(noise_key, x0.shape), sigma)
+    predicted = model(noisy, flow.timesteps(sigma), None, **conditions)
+    loss = jnp.mean(jnp.square(predicted - velocity)[:, 1:])
+    return loss, {"sigma_mean": jnp.mean(sigma)}

@@ -1,0 +1,216 @@
+"""The trainer: one loop for the `vae`, `motion` and `dit` tasks.
+
+Sections, in order: mesh, input, model and frozen parts, optimizer and state, the train step,
+checkpoint restore, the loop (metrics, checkpoints, preemption).
+"""
+import functools
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from data_pipeline import input_pipeline
+from data_pipeline.errors import InputError, require
+from fp_jax.models.build import create_sharded
+from fp_jax.parallel import global_batches, mesh as mesh_lib
+from fp_jax.parallel.sharding import rules_from_config, use_mesh
+from fp_jax.train import checkpoints as ckpt
+from fp_jax.train.optimizer import make_optimizer
+from fp_jax.train.tasks import get_task
+
+
+class TrainingStopped(RuntimeError):
+  """Too many non-finite steps in a row."""
+
+
+def _select(condition, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+class Trainer:
+
+  def __init__(self, config, workdir):
+    self.config, self.workdir = config, workdir
+    self.task = get_task(config)
+    # -- mesh ----------------------------------------------------------------------------------
+    self.mesh = mesh_lib.make_mesh(config.mesh)
+    self.rules = rules_from_config(config.logical_axis_rules)
+    mesh_lib.check_global_batch(config.input.global_batch_size, self.mesh)
+    accumulation = config.optim.accumulation
+    require(accumulation >= 1 and config.input.global_batch_size % (accumulation * mesh_lib.batch_shards(self.mesh)) == 0,
+            f"global batch {config.input.global_batch_size} does not split into {accumulation} "
+            f"micro-batches over {mesh_lib.batch_shards(self.mesh)} batch shards")
+    # -- input ---------------------------------------------------------------------------------
+    host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count())
+    self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
+    # -- model and frozen parts ----------------------------------------------------------------
+    model = create_sharded(lambda: self.task.make_model(nnx.Rngs(config.seed)), self.mesh, self.rules)
+    self.graphdef, params = nnx.split(model)
+    frozen = create_sharded(lambda: nnx.Dict(self.task.make_frozen(nnx.Rngs(config.seed + 1))),
+                            self.mesh, self.rules)
+    self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
+    self._load_frozen()
+    # -- optimizer and state -------------------------------------------------------------------
+    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+    with use_mesh(self.mesh, self.rules):
+      self.state = jax.jit(lambda params: dict(
+          params=params, opt_state=self.tx.init(params), ema=jax.tree.map(jnp.copy, params),
+          step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(config.seed)),
+          skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
+    self.shardings = jax.tree.map(lambda x: x.sharding, self.state)
+    self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
+    self.checkpoints = ckpt.manager(workdir, config)
+    self.stop_requested = False
+
+  def _load_frozen(self):
+    """Frozen weights (a trained VAE, motion encoders) from the workdirs the config names."""
+    sources = {"vae": self.config.frozen.vae, "expression": self.config.frozen.motion}
+    for name, workdir in sources.items():
+      if not workdir or name not in self.frozen_state:
+        continue
+      params, step = ckpt.latest_params(workdir)
+      if name == "expression":
+        params = params["expression"]
+      current = self.frozen_state[name]
+      loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new), old.sharding),
+                            nnx.State(params).to_pure_dict() if isinstance(params, nnx.State) else params,
+                            current.to_pure_dict())
+      nnx.replace_by_pure_dict(current, loaded)
+      logging.info("frozen %s from %s (step %d)", name, workdir, step)
+
+  # -- the train step ------------------------------------------------------------------------
+
+  def _loss(self, params, frozen_state, batch, key):
+    model = nnx.merge(self.graphdef, params)
+    frozen = nnx.merge(self.frozen_graphdef, frozen_state)
+    return self.task.loss(model, frozen, batch, key)
+
+  def _gradients(self, params, frozen_state, batch, key):
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    micro = self.config.optim.accumulation
+    if micro == 1:
+      return grad_fn(params, frozen_state, batch, key)
+    split = jax.tree.map(lambda x: x.reshape(micro, x.shape[0] // micro, *x.shape[1:]), batch)
+
+    def accumulate(total, inputs):
+      micro_batch, micro_key = inputs
+      (loss, metrics), grads = grad_fn(params, frozen_state, micro_batch, micro_key)
+      return jax.tree.map(jnp.add, total, ((loss, metrics), grads)), None
+
+    first = jax.tree.map(lambda x: x[0], split)
+    shape = jax.eval_shape(grad_fn, params, frozen_state, first, key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+    total, _ = jax.lax.scan(accumulate, zeros, (split, jax.random.split(key, micro)))
+    return jax.tree.map(lambda x: x / micro, total)
+
+  def _train_step(self, state, frozen_state, batch):
+    rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    (loss, metrics), grads = self._gradients(state["params"], frozen_state, batch, key)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    params = jax.tree.map(jnp.add, state["params"], updates)
+    decay = self.config.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
+    new = dict(params=params, opt_state=opt_state, ema=ema)
+    old = {key_: state[key_] for key_ in new}
+    new = _select(finite, new, old)
+    new.update(step=state["step"] + 1, rng=jax.random.key_data(rng),
+               skipped=state["skipped"] + (~finite).astype(jnp.int32),
+               bad_streak=jnp.where(finite, 0, state["bad_streak"] + 1))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                   learning_rate=self.schedule(state["step"]), skipped=new["skipped"])
+    return new, metrics
+
+  # -- restore -------------------------------------------------------------------------------
+
+  def restore_latest(self):
+    step = self.checkpoints.latest_step()
+    if step is None:
+      return 0
+    ckpt.check_compatible(self.checkpoints, step, self.config)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state)
+    self.state = ckpt.restore(self.checkpoints, step, abstract, self.batches)
+    logging.info("resumed from step %d", step)
+    return step
+
+  # -- the loop ------------------------------------------------------------------------------
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    self.stop_requested = True
+
+  def _stop_agreed(self):
+    """Preemption seen by any process stops every process at the same step."""
+    if jax.process_count() == 1:
+      return self.stop_requested
+    flags = multihost_utils.process_allgather(np.int32(self.stop_requested))
+    return bool(np.max(flags))
+
+  def _save(self, step):
+    ckpt.save(self.checkpoints, step, self.state, self.batches, self.config)
+
+  def run(self):
+    config = self.config
+    writer = metric_writers.create_default_writer(self.workdir, just_logging=jax.process_index() > 0)
+    start = self.restore_latest()
+    if start == 0:
+      parameter_overview.log_parameter_overview(nnx.State(self.state["params"]).to_pure_dict()
+                                                if isinstance(self.state["params"], nnx.State)
+                                                else self.state["params"])
+    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
+    history, waits, totals = [], [], []
+    step = start
+    try:
+      with use_mesh(self.mesh, self.rules):
+        while step < config.total_steps:
+          began = time.perf_counter()
+          batch = next(self.batches)
+          waited = time.perf_counter() - began
+          self.state, metrics = self.step_fn(self.state, self.frozen_state, batch)
+          waits.append(waited)
+          totals.append(time.perf_counter() - began)  # dispatch only: the step runs on
+          step += 1
+          history.append(metrics)
+          report(step)
+          if step % config.log_every == 0 or step == config.total_steps:
+            history = jax.device_get(history)
+            summary = {name: float(np.mean([m[name] for m in history])) for name in history[0]}
+            summary["data_wait_share"] = float(np.sum(waits) / max(np.sum(totals), 1e-9))
+            writer.write_scalars(step, summary)
+            history, waits, totals = [], [], []
+            if int(self.state["bad_streak"]) > config.max_bad_steps:
+              raise TrainingStopped(
+                  f"{int(self.state['bad_streak'])} non-finite steps in a row at step {step}; "
+                  f"the last good checkpoint is kept in {self.checkpoints.directory}")
+          if step % config.checkpoint_every == 0 or step == config.total_steps:
+            self._save(step)
+          if self._stop_agreed():
+            self._save(step)
+            logging.warning("stopping at step %d on SIGTERM; checkpoint saved", step)
+            break
+    finally:
+      self.checkpoints.wait_until_finished()
+      signal.signal(signal.SIGTERM, previous)
+      writer.flush()
+    return step
+
+  def close(self):
+    self.checkpoints.close()
+    self.batches.close()
+
+
+def train(config, workdir):
+  trainer = Trainer(config, workdir)
+  try:
+    return trainer.run(), trainer
+  finally:
+    trainer.close()
