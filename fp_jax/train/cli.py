@@ -1,4 +1,6 @@
 """`fp-train --config=configs/NAME.py[:variant] --workdir=DIR [--config.a.b=value ...]`."""
+import difflib
+import importlib.util
 import os
 import sys
 
@@ -18,7 +20,7 @@ def main(argv):
   if _CONFIG.value is None:
     raise InputError("--config is required, e.g. --config=configs/tiny.py:dit")
   workdir = writable_directory(_WORKDIR.value, "workdir")
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.WARNING)  # Orbax is chatty; metrics are printed below
   import jax  # pylint: disable=g-import-not-at-top
   from fp_jax.train import trainer  # pylint: disable=g-import-not-at-top
   try:
@@ -30,5 +32,46 @@ def main(argv):
     print(f"trained to step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
 
 
+def _flat_keys(config, prefix=""):
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    yield name
+    if hasattr(value, "items"):
+      yield from _flat_keys(value, name + ".")
+
+
+def check_overrides(argv):
+  """`--config.a.b=...` naming no field: one line naming it and the nearest field."""
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not path or not overrides:
+    return
+  file, _, variant = path.partition(":")
+  if not os.path.isfile(file):
+    raise InputError(f"--config: no such file {file}")
+  spec = importlib.util.spec_from_file_location("fp_train_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  try:
+    config = module.get_config(variant) if variant else module.get_config()
+  except ValueError as error:
+    raise InputError(f"--config={path}: {error}") from None
+  names = set(_flat_keys(config))
+  for key in overrides:
+    if key not in names:
+      parent = key.rpartition(".")[0]
+      leaf = key.rpartition(".")[2]
+      siblings = {n.rpartition(".")[2]: n for n in names if n.rpartition(".")[0] == parent}
+      close = difflib.get_close_matches(leaf, sorted(siblings), n=1, cutoff=0.2) if parent in names else []
+      nearest = [siblings[close[0]]] if close else difflib.get_close_matches(key, sorted(names), n=1)
+      hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+      raise InputError(f"the config {path} has no field {key!r}{hint}")
+
+
 def run():
+  try:
+    check_overrides(sys.argv[1:])
+  except InputError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
   run_cli(main)

@@ -186,6 +186,9 @@ class Trainer:
             summary = {name: float(np.mean([m[name] for m in history])) for name in history[0]}
             summary["data_wait_share"] = float(np.sum(waits) / max(np.sum(totals), 1e-9))
             writer.write_scalars(step, summary)
+            if jax.process_index() == 0:
+              print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())),
+                    flush=True)
             history, waits, totals = [], [], []
             if int(self.state["bad_streak"]) > config.max_bad_steps:
               raise TrainingStopped(

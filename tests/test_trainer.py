@@ -1,0 +1,146 @@
+"""The trainer: loss falls, exact resume, accumulation, the non-finite guard, SIGTERM, bad input."""
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from configs.data import synthetic
+from data_pipeline import tfds_builder
+from data_pipeline.errors import InputError
+from fp_jax.train import trainer as trainer_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data"))
+  tfds_builder.build(synthetic.get_config("tiny"), path)
+  return path
+
+
+def train_config(data_dir, task, **overrides):
+  config = tiny.get_config(task)
+  config.input.data_dir = data_dir
+  config.input.dataset = "tiny"
+  config.input.window.num_frames = 5
+  config.input.face_crop.size = 16
+  config.input.workers.count = 0
+  config.motion.widths = (8, 16)
+  config.log_every = 1
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def run(config, workdir):
+  trainer = trainer_lib.Trainer(config, str(workdir))
+  try:
+    trainer.run()
+    return host(trainer.state)
+  finally:
+    trainer.close()
+
+
+def test_dit_loss_falls(data_dir, tmp_path, capsys):
+  config = train_config(data_dir, "dit", total_steps=24, checkpoint_every=100)
+  run(config, tmp_path)
+  losses = [float(line.split("loss=")[1].split(",")[0]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("step ")]
+  assert len(losses) == 24
+  assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
+  config = train_config(data_dir, "motion", total_steps=6, checkpoint_every=3)
+  uninterrupted = run(config, tmp_path / "a")
+  run(train_config(data_dir, "motion", total_steps=3, checkpoint_every=3), tmp_path / "b")
+  resumed = run(config, tmp_path / "b")  # picks up step 3: state, optimizer, iterator
+  assert int(resumed["step"]) == 6
+  for name in ("params", "opt_state", "ema", "rng"):
+    jax.tree.map(np.testing.assert_array_equal, resumed[name], uninterrupted[name])
+
+
+def test_gradient_accumulation_equals_one_big_batch(data_dir, tmp_path):
+  """2 micro-batches of B/2 give the gradients of one batch of B (the motion loss is deterministic)."""
+  config = train_config(data_dir, "motion", total_steps=1, **{"mesh.data": 4, "mesh.tensor": 2})
+  trainer = trainer_lib.Trainer(config, str(tmp_path))
+  try:
+    batch = next(trainer.batches)
+    key = jax.random.key(0)
+    results = []
+    for accumulation in (1, 2):
+      trainer.config.optim.accumulation = accumulation
+      with trainer_lib.use_mesh(trainer.mesh, trainer.rules):
+        results.append(host(jax.jit(trainer._gradients)(trainer.state["params"], trainer.frozen_state,
+                                                          batch, key)))
+    (loss_one, _), grads_one = results[0]
+    (loss_two, _), grads_two = results[1]
+    np.testing.assert_allclose(loss_two, loss_one, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), grads_two, grads_one)
+    assert max(float(np.abs(g).max()) for g in jax.tree.leaves(grads_one)) > 1e-3  # not trivially zero
+  finally:
+    trainer.close()
+
+
+def test_non_finite_steps_are_skipped_and_counted(data_dir, tmp_path):
+  trainer = trainer_lib.Trainer(train_config(data_dir, "motion", total_steps=2), str(tmp_path))
+  try:
+    batch = next(trainer.batches)
+    before = host(trainer.state["params"])
+    poisoned = dict(batch, expression=batch["expression"] * jnp.nan)
+    with trainer_lib.use_mesh(trainer.mesh, trainer.rules):
+      trainer.state, metrics = trainer.step_fn(trainer.state, trainer.frozen_state, poisoned)
+      after = host(trainer.state)
+      assert int(after["skipped"]) == 1 and int(after["bad_streak"]) == 1
+      jax.tree.map(np.testing.assert_array_equal, after["params"], before)
+      trainer.state, _ = trainer.step_fn(trainer.state, trainer.frozen_state, batch)
+    assert int(trainer.state["bad_streak"]) == 0 and int(trainer.state["skipped"]) == 1
+  finally:
+    trainer.close()
+
+
+def test_a_workdir_of_another_model_is_refused(data_dir, tmp_path):
+  run(train_config(data_dir, "motion", total_steps=1), tmp_path)
+  other = train_config(data_dir, "motion", total_steps=2, **{"motion.widths": (8, 32)})
+  with pytest.raises(InputError, match=r"incompatible model: motion.widths: \[8, 16\] in the checkpoint"):
+    run(other, tmp_path)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+  command = [sys.executable, "-c", "from fp_jax.train.cli import run; run()",
+             "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={tmp_path}",
+             f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
+             "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
+             "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
+             "--config.total_steps=100000", "--config.checkpoint_every=100000"]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  for line in process.stdout:
+    if line.startswith("step 3:"):
+      process.send_signal(signal.SIGTERM)
+      break
+  out, err = process.communicate(timeout=120)
+  assert process.returncode == 0, err[-2000:]
+  saved = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints") if name.isdigit())
+  assert len(saved) == 1 and 3 <= saved[0] < 100000
+
+
+def test_unknown_config_field_is_one_line(tmp_path):
+  result = subprocess.run([sys.executable, "-c", "from fp_jax.train.cli import run; run()",
+                           "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":dit",
+                           f"--workdir={tmp_path}", "--config.totl_steps=3"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert result.returncode == 2
+  assert result.stderr.strip() == ("error: the config " + os.path.join(ROOT, "configs", "tiny.py") +
+                                   ":dit has no field 'totl_steps'; did you mean 'total_steps'?")
