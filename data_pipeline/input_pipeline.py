@@ -1,13 +1,16 @@
 """The Grain input pipeline: one process's share of every global batch, as numpy.
 
-  record indices -> this process's shard -> seeded shuffle (new order each epoch) -> repeat
-  -> per-example map (read, window, rays, crops, drop flags) -> batch (drop remainder)
-  -> iterator (read threads) -> multiprocessing workers with prefetch
+  record indices -> seeded shuffle (new order each epoch) -> repeat
+  -> per-example map (read, window, rays, crops, drop flags; lazy) -> this process's share
+  -> batch (drop remainder) -> iterator (read threads) -> multiprocessing workers with prefetch
 
-Each of `process_count` processes reads a disjoint shard (records `process_index::process_count`)
-and yields batches of `global_batch_size / process_count` examples. The randomness of an example
-comes from the pipeline seed and its position, so the batches are the same for any number of
-workers. The iterator's `get_state()` / `set_state()` resume it exactly (it goes into the
+One global stream of examples is defined by the seed alone; process `p` of `P` takes positions
+`p, p + P, p + 2P, ...` of it (a disjoint shard: within an epoch no example is read twice) and
+batches them by `global_batch_size / P`. Its k-th batch is thus its share of the k-th global batch,
+and the global batches (up to the order of rows) are the same for any number of processes, which
+makes multi-host runs reproduce single-host ones. The map is lazy, so a process only reads and
+processes its own examples. The randomness of an example comes from the seed and its position in
+the stream, so the batches are also the same for any number of workers. The iterator's `get_state()` / `set_state()` resume it exactly (it goes into the
 training checkpoint). Turning host batches into global `jax.Array`s is `fp_jax`'s job.
 """
 from absl import flags
@@ -35,17 +38,17 @@ def make_dataset(config, process_index=0, process_count=1):
   examples.check_config(config, records)
   require(config.workers.count >= 0, f"workers.count must be >= 0, got {config.workers.count}")
   require(config.num_epochs >= 0, f"num_epochs must be >= 0 (0 repeats forever), got {config.num_epochs}")
-  dataset = grain.MapDataset.range(len(records))[process_index::process_count]
-  require(len(dataset) > 0, f"process {process_index} of {process_count} gets no clips of "
-                           f"{records.name}/{config.split} ({len(records)} in all)")
-  require(not config.num_epochs or len(dataset) * config.num_epochs >= batch_size,
-          f"{config.num_epochs} epoch(s) of the {len(dataset)} clips of process {process_index} "
-          f"do not fill one batch of {batch_size}")
-  dataset = dataset.seed(config.seed)
+  require(not config.num_epochs or len(records) * config.num_epochs >= config.global_batch_size,
+          f"{config.num_epochs} epoch(s) of the {len(records)} clips of {records.name}/{config.split} "
+          f"do not fill one global batch of {config.global_batch_size}")
+  dataset = grain.MapDataset.range(len(records)).seed(config.seed)
   if config.shuffle:
     dataset = dataset.shuffle()
   dataset = dataset.repeat(config.num_epochs or None)
   dataset = dataset.random_map(examples.MakeExample(records, config))
+  if config.num_epochs:  # whole global batches only, so every process has as many batches
+    dataset = dataset[:len(dataset) - len(dataset) % config.global_batch_size]
+  dataset = dataset[process_index::process_count]
   dataset = dataset.batch(batch_size, drop_remainder=True)
   dataset = dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=config.workers.read_threads, prefetch_buffer_size=config.workers.buffer_size))

@@ -219,3 +219,16 @@ def test_pipeline_runs_where_jax_cannot_be_imported(data_dir):
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "(8, 5, 32, 32, 3)" in result.stdout
+
+
+def test_global_batches_do_not_depend_on_the_number_of_processes(data_dir):
+  config = make_config(data_dir, global_batch_size=4)
+  alone = take(input_pipeline.make_iterator(config), 3)
+  shares = [take(input_pipeline.make_iterator(config, process_index=p, process_count=2), 3) for p in range(2)]
+  keys = ("record", "start_frame", "video", "reference", "driving", "drop_camera", "drop_expression")
+
+  def rows(batch):  # every example of a batch, as bytes of its fields
+    return sorted(tuple(np.asarray(batch[k][i]).tobytes() for k in keys) for i in range(len(batch["record"])))
+
+  for step, batch in enumerate(alone):
+    assert rows(batch) == sorted(rows(shares[0][step]) + rows(shares[1][step]))
