@@ -31,7 +31,7 @@ def writable_directory(path, flag):
     parent = os.path.dirname(path)
     require(os.path.isdir(parent), f"--{flag}: {path} does not exist and neither does its parent {parent}")
     require(os.access(parent, os.W_OK), f"--{flag}: cannot create {path}: {parent} is not writable")
-    os.makedirs(path)
+    os.makedirs(path, exist_ok=True)  # several processes of one job may race here
   require(os.access(path, os.W_OK | os.X_OK), f"--{flag}: {path} is not writable")
   return path
 

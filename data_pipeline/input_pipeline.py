@@ -1,14 +1,14 @@
 """The Grain input pipeline: one process's share of every global batch, as numpy.
 
   record indices -> seeded shuffle (new order each epoch) -> repeat
-  -> per-example map (read, window, rays, crops, drop flags; lazy) -> this process's share
-  -> batch (drop remainder) -> iterator (read threads) -> multiprocessing workers with prefetch
+  -> per-example map (read, window, rays, crops, drop flags; lazy) -> batch (drop remainder)
+  -> this process's share of the batches -> iterator (read threads) -> multiprocessing workers with prefetch
 
-One global stream of examples is defined by the seed alone; process `p` of `P` takes positions
-`p, p + P, p + 2P, ...` of it (a disjoint shard: within an epoch no example is read twice) and
-batches them by `global_batch_size / P`. Its k-th batch is thus its share of the k-th global batch,
-and the global batches (up to the order of rows) are the same for any number of processes, which
-makes multi-host runs reproduce single-host ones. The map is lazy, so a process only reads and
+One global stream of examples is defined by the seed alone, cut into blocks of
+`global_batch_size / P`; process `p` of `P` takes blocks `p, p + P, p + 2P, ...` (a disjoint
+shard: within an epoch no example is read twice). Its k-th batch is thus the p-th block of the
+k-th global batch, so the global batches, row for row, are the same for any number of processes,
+which makes multi-host runs reproduce single-host ones. The map is lazy, so a process only reads and
 processes its own examples. The randomness of an example comes from the seed and its position in
 the stream, so the batches are also the same for any number of workers. The iterator's `get_state()` / `set_state()` resume it exactly (it goes into the
 training checkpoint). Turning host batches into global `jax.Array`s is `fp_jax`'s job.
@@ -48,8 +48,8 @@ def make_dataset(config, process_index=0, process_count=1):
   dataset = dataset.random_map(examples.MakeExample(records, config))
   if config.num_epochs:  # whole global batches only, so every process has as many batches
     dataset = dataset[:len(dataset) - len(dataset) % config.global_batch_size]
-  dataset = dataset[process_index::process_count]
-  dataset = dataset.batch(batch_size, drop_remainder=True)
+  # Host batch `kP + p` of the stream is process p's block of global batch k.
+  dataset = dataset.batch(batch_size, drop_remainder=True)[process_index::process_count]
   dataset = dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=config.workers.read_threads, prefetch_buffer_size=config.workers.buffer_size))
   if config.workers.count > 0:

@@ -232,3 +232,5 @@ def test_global_batches_do_not_depend_on_the_number_of_processes(data_dir):
 
   for step, batch in enumerate(alone):
     assert rows(batch) == sorted(rows(shares[0][step]) + rows(shares[1][step]))
+    for key in keys:  # row for row: process 0 holds the first half, process 1 the second
+      np.testing.assert_array_equal(np.concatenate([shares[0][step][key], shares[1][step][key]]), batch[key])

@@ -34,7 +34,8 @@ class _Stage(nnx.Module):
   def __init__(self, in_dim, out_dim, rngs):
     self.down = nnx.Conv(in_dim, out_dim, (3, 3), strides=(2, 2), rngs=rngs)
     self.norm1 = nnx.GroupNorm(out_dim, num_groups=8, rngs=rngs)
-    self.conv1 = nnx.Conv(out_dim, out_dim, (3, 3), rngs=rngs)
+    # No bias: GroupNorm right after would remove it, leaving a weight with no gradient.
+    self.conv1 = nnx.Conv(out_dim, out_dim, (3, 3), use_bias=False, rngs=rngs)
     self.norm2 = nnx.GroupNorm(out_dim, num_groups=8, rngs=rngs)
     self.conv2 = nnx.Conv(out_dim, out_dim, (3, 3), rngs=rngs)
 

@@ -71,10 +71,23 @@ def restore(checkpoints, step, abstract_state, batches):
 
 
 def latest_params(workdir, which="ema"):
-  """Host copies of the (EMA) parameters of another run's latest checkpoint (a frozen VAE...)."""
+  """Host (numpy) copies of the (EMA) parameters of a run's latest checkpoint, on any devices."""
   checkpoints = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
   step = checkpoints.latest_step()
   if step is None:
     raise InputError(f"no checkpoint under {os.path.abspath(workdir)}/checkpoints to take weights from")
-  restored = checkpoints.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
-  return restored["state"][which], step
+  path = os.path.join(checkpoints.directory, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return _pure(state[which]), step
+
+
+def _pure(tree):
+  """A saved `nnx.State` comes back with a `{'value': array}` node per variable: drop them."""
+  if isinstance(tree, dict):
+    if set(tree) == {"value"}:
+      return tree["value"]
+    return {key: _pure(value) for key, value in tree.items()}
+  return tree

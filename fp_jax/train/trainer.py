@@ -79,8 +79,7 @@ class Trainer:
         params = params["expression"]
       current = self.frozen_state[name]
       loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new), old.sharding),
-                            nnx.State(params).to_pure_dict() if isinstance(params, nnx.State) else params,
-                            current.to_pure_dict())
+                            params, current.to_pure_dict())
       nnx.replace_by_pure_dict(current, loaded)
       logging.info("frozen %s from %s (step %d)", name, workdir, step)
 

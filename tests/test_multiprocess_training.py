@@ -1,0 +1,59 @@
+"""Two JAX processes x 4 devices train exactly like one process x 8 devices, and resume."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs.data import synthetic
+from data_pipeline import tfds_builder
+from fp_jax.train import checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data"))
+  tfds_builder.build(synthetic.get_config("tiny"), path)
+  return path
+
+
+def fp_train(data_dir, workdir, steps):
+  return [sys.executable, "-c", "from fp_jax.train.cli import run; run()",
+          "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={workdir}",
+          f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
+          "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
+          "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
+          f"--config.total_steps={steps}", "--config.checkpoint_every=5"]
+
+
+def losses(output):
+  return [float(line.split("loss=")[1].split(",")[0]) for line in output.splitlines() if line.startswith("step ")]
+
+
+def run(command, processes):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  if processes > 1:
+    command = [sys.executable, os.path.join(ROOT, "launch", "local_multiprocess.py"), "-n", str(processes),
+               "--devices_per_process", str(8 // processes), "--"] + command
+  else:
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_two_processes_equal_one_and_resume(data_dir, tmp_path):
+  single = run(fp_train(data_dir, tmp_path / "one", 10), 1)
+  double = run(fp_train(data_dir, tmp_path / "two", 5), 2)  # stop after 5 ...
+  double += run(fp_train(data_dir, tmp_path / "two", 10), 2)  # ... and resume to 10
+  assert len(losses(single)) == 10 and len(losses(double)) == 10
+  np.testing.assert_allclose(losses(double), losses(single), rtol=1e-5)
+  one, _ = checkpoints.latest_params(str(tmp_path / "one"), which="params")
+  two, step = checkpoints.latest_params(str(tmp_path / "two"), which="params")
+  assert step == 10
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+               two, one)
