@@ -144,3 +144,23 @@ def test_unknown_config_field_is_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip() == ("error: the config " + os.path.join(ROOT, "configs", "tiny.py") +
                                    ":dit has no field 'totl_steps'; did you mean 'total_steps'?")
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp_path, capsys):
+  run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path)
+  step_dir = tmp_path / "checkpoints" / "4"
+  assert (step_dir / "manifest.json").exists() and (tmp_path / "checkpoints" / "2" / "manifest.json").exists()
+  largest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "manifest.json"),
+                key=lambda p: p.stat().st_size)
+  data = bytearray(largest.read_bytes())
+  data[len(data) // 2] ^= 0xFF  # same size, one byte altered: only the checksum can tell
+  largest.write_bytes(bytes(data))
+  capsys.readouterr()
+  state = run(train_config(data_dir, "motion", total_steps=5, checkpoint_every=100), tmp_path)
+  out = capsys.readouterr().out
+  assert "checkpoint step 4 is damaged" in out and "changed" in out
+  assert [line.split(":")[0] for line in out.splitlines() if line.startswith("step ")] == \
+      ["step 3", "step 4", "step 5"]  # resumed from step 2
+  assert int(state["step"]) == 5
+  set_aside = list((tmp_path / "checkpoints_set_aside").iterdir())
+  assert len(set_aside) == 1 and set_aside[0].name.startswith("4-")

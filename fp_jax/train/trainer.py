@@ -3,7 +3,7 @@
 Sections, in order: mesh, input, model and frozen parts, optimizer and state, the train step,
 checkpoint restore, the loop (metrics, checkpoints, preemption).
 """
-import functools
+import os
 import signal
 import time
 
@@ -21,6 +21,7 @@ from fp_jax.models.build import create_sharded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
+from fp_jax.train import manifest
 from fp_jax.train.optimizer import make_optimizer
 from fp_jax.train.tasks import get_task
 
@@ -130,8 +131,41 @@ class Trainer:
 
   # -- restore -------------------------------------------------------------------------------
 
+  def _newest_intact_step(self):
+    """The latest step whose files match its manifest; damaged ones are set aside."""
+    while True:
+      step = self.checkpoints.latest_step()
+      if step is None:
+        return None
+      step_dir = os.path.join(self.checkpoints.directory, str(step))
+      issues = manifest.problems(step_dir) if jax.process_index() == 0 else []
+      count = len(issues)
+      if jax.process_count() > 1:  # process 0 decides for everyone
+        count = int(multihost_utils.broadcast_one_to_all(np.int32(count)))
+      if count == 0:
+        return step
+      if jax.process_index() == 0:
+        moved = manifest.set_aside(step_dir, self.workdir)
+        logging.error("checkpoint step %d is damaged (%s); moved to %s, falling back",
+                      step, "; ".join(issues[:3]), moved)
+        print(f"warning: checkpoint step {step} is damaged ({'; '.join(issues[:3])}); "
+              f"set aside in {moved}", flush=True)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("checkpoint set aside")
+      self.checkpoints.reload()
+
+  def _write_manifests(self):
+    """Manifests for every committed step that lacks one (process 0; call after saves finish)."""
+    self.checkpoints.wait_until_finished()
+    if jax.process_index() != 0:
+      return
+    for step in self.checkpoints.all_steps():
+      step_dir = os.path.join(self.checkpoints.directory, str(step))
+      if not os.path.exists(os.path.join(step_dir, manifest.MANIFEST)):
+        manifest.write(step_dir)
+
   def restore_latest(self):
-    step = self.checkpoints.latest_step()
+    step = self._newest_intact_step()
     if step is None:
       return 0
     ckpt.check_compatible(self.checkpoints, step, self.config)
@@ -154,6 +188,7 @@ class Trainer:
     return bool(np.max(flags))
 
   def _save(self, step):
+    self._write_manifests()  # the previous save has committed by now (or is waited for)
     ckpt.save(self.checkpoints, step, self.state, self.batches, self.config)
 
   def run(self):
@@ -200,7 +235,7 @@ class Trainer:
             logging.warning("stopping at step %d on SIGTERM; checkpoint saved", step)
             break
     finally:
-      self.checkpoints.wait_until_finished()
+      self._write_manifests()
       signal.signal(signal.SIGTERM, previous)
       writer.flush()
     return step

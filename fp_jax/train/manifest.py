@@ -1,0 +1,69 @@
+"""Checksums of committed checkpoints: what Orbax does not check.
+
+Orbax commits a step atomically but never checks array bytes afterwards. Once a step has
+committed, process 0 writes `manifest.json` into it (size and SHA-256 of every file). Before a
+restore the manifest is checked; a step whose files were truncated, altered or removed is moved
+aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls back to the step
+before it. A step without a manifest (a crash right after commit) is used as it is, with a warning.
+"""
+import hashlib
+import json
+import os
+import time
+
+from absl import logging
+
+MANIFEST = "manifest.json"
+
+
+def _files(step_dir):
+  for root, _, names in os.walk(step_dir):
+    for name in sorted(names):
+      if name != MANIFEST:
+        path = os.path.join(root, name)
+        yield os.path.relpath(path, step_dir), path
+
+
+def _digest(path):
+  sha = hashlib.sha256()
+  with open(path, "rb") as handle:
+    for block in iter(lambda: handle.read(1 << 20), b""):
+      sha.update(block)
+  return sha.hexdigest()
+
+
+def write(step_dir):
+  """Records every file of a committed step (atomically: temporary name, then rename)."""
+  entries = {name: {"size": os.path.getsize(path), "sha256": _digest(path)} for name, path in _files(step_dir)}
+  temporary = os.path.join(step_dir, MANIFEST + ".tmp")
+  with open(temporary, "w") as handle:
+    json.dump(entries, handle, indent=1, sort_keys=True)
+  os.replace(temporary, os.path.join(step_dir, MANIFEST))
+
+
+def problems(step_dir):
+  """What differs from the manifest (empty if the step is intact or has no manifest)."""
+  manifest_path = os.path.join(step_dir, MANIFEST)
+  if not os.path.exists(manifest_path):
+    logging.warning("checkpoint %s has no manifest; using it unverified", step_dir)
+    return []
+  with open(manifest_path) as handle:
+    expected = json.load(handle)
+  found = dict(_files(step_dir))
+  issues = [f"{name} missing" for name in sorted(set(expected) - set(found))]
+  for name, entry in sorted(expected.items()):
+    if name in found:
+      if os.path.getsize(found[name]) != entry["size"]:
+        issues.append(f"{name} is {os.path.getsize(found[name])} bytes, was {entry['size']}")
+      elif _digest(found[name]) != entry["sha256"]:
+        issues.append(f"{name} changed")
+  return issues
+
+
+def set_aside(step_dir, workdir):
+  """Moves a damaged step out of the checkpoint directory, keeping it for inspection."""
+  target_dir = os.path.join(workdir, "checkpoints_set_aside")
+  os.makedirs(target_dir, exist_ok=True)
+  target = os.path.join(target_dir, f"{os.path.basename(step_dir)}-{int(time.time())}")
+  os.replace(step_dir, target)
+  return target
