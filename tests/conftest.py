@@ -9,3 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """The `tiny` synthetic dataset, built once per test process."""
+  from configs.data import synthetic  # pylint: disable=g-import-not-at-top
+  from data_pipeline import tfds_builder  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("tiny_data"))
+  tfds_builder.build(synthetic.get_config("tiny"), path)
+  return path

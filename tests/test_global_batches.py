@@ -12,19 +12,11 @@ import grain
 import pytest
 
 from configs.data import input as input_config
-from configs.data import synthetic
-from data_pipeline import input_pipeline, tfds_builder
+from data_pipeline import input_pipeline
 from data_pipeline.errors import InputError
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  tfds_builder.build(synthetic.get_config("tiny"), path)
-  return path
 
 
 def tiny_input(data_dir, **overrides):

@@ -7,19 +7,11 @@ import numpy as np
 import pytest
 
 from configs.data import input as input_config
-from configs.data import synthetic
-from data_pipeline import examples, head_pose, input_pipeline, rays, tfds_builder
+from data_pipeline import examples, head_pose, input_pipeline, rays
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  tfds_builder.build(synthetic.get_config("tiny"), path)
-  return path
 
 
 def make_config(data_dir, **overrides):

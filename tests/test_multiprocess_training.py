@@ -5,20 +5,10 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
-from configs.data import synthetic
-from data_pipeline import tfds_builder
 from fp_jax.train import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  tfds_builder.build(synthetic.get_config("tiny"), path)
-  return path
 
 
 def fp_train(data_dir, workdir, steps):

@@ -10,19 +10,10 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from configs.data import synthetic
-from data_pipeline import tfds_builder
 from data_pipeline.errors import InputError
 from fp_jax.train import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  tfds_builder.build(synthetic.get_config("tiny"), path)
-  return path
 
 
 def train_config(data_dir, task, **overrides):
