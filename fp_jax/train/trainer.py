@@ -201,37 +201,38 @@ class Trainer:
                                                 else self.state["params"])
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
-    history, waits, totals = [], [], []
-    step = start
+    history, waited = [], 0.0
+    step = saved = start
+    window_start = time.perf_counter()
     try:
       with use_mesh(self.mesh, self.rules):
         while step < config.total_steps:
           began = time.perf_counter()
           batch = next(self.batches)
-          waited = time.perf_counter() - began
-          self.state, metrics = self.step_fn(self.state, self.frozen_state, batch)
-          waits.append(waited)
-          totals.append(time.perf_counter() - began)  # dispatch only: the step runs on
+          waited += time.perf_counter() - began
+          self.state, metrics = self.step_fn(self.state, self.frozen_state, batch)  # asynchronous
           step += 1
           history.append(metrics)
           report(step)
           if step % config.log_every == 0 or step == config.total_steps:
-            history = jax.device_get(history)
+            history = jax.device_get(history)  # waits for the window's last step
             summary = {name: float(np.mean([m[name] for m in history])) for name in history[0]}
-            summary["data_wait_share"] = float(np.sum(waits) / max(np.sum(totals), 1e-9))
+            summary["data_wait_share"] = waited / max(time.perf_counter() - window_start, 1e-9)
             writer.write_scalars(step, summary)
             if jax.process_index() == 0:
               print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())),
                     flush=True)
-            history, waits, totals = [], [], []
+            history, waited, window_start = [], 0.0, time.perf_counter()
             if int(self.state["bad_streak"]) > config.max_bad_steps:
               raise TrainingStopped(
                   f"{int(self.state['bad_streak'])} non-finite steps in a row at step {step}; "
                   f"the last good checkpoint is kept in {self.checkpoints.directory}")
           if step % config.checkpoint_every == 0 or step == config.total_steps:
             self._save(step)
+            saved = step
           if self._stop_agreed():
-            self._save(step)
+            if saved != step:
+              self._save(step)
             logging.warning("stopping at step %d on SIGTERM; checkpoint saved", step)
             break
     finally:
