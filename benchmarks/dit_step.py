@@ -13,7 +13,6 @@ memory from XLA's memory analysis.
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,19 +29,9 @@ from fp_jax.models.build import create_dit  # pylint: disable=g-import-not-at-to
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
+from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 
 BATCH, FRAMES, HEIGHT, WIDTH, TEXT = 2, 5, 32, 32, 64
-
-
-def median_time(step, steps):
-  step()  # compile / warm up
-  step()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def step_flops(size, tokens, text):
@@ -88,7 +77,7 @@ def ours(size, batch, steps):
 
   peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
           - memory.alias_size_in_bytes)
-  return median_time(run, steps), peak
+  return median_seconds(run, steps, warmups=2), peak
 
 
 def theirs(size, batch, steps):
@@ -110,13 +99,13 @@ def theirs(size, batch, steps):
     loss.backward()
     optimizer.step()
 
-  return median_time(run, steps)
+  return median_seconds(run, steps, warmups=2)
 
 
 def matmul_peak(steps):
   a = jnp.ones((2048, 2048), jnp.float32)
   dot = jax.jit(lambda x, y: x @ y)
-  seconds = median_time(lambda: dot(a, a).block_until_ready(), steps * 3)
+  seconds = median_seconds(lambda: dot(a, a).block_until_ready(), steps * 3, warmups=2)
   return 2 * 2048 ** 3 / seconds
 
 

@@ -7,23 +7,13 @@ shadow rays) and `raymaps_per_s`, each the median over repeats of rendering a po
 moving clip of the template head (scene build, tracing and shading included).
 """
 import argparse
-import time
 
 import numpy as np
 
 from data_pipeline import appearance, cameras, controls, rays, world
 from data_pipeline.renderer import Renderer
 from data_pipeline.template_head import build_template
-
-
-def median_seconds(function, repeats):
-  function()  # warm-up: caches, thread pools, page faults
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    function()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+from timing import median_seconds  # benchmarks/timing.py
 
 
 def main():

@@ -31,19 +31,14 @@ from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-t
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
 from fp_jax.train.trainer import Trainer  # pylint: disable=g-import-not-at-top
+from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 
 
 def matmul_peak():
   """FLOP/s of a large fp32 matmul on this machine (all cores; devices share them)."""
   a = jnp.ones((2048, 2048), jnp.float32, device=jax.devices()[0])
   dot = jax.jit(lambda x: x @ x)
-  dot(a).block_until_ready()
-  times = []
-  for _ in range(7):
-    start = time.perf_counter()
-    dot(a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * 2048 ** 3 / float(np.median(times))
+  return 2 * 2048 ** 3 / median_seconds(lambda: dot(a).block_until_ready(), 7)
 
 
 def measure(size, data_dir, steps):

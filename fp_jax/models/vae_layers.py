@@ -35,7 +35,7 @@ def conv(x, kernel, bias, stride=(1, 1, 1), spatial_padding=((0, 0), (0, 0))):
 class CausalConv3d(nnx.Module):
   """Zero-pads time only in front (`kt - 1` frames, or the cached frames instead)."""
 
-  def __init__(self, in_dim, out_dim, kernel, rngs, stride=(1, 1, 1), spatial_padding=None):
+  def __init__(self, in_dim, out_dim, kernel, rngs, stride=(1, 1, 1), spatial_padding=None, causal=True):
     kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
     fan_in = in_dim * kernel[0] * kernel[1] * kernel[2]
     bound = fan_in ** -0.5
@@ -45,7 +45,7 @@ class CausalConv3d(nnx.Module):
     self.stride = tuple(stride)
     pad = (kernel[1] // 2) if spatial_padding is None else spatial_padding
     self.spatial_padding = ((pad, pad), (pad, pad))
-    self.history = kernel[0] - 1
+    self.history = kernel[0] - 1 if causal else 0  # not causal: the caller supplies the past
     self.key = f"conv{next(_ids)}"
 
   def __call__(self, x, cache=None):
@@ -130,8 +130,9 @@ class Resample(nnx.Module):
     self.resample_bias = nnx.Param(jnp.zeros((out_dim,)))
     self.time_conv = nnx.data(None)
     if mode == "downsample3d":
-      self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), rngs, stride=(2, 1, 1), spatial_padding=0)
-      self.time_conv.history = 0  # it looks back through the explicit one-frame cache below
+      # It looks back through the explicit one-frame cache of `_halve_frames`, not zero padding.
+      self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), rngs, stride=(2, 1, 1), spatial_padding=0,
+                                    causal=False)
     elif mode == "upsample3d":
       self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs, spatial_padding=0)
     self.key = f"resample{next(_ids)}"

@@ -196,9 +196,7 @@ class Trainer:
     writer = metric_writers.create_default_writer(self.workdir, just_logging=jax.process_index() > 0)
     start = self.restore_latest()
     if start == 0:
-      parameter_overview.log_parameter_overview(nnx.State(self.state["params"]).to_pure_dict()
-                                                if isinstance(self.state["params"], nnx.State)
-                                                else self.state["params"])
+      parameter_overview.log_parameter_overview(self.state["params"].to_pure_dict())
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     history, waited = [], 0.0
