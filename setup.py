@@ -25,12 +25,13 @@ INSTALL_REQUIRES = [
     "pillow==12.3.0",
     "tqdm==4.70.1",
     "importlib_resources==7.1.0",  # TFDS needs it to build datasets
+    "safetensors==0.8.0",  # reading diffusers checkpoints needs no torch
 ]
 
 EXTRAS_REQUIRE = {
     "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
     # torch is pinned to the CPU build; diffusers is pinned so it never pulls another torch.
-    "torch": ["torch==2.13.0", "diffusers==0.42.1", "safetensors==0.8.0"],
+    "torch": ["torch==2.13.0", "diffusers==0.42.1"],
     "tpu": ["jax[tpu]==0.10.2"],
 }
 

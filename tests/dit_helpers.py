@@ -1,5 +1,6 @@
 """Shared by the DiT tests: a small random diffusers Wan model and our converted twin."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
@@ -57,3 +58,13 @@ def diffusers_forward(reference_model, latents, timestep, context):
 
 def relative_error(got, want):
   return float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want)))
+
+
+def control_inputs(rng, batch, frames, height, width, expression_dim=512):
+  video_frames = 1 + 4 * (frames - 1)
+  return dict(
+      reference=jnp.asarray(rng.standard_normal((batch, height, width, 16)), jnp.float32),
+      normals=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
+      rays=jnp.asarray(rng.standard_normal((batch, video_frames, 8 * height, 8 * width, 6)), jnp.float32),
+      expression=jnp.asarray(rng.standard_normal((batch, video_frames, expression_dim)), jnp.float32),
+      head_pose=jnp.asarray(rng.standard_normal((batch, video_frames, 10)), jnp.float32))

@@ -54,16 +54,6 @@ def test_per_frame_timesteps_match_diffusers_per_token_timesteps():
   assert helpers.relative_error(got, want) <= 1e-4
 
 
-def control_inputs(rng, batch, frames, height, width, expression_dim=512):
-  video_frames = 1 + 4 * (frames - 1)
-  return dict(
-      reference=jnp.asarray(rng.standard_normal((batch, height, width, 16)), jnp.float32),
-      normals=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
-      rays=jnp.asarray(rng.standard_normal((batch, video_frames, 8 * height, 8 * width, 6)), jnp.float32),
-      expression=jnp.asarray(rng.standard_normal((batch, video_frames, expression_dim)), jnp.float32),
-      head_pose=jnp.asarray(rng.standard_normal((batch, video_frames, 10)), jnp.float32))
-
-
 ALL_CONTROLS = dict(reference=True, normals=True, rays=True, expression="both", pose=True)
 
 
@@ -72,7 +62,7 @@ def test_converted_model_with_controls_is_wan_at_step_zero():
   model = helpers.converted(reference, **ALL_CONTROLS)
   rng = np.random.default_rng(2)
   latents, timestep, context = random_inputs(rng, 2, 3, 4, 6)
-  controls = control_inputs(rng, 2, 3, 4, 6)
+  controls = helpers.control_inputs(rng, 2, 3, 4, 6)
   first_frame_zero = latents.copy()
   first_frame_zero[:, 0] = 0  # the reference takes the first latent frame's place
   want = helpers.diffusers_forward(reference, first_frame_zero, timestep, context)
@@ -95,7 +85,7 @@ def test_every_control_and_its_drop_flag_acts():
   _randomise_zero_weights(model, 0)
   rng = np.random.default_rng(3)
   latents, timestep, context = (jnp.asarray(a) for a in random_inputs(rng, 2, 2, 4, 4))
-  controls = control_inputs(rng, 2, 2, 4, 4)
+  controls = helpers.control_inputs(rng, 2, 2, 4, 4)
   base = call(model, latents, timestep, context, controls)
   names = {"reference": ["reference"], "pose": ["normals", "head_pose"], "camera": ["rays"],
            "expression": ["expression"]}
@@ -125,7 +115,7 @@ def test_expression_attention_is_frame_aligned():
   _randomise_zero_weights(model, 1)
   rng = np.random.default_rng(4)
   latents, timestep, _ = (jnp.asarray(a) for a in random_inputs(rng, 1, 3, 4, 4))
-  controls = control_inputs(rng, 1, 3, 4, 4)
+  controls = helpers.control_inputs(rng, 1, 3, 4, 4)
   inputs = dict(reference=controls["reference"], expression=controls["expression"])
   base = np.asarray(call(model, latents, timestep, None, inputs))
   changed = dict(inputs, expression=inputs["expression"].at[:, 5:9].add(1.0))  # latent frame 2
@@ -138,7 +128,7 @@ def test_bad_inputs_are_clear_errors():
   model = helpers.converted(reference, **ALL_CONTROLS)
   rng = np.random.default_rng(5)
   latents, timestep, context = (jnp.asarray(a) for a in random_inputs(rng, 1, 2, 4, 4))
-  controls = control_inputs(rng, 1, 2, 4, 4)
+  controls = helpers.control_inputs(rng, 1, 2, 4, 4)
   with pytest.raises(InputError, match="latent height 5 is not a multiple of the patch size 2"):
     model(jnp.zeros((1, 2, 5, 4, 16)), timestep, context)
   with pytest.raises(InputError, match="expression has 6 frames; 2 latent frames need 5"):

@@ -155,3 +155,41 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp
   assert int(state["step"]) == 5
   set_aside = list((tmp_path / "checkpoints_set_aside").iterdir())
   assert len(set_aside) == 1 and set_aside[0].name.startswith("4-")
+
+
+def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from tests import dit_helpers as helpers  # pylint: disable=g-import-not-at-top
+  reference = helpers.diffusers_wan_model(64, 4, 2, ffn_dim=128, text_dim=64, seed=3)
+  reference.save_pretrained(tmp_path / "transformer", safe_serialization=True)
+  config = train_config(data_dir, "dit", total_steps=1)
+  config.init.diffusers_checkpoint = str(tmp_path / "transformer")
+  trainer = trainer_lib.Trainer(config, str(tmp_path / "run"))
+  try:
+    model = nnx.merge(trainer.graphdef, trainer.state["params"])
+    ema = nnx.merge(trainer.graphdef, trainer.state["ema"])
+  finally:
+    trainer.close()
+  rng = np.random.default_rng(0)
+  latents = rng.standard_normal((1, 2, 4, 4, 16)).astype(np.float32)
+  timestep = np.array([500.0], np.float32)
+  context = rng.standard_normal((1, 3, 64)).astype(np.float32)
+  controls = helpers.control_inputs(rng, 1, 2, 4, 4)
+  first_frame_zero = latents.copy()
+  first_frame_zero[:, 0] = 0  # the reference latent takes the first frame's place
+  want = helpers.diffusers_forward(reference, first_frame_zero, timestep, context)
+  for weights in (model, ema):  # Wan at step 0, controls and all; the EMA starts equal
+    got = nnx.jit(lambda m, *a, **k: m(*a, **k))(weights, jnp.asarray(latents), jnp.asarray(timestep),
+                                                  jnp.asarray(context), **controls)
+    assert helpers.relative_error(got, want) <= 1e-4
+
+
+def test_a_bad_diffusers_checkpoint_is_a_clear_error(data_dir, tmp_path):
+  config = train_config(data_dir, "dit", total_steps=1)
+  config.init.diffusers_checkpoint = str(tmp_path / "nowhere")
+  with pytest.raises(InputError, match="no such checkpoint"):
+    trainer_lib.Trainer(config, str(tmp_path / "run"))
+  (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+  config.init.diffusers_checkpoint = str(tmp_path / "broken.safetensors")
+  with pytest.raises(InputError, match="not a readable safetensors file"):
+    trainer_lib.Trainer(config, str(tmp_path / "run2"))

@@ -73,6 +73,11 @@ def _entries(num_layers):
             f"blocks.{layer}.{theirs}" + (f".{suffix}" if suffix else ""), kind, param, layer
 
 
+def mapped_paths(num_layers):
+  """Our parameter paths (tuples) that a diffusers Wan checkpoint fills."""
+  return {entry[0] for entry in _entries(num_layers)}
+
+
 def _first_few(names, count=5):
   names = sorted(names)
   return ", ".join(names[:count]) + (f" (and {len(names) - count} more)" if len(names) > count else "")
@@ -115,9 +120,10 @@ def from_diffusers(state_dict, params, num_layers, source="the diffusers checkpo
       if target.shape[1:] != value.shape:
         mismatched.append(f"{key} {tuple(state_dict[key].shape)} vs ours {target.shape[1:]}")
         continue
-      target = np.array(target)
+      if not (isinstance(target, np.ndarray) and target.flags.writeable):
+        target = np.array(target)  # a copy once; later layers are written in place
+        _set(params, path, target)
       target[layer] = value
-      _set(params, path, target)
     elif target.shape != value.shape:
       if kind == "conv" and target.shape[1] == value.shape[1] and target.shape[0] > value.shape[0]:
         mismatched.append(f"{key}: in_channels differ")

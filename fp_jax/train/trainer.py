@@ -50,9 +50,11 @@ class Trainer:
     # -- input ---------------------------------------------------------------------------------
     host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count())
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
+    self.checkpoints = ckpt.manager(workdir, config)
     # -- model and frozen parts ----------------------------------------------------------------
     model = create_sharded(lambda: self.task.make_model(nnx.Rngs(config.seed)), self.mesh, self.rules)
     self.graphdef, params = nnx.split(model)
+    self._init_from_diffusers(params)
     frozen = create_sharded(lambda: nnx.Dict(self.task.make_frozen(nnx.Rngs(config.seed + 1))),
                             self.mesh, self.rules)
     self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
@@ -66,8 +68,28 @@ class Trainer:
           skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
     self.shardings = jax.tree.map(lambda x: x.sharding, self.state)
     self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
-    self.checkpoints = ckpt.manager(workdir, config)
     self.stop_requested = False
+
+  def _init_from_diffusers(self, params):
+    """A fresh run of the dit task may start from a diffusers Wan checkpoint (`config.init`)."""
+    path = self.config.init.diffusers_checkpoint
+    if not path or self.checkpoints.latest_step() is not None:
+      return  # a resumed run takes everything from its own checkpoint
+    require(self.config.task == "dit", "init.diffusers_checkpoint applies to the dit task only")
+    from fp_jax.export import diffusers_wan, weights_files  # pylint: disable=g-import-not-at-top
+    # Zeros from calloc cost no memory until written; the file's tensors fill the Wan leaves and
+    # each host places only its own shards, so no device holds more than its part.
+    values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), params.to_pure_dict())
+    layers = self.task.model_config.layers
+    diffusers_wan.from_diffusers(weights_files.load_state_dict(path), values, layers, source=path)
+    for path_ in diffusers_wan.mapped_paths(layers):
+      variable, value = params, values
+      for key in path_:
+        variable, value = variable[key], value[key]
+      old = variable.value
+      variable.value = jax.make_array_from_callback(
+          old.shape, old.sharding, lambda index, value=value, dtype=old.dtype: value[index].astype(dtype))
+    logging.info("initialised from the diffusers checkpoint %s", path)
 
   def _load_frozen(self):
     """Frozen weights (a trained VAE, motion encoders) from the workdirs the config names."""

@@ -1,0 +1,46 @@
+"""The fields every training config has, with CPU-sized defaults; `tiny`, `wan_1_3b` and
+`wan_14b` start from here and change what differs. Unknown fields are refused at the command
+line (`--config.a.b=...` naming no field is an error), so every knob lives in this one place."""
+import ml_collections
+
+from configs.data import input as input_config
+from configs.models import dit as dit_config
+
+
+def training_config(task, input_variant="demo", model_variant="tiny"):
+  config = ml_collections.ConfigDict()
+  config.task = task  # vae | motion | dit
+  config.seed = 0
+  config.input = input_config.get_config(input_variant)
+  config.model = dit_config.get_config(model_variant)
+  config.vae = ml_collections.ConfigDict(dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 4, 4),
+                                              num_res_blocks=1, temporal_downsample=(False, True, True)))
+  config.vae_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6))
+  config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), expression_dim=512,
+                                                 num_controls=16))
+  config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs
+  # Start the DiT from a diffusers Wan checkpoint (a .safetensors file or a diffusers model
+  # folder); the portrait controls, which Wan lacks, keep their zero initialisation.
+  config.init = ml_collections.ConfigDict(dict(diffusers_checkpoint=""))
+  config.diffusion = ml_collections.ConfigDict(dict(shift=3.0, timestep_distribution="logit_normal"))
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1))
+  config.logical_axis_rules = None  # None: fp_jax/parallel/sharding.py's defaults
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=20, schedule="cosine", final_fraction=0.1, b1=0.9, b2=0.99,
+      eps=1e-8, weight_decay=0.01, clip_norm=1.0, accumulation=1))
+  config.ema_decay = 0.99
+  config.total_steps = 300
+  config.log_every = 10
+  config.checkpoint_every = 100
+  config.keep_checkpoints = 3  # the last N ...
+  config.keep_period = 0  # ... plus every M-th step (0: none)
+  config.max_bad_steps = 10  # non-finite steps in a row before the run stops
+  # Validation loss on `eval.split` and a sample video every `eval.every` steps (0: never).
+  config.eval = ml_collections.ConfigDict(dict(every=100, split="validation", batches=2,
+                                               sample_steps=4, sample_fps=8.0))
+  # A step that has not finished after this many seconds stops the run with an error (0: off);
+  # it catches a peer process that hangs while its heartbeat lives on.
+  config.watchdog_seconds = 1800.0
+  # Peak FLOP/s of one device for MFU; 0: known accelerators from a table, CPUs measured.
+  config.device_peak_flops = 0.0
+  return config
