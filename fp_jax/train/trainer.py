@@ -21,6 +21,7 @@ from fp_jax.models.build import create_sharded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
+from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
 from fp_jax.train.optimizer import make_optimizer
 from fp_jax.train.tasks import get_task
@@ -223,6 +224,7 @@ class Trainer:
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     history, waited = [], 0.0
     step = saved = start
+    step_flops, peak_flops = None, flops_lib.peak_flops_per_device(config.device_peak_flops) * jax.device_count()
     window_start = time.perf_counter()
     try:
       with use_mesh(self.mesh, self.rules):
@@ -230,6 +232,8 @@ class Trainer:
           began = time.perf_counter()
           batch = next(self.batches)
           waited += time.perf_counter() - began
+          if step_flops is None:  # traced once (not run) for MFU
+            step_flops = flops_lib.step_flops(self._train_step, self.state, self.frozen_state, batch)
           self.state, metrics = self.step_fn(self.state, self.frozen_state, batch)  # asynchronous
           step += 1
           history.append(metrics)
@@ -237,7 +241,9 @@ class Trainer:
           if step % config.log_every == 0 or step == config.total_steps:
             history = jax.device_get(history)  # waits for the window's last step
             summary = {name: float(np.mean([m[name] for m in history])) for name in history[0]}
-            summary["data_wait_share"] = waited / max(time.perf_counter() - window_start, 1e-9)
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            summary["data_wait_share"] = waited / elapsed
+            summary["mfu"] = step_flops * len(history) / (elapsed * peak_flops)
             writer.write_scalars(step, summary)
             if jax.process_index() == 0:
               print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())),
