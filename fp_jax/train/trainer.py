@@ -25,6 +25,7 @@ from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
 from fp_jax.train.optimizer import make_optimizer
 from fp_jax.train.tasks import get_task
+from fp_jax.train.watchdog import StepWatchdog
 
 
 class TrainingStopped(RuntimeError):
@@ -226,6 +227,7 @@ class Trainer:
     step = saved = start
     step_flops, peak_flops = None, flops_lib.peak_flops_per_device(config.device_peak_flops) * jax.device_count()
     window_start = time.perf_counter()
+    watchdog = StepWatchdog(config.watchdog_seconds)
     try:
       with use_mesh(self.mesh, self.rules):
         while step < config.total_steps:
@@ -236,6 +238,7 @@ class Trainer:
             step_flops = flops_lib.step_flops(self._train_step, self.state, self.frozen_state, batch)
           self.state, metrics = self.step_fn(self.state, self.frozen_state, batch)  # asynchronous
           step += 1
+          watchdog.pet(step)  # armed after the first step: compilation may take long
           history.append(metrics)
           report(step)
           if step % config.log_every == 0 or step == config.total_steps:
@@ -262,6 +265,7 @@ class Trainer:
             logging.warning("stopping at step %d on SIGTERM; checkpoint saved", step)
             break
     finally:
+      watchdog.stop()
       self._write_manifests()
       signal.signal(signal.SIGTERM, previous)
       writer.flush()
