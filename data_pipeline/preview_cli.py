@@ -6,11 +6,11 @@ Plücker ray-map picture side by side.
 import os
 import sys
 
-import imageio.v3 as iio
 import numpy as np
 from absl import flags
 
 from data_pipeline import cli, rays, tfds_builder, world
+from data_pipeline.video_io import write_video
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory the dataset was built into.")
 _NAME = flags.DEFINE_string("name", "demo", "Data config name (the variant it was built with).")
@@ -26,12 +26,6 @@ def panel(example, scale):
   ray_map = rays.visualise(rays.plucker_rays(example["intrinsics"], example["extrinsics"], height, width))
   video = np.concatenate([frames, example["normals"], ray_map], axis=2)
   return video.repeat(scale, axis=1).repeat(scale, axis=2)
-
-
-def write_video(path, video, fps):
-  temporary = path + ".partial.mp4"
-  iio.imwrite(temporary, video, extension=".mp4", fps=fps, macro_block_size=1)
-  os.replace(temporary, path)
 
 
 def main(argv):

@@ -193,3 +193,33 @@ def test_a_bad_diffusers_checkpoint_is_a_clear_error(data_dir, tmp_path):
   config.init.diffusers_checkpoint = str(tmp_path / "broken.safetensors")
   with pytest.raises(InputError, match="not a readable safetensors file"):
     trainer_lib.Trainer(config, str(tmp_path / "run2"))
+
+
+def _event_tags(workdir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tags = set()
+  for name in os.listdir(workdir):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+        tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+def test_validation_and_a_sample_video_every_n_steps(data_dir, tmp_path):
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  config = train_config(data_dir, "dit", total_steps=2, checkpoint_every=100)
+  config.eval.update(every=2, batches=1, sample_steps=2)
+  run(config, tmp_path)
+  tags = _event_tags(tmp_path)
+  assert {"validation/loss", "loss", "mfu", "data_wait_share"} <= tags
+  assert any(tag.startswith("samples/") for tag in tags)
+  video = iio.imread(tmp_path / "samples" / "step_00000002.mp4", extension=".mp4")
+  # 5 frames; the 8 examples stacked (8 x 32 px high); real | generated (2 x 32 px wide).
+  assert video.shape == (5, 8 * 32, 2 * 32, 3)
+
+
+def test_a_missing_validation_split_fails_before_training(data_dir, tmp_path):
+  config = train_config(data_dir, "motion", total_steps=2)
+  config.eval.split = "holdout"
+  with pytest.raises(InputError, match="holdout"):
+    trainer_lib.Trainer(config, str(tmp_path))

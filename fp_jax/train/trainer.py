@@ -21,6 +21,7 @@ from fp_jax.models.build import create_sharded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
+from fp_jax.train.evaluation import Evaluator
 from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
 from fp_jax.train.optimizer import make_optimizer
@@ -70,6 +71,9 @@ class Trainer:
           skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
     self.shardings = jax.tree.map(lambda x: x.sharding, self.state)
     self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
+    self.evaluator = None
+    if config.eval.every:
+      self.evaluator = Evaluator(config, self.task, self.mesh, self.graphdef, self.frozen_graphdef, workdir)
     self.stop_requested = False
 
   def _init_from_diffusers(self, params):
@@ -223,7 +227,7 @@ class Trainer:
       parameter_overview.log_parameter_overview(self.state["params"].to_pure_dict())
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
-    history, waited = [], 0.0
+    history, waited, paused = [], 0.0, 0.0
     step = saved = start
     step_flops, peak_flops = None, flops_lib.peak_flops_per_device(config.device_peak_flops) * jax.device_count()
     window_start = time.perf_counter()
@@ -244,18 +248,26 @@ class Trainer:
           if step % config.log_every == 0 or step == config.total_steps:
             history = jax.device_get(history)  # waits for the window's last step
             summary = {name: float(np.mean([m[name] for m in history])) for name in history[0]}
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            elapsed = max(time.perf_counter() - window_start - paused, 1e-9)
             summary["data_wait_share"] = waited / elapsed
             summary["mfu"] = step_flops * len(history) / (elapsed * peak_flops)
             writer.write_scalars(step, summary)
             if jax.process_index() == 0:
               print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())),
                     flush=True)
-            history, waited, window_start = [], 0.0, time.perf_counter()
+            history, waited, paused, window_start = [], 0.0, 0.0, time.perf_counter()
             if int(self.state["bad_streak"]) > config.max_bad_steps:
               raise TrainingStopped(
                   f"{int(self.state['bad_streak'])} non-finite steps in a row at step {step}; "
                   f"the last good checkpoint is kept in {self.checkpoints.directory}")
+          if self.evaluator is not None and step % config.eval.every == 0:
+            eval_start = time.perf_counter()
+            validation = self.evaluator.run(step, self.state["ema"], self.frozen_state, writer)
+            if jax.process_index() == 0:
+              print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(validation.items())),
+                    flush=True)
+            watchdog.pet(step)
+            paused += time.perf_counter() - eval_start  # the pass is not training time
           if step % config.checkpoint_every == 0 or step == config.total_steps:
             self._save(step)
             saved = step

@@ -28,3 +28,8 @@ def make_pose_encoder(config, rngs):
 
 def unit_range(images):
   return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+  """[-1, 1] floats -> uint8."""
+  return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)

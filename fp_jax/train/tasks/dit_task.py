@@ -54,3 +54,19 @@ class DiTTask:
     predicted = model(noisy, flow.timesteps(sigma), None, **conditions)
     loss = jnp.mean(jnp.square(predicted - velocity)[:, 1:])
     return loss, {"sigma_mean": jnp.mean(sigma)}
+
+  def sample(self, model, frozen, batch, key, steps):
+    """The clip generated from noise under the batch's conditions (Euler, `steps` steps), beside
+    the real one. Its first frame is the reference image, as at inference."""
+    conditions = self.conditions(frozen, batch)
+    target = conditions.pop("latents")
+    batch_size = target.shape[0]
+
+    def velocity(x, sigma):
+      return model(x, flow.timesteps(jnp.full((batch_size,), sigma)), None, **conditions)
+
+    sigmas = flow.sampling_sigmas(steps, self.config.diffusion.shift)
+    latents = flow.euler_sample(velocity, jax.random.normal(key, target.shape), sigmas)
+    latents = latents.at[:, 0].set(conditions["reference"])
+    vae = frozen["vae"]
+    return {"real": batch["video"], "generated": common.to_uint8(vae.decode(vae.denormalize(latents)))}

@@ -30,3 +30,9 @@ class VAETask:
     loss = l1 + self.config.vae_loss.kl_weight * kl
     psnr = -10.0 * jnp.log10(jnp.mean(jnp.square((recon - video) / 2.0)))
     return loss, {"l1": l1, "kl": kl, "psnr": psnr}
+
+  def sample(self, vae, frozen, batch, key, steps):
+    """The input clip and its reconstruction from the latent mean, side by side."""
+    del frozen, key, steps
+    mean, _ = vae.encode(common.unit_range(batch["video"]))
+    return {"input": batch["video"], "reconstruction": common.to_uint8(vae.decode(mean))}
