@@ -48,6 +48,7 @@ setup(
             "fp-data=data_pipeline.build_cli:run",
             "fp-preview=data_pipeline.preview_cli:run",
             "fp-train=fp_jax.train.cli:run",
+            "fp-cache-latents=fp_jax.train.cache_latents:run",
         ],
     },
 )

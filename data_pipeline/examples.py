@@ -90,11 +90,16 @@ class MakeExample(grain.transforms.RandomMap):
 
   def random_map(self, index, rng):
     """`index`: a record of the split; it is read here, in the worker."""
-    index = int(index)
-    clip = self._records[index]
+    clip = self._records[int(index)]
     span = window_span(self._num_frames, self._stride)
     start = int(rng.integers(0, clip["frames"].shape[0] - span + 1))
-    frames = np.arange(start, start + span, self._stride)
+    return self.example(int(index), start, rng, clip)
+
+  def example(self, index, start, rng, clip=None):
+    """The example of record `index` whose window starts at frame `start` (`rng`: the reference
+    frame and the drop flags)."""
+    clip = self._records[index] if clip is None else clip
+    frames = np.arange(start, start + window_span(self._num_frames, self._stride), self._stride)
     reference = self._reference_image(index, clip, rng)
     model = build_template()
     window = {key: clip[key][frames] for key in

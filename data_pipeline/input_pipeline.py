@@ -16,7 +16,7 @@ training checkpoint). Turning host batches into global `jax.Array`s is `fp_jax`'
 from absl import flags
 import grain
 
-from data_pipeline import examples
+from data_pipeline import examples, latent_cache
 from data_pipeline.errors import require
 from data_pipeline.records import ClipRecords
 
@@ -34,18 +34,24 @@ def make_dataset(config, process_index=0, process_count=1):
   """The pipeline for one process, as a `grain.IterDataset` of host batches (dicts of numpy)."""
   batch_size = host_batch_size(config, process_count)
   require(0 <= process_index < process_count, f"process index {process_index} not in [0, {process_count})")
-  records = ClipRecords(config.data_dir, config.dataset, config.split, config.verify)
-  examples.check_config(config, records)
+  if config.get("cached_latents"):  # a cached-latents dataset (data_pipeline/latent_cache.py)
+    records = latent_cache.LatentRecords(config.cached_latents, config.split, config.verify)
+    latent_cache.check_config(config, records)
+    make_example = latent_cache.MakeCachedExample(records, config)
+  else:
+    records = ClipRecords(config.data_dir, config.dataset, config.split, config.verify)
+    examples.check_config(config, records)
+    make_example = examples.MakeExample(records, config)
   require(config.workers.count >= 0, f"workers.count must be >= 0, got {config.workers.count}")
   require(config.num_epochs >= 0, f"num_epochs must be >= 0 (0 repeats forever), got {config.num_epochs}")
   require(not config.num_epochs or len(records) * config.num_epochs >= config.global_batch_size,
-          f"{config.num_epochs} epoch(s) of the {len(records)} clips of {records.name}/{config.split} "
+          f"{config.num_epochs} epoch(s) of the {len(records)} records of {config.split} "
           f"do not fill one global batch of {config.global_batch_size}")
   dataset = grain.MapDataset.range(len(records)).seed(config.seed)
   if config.shuffle:
     dataset = dataset.shuffle()
   dataset = dataset.repeat(config.num_epochs or None)
-  dataset = dataset.random_map(examples.MakeExample(records, config))
+  dataset = dataset.random_map(make_example)
   if config.num_epochs:  # whole global batches only, so every process has as many batches
     dataset = dataset[:len(dataset) - len(dataset) % config.global_batch_size]
   # Host batch `kP + p` of the stream is process p's block of global batch k.

@@ -24,6 +24,8 @@ def get_config(arg="demo"):
   config.normals = ml_collections.ConfigDict(
       dict(source="stored", height=0, width=0, supersample=1, encoding="uint8"))
   config.rays_dtype = "float32"
+  # A latent cache (fp-cache-latents) to read instead of the clips: dit task only; "" = off.
+  config.cached_latents = ""
   # Classifier-free guidance: drop everything, the motion signals together, or one condition.
   config.drop = ml_collections.ConfigDict(
       dict(all=0.05, motion=0.05, reference=0.05, expression=0.1, pose=0.1, camera=0.1))

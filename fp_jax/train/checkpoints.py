@@ -11,6 +11,8 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
 
 from data_pipeline.errors import InputError
 
@@ -91,3 +93,20 @@ def _pure(tree):
       return tree["value"]
     return {key: _pure(value) for key, value in tree.items()}
   return tree
+
+
+def load_frozen(frozen_state, config):
+  """Frozen parts (a trained VAE, the expression encoder) from the workdirs `config.frozen`
+  names, written into `frozen_state` in place, each in its own sharding."""
+  sources = {"vae": config.frozen.vae, "expression": config.frozen.motion}
+  for name, workdir in sources.items():
+    if not workdir or name not in frozen_state:
+      continue
+    params, step = latest_params(workdir)
+    if name == "expression":
+      params = params["expression"]
+    current = frozen_state[name]
+    loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new), old.sharding),
+                          params, current.to_pure_dict())
+    nnx.replace_by_pure_dict(current, loaded)
+    logging.info("frozen %s from %s (step %d)", name, workdir, step)

@@ -15,7 +15,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from data_pipeline import input_pipeline
+from data_pipeline import input_pipeline, latent_cache
 from data_pipeline.errors import InputError, require
 from fp_jax.models.build import create_sharded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
@@ -51,6 +51,7 @@ class Trainer:
             f"global batch {config.input.global_batch_size} does not split into {accumulation} "
             f"micro-batches over {mesh_lib.batch_shards(self.mesh)} batch shards")
     # -- input ---------------------------------------------------------------------------------
+    self._check_latent_cache()
     host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count())
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
     self.checkpoints = ckpt.manager(workdir, config)
@@ -61,7 +62,7 @@ class Trainer:
     frozen = create_sharded(lambda: nnx.Dict(self.task.make_frozen(nnx.Rngs(config.seed + 1))),
                             self.mesh, self.rules)
     self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
-    self._load_frozen()
+    ckpt.load_frozen(self.frozen_state, config)
     # -- optimizer and state -------------------------------------------------------------------
     self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
     with use_mesh(self.mesh, self.rules):
@@ -75,6 +76,18 @@ class Trainer:
     if config.eval.every:
       self.evaluator = Evaluator(config, self.task, self.mesh, self.graphdef, self.frozen_graphdef, workdir)
     self.stop_requested = False
+
+  def _check_latent_cache(self):
+    """A latent cache must come from the frozen weights this run names (else the DiT would
+    learn on one VAE's latents and sample through another)."""
+    cache_dir = self.config.input.get("cached_latents")
+    if not cache_dir:
+      return
+    require(self.config.task == "dit", "input.cached_latents applies to the dit task only")
+    made_with = latent_cache.read_metadata(cache_dir)["frozen"]
+    wanted = {"vae": self.config.frozen.vae, "motion": self.config.frozen.motion}
+    require(made_with == wanted, f"the latent cache {cache_dir} was made with frozen weights {made_with}, "
+                                 f"this run names {wanted}")
 
   def _init_from_diffusers(self, params):
     """A fresh run of the dit task may start from a diffusers Wan checkpoint (`config.init`)."""
@@ -96,21 +109,6 @@ class Trainer:
       variable.value = jax.make_array_from_callback(
           old.shape, old.sharding, lambda index, value=value, dtype=old.dtype: value[index].astype(dtype))
     logging.info("initialised from the diffusers checkpoint %s", path)
-
-  def _load_frozen(self):
-    """Frozen weights (a trained VAE, motion encoders) from the workdirs the config names."""
-    sources = {"vae": self.config.frozen.vae, "expression": self.config.frozen.motion}
-    for name, workdir in sources.items():
-      if not workdir or name not in self.frozen_state:
-        continue
-      params, step = ckpt.latest_params(workdir)
-      if name == "expression":
-        params = params["expression"]
-      current = self.frozen_state[name]
-      loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new), old.sharding),
-                            params, current.to_pure_dict())
-      nnx.replace_by_pure_dict(current, loaded)
-      logging.info("frozen %s from %s (step %d)", name, workdir, step)
 
   # -- the train step ------------------------------------------------------------------------
 

@@ -31,18 +31,25 @@ class DiTTask:
             "expression": common.make_expression_encoder(self.config, rngs)}
 
   def conditions(self, frozen, batch):
-    vae = frozen["vae"]
-    encode = lambda video: vae.normalize(vae.encode(common.unit_range(video))[0])
+    """The DiT's inputs: encoded here by the frozen VAE and expression encoder, or read from a
+    cached-latents batch (data_pipeline/latent_cache.py), which holds the same values."""
     keep = {name: 1.0 - batch[f"drop_{name}"].astype(jnp.float32)
             for name in ("reference", "expression", "pose", "camera")}
-    return jax.lax.stop_gradient(dict(
-        latents=encode(batch["video"]),
-        reference=encode(batch["reference"][:, None])[:, 0],
-        normals=encode(batch["normals"]),
-        rays=batch["rays"].astype(jnp.float32),
-        expression=frozen["expression"](batch["driving"]),
-        head_pose=batch["head_pose"],
-        keep=keep))
+    common_inputs = dict(rays=batch["rays"].astype(jnp.float32), head_pose=batch["head_pose"], keep=keep)
+    if "latents" in batch:
+      return dict(common_inputs, latents=batch["latents"], reference=batch["reference_latent"],
+                  normals=batch["normals_latents"], expression=batch["expression_codes"])
+    encoded = jax.lax.stop_gradient(self.encode(frozen, batch))
+    return dict(common_inputs, **encoded)
+
+  def encode(self, frozen, batch):
+    """What the frozen models make of a batch of clips (what a latent cache stores)."""
+    vae = frozen["vae"]
+    encode = lambda video: vae.normalize(vae.encode(common.unit_range(video))[0])
+    return dict(latents=encode(batch["video"]),
+                reference=encode(batch["reference"][:, None])[:, 0],
+                normals=encode(batch["normals"]),
+                expression=frozen["expression"](batch["driving"]))
 
   def loss(self, model, frozen, batch, key):
     conditions = self.conditions(frozen, batch)
@@ -69,4 +76,6 @@ class DiTTask:
     latents = flow.euler_sample(velocity, jax.random.normal(key, target.shape), sigmas)
     latents = latents.at[:, 0].set(conditions["reference"])
     vae = frozen["vae"]
-    return {"real": batch["video"], "generated": common.to_uint8(vae.decode(vae.denormalize(latents)))}
+    decode = lambda latents: common.to_uint8(vae.decode(vae.denormalize(latents)))
+    real = batch["video"] if "video" in batch else decode(target)  # a cached batch has no pixels
+    return {"real": real, "generated": decode(latents)}

@@ -1,0 +1,165 @@
+"""A cached-latents dataset: the DiT's inputs encoded once, read instead of the clips.
+
+Video-DiT training at scale spends much of its step in the frozen VAE and encoders; encoding
+every training window once (`fp-cache-latents`) and reading the results removes that work.
+Layout of a cache folder:
+
+  metadata.json          counts, shapes, the window, the frozen weights used, file checksums
+  <split>.array_record   one record per window: an uncompressed .npz of
+      latents [F, h, w, z]   normalised VAE latents of the window (F = 1 + (N - 1) / 4)
+      normals [F, h, w, z]   normalised VAE latents of the window's normal maps
+      references [T, h, w, z]  every frame of the clip encoded as an image (reference candidates)
+      expression [N, D]      expression codes of the window's driving crops
+      head_pose [N, 10], intrinsics [N, 3, 3], extrinsics [N, 3, 4]
+      identity, record, start_frame  (int64 scalars)
+
+The folder is written under `<out>.partial` and renamed into place when complete, so a cache
+is never half-written. This module never imports jax (it runs in Grain workers).
+"""
+import hashlib
+import io
+import json
+import os
+import shutil
+
+import grain
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+from data_pipeline import examples, rays
+from data_pipeline.errors import InputError, require
+
+METADATA = "metadata.json"
+BUILD_COMMAND = "fp-cache-latents --config=CONFIG --out={cache_dir}"
+
+
+def _encode(arrays):
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def _decode(data):
+  with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+    return {name: archive[name] for name in archive.files}
+
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+class CacheWriter:
+  """Collects records per split; `commit(metadata)` makes the folder appear whole."""
+
+  def __init__(self, cache_dir):
+    require(not os.path.exists(cache_dir), f"{cache_dir} already exists; remove it or choose another --out")
+    self.cache_dir = cache_dir
+    self._partial = cache_dir.rstrip("/") + ".partial"
+    shutil.rmtree(self._partial, ignore_errors=True)  # left by an earlier, interrupted run
+    os.makedirs(self._partial)
+    self._writers, self._counts = {}, {}
+
+  def add(self, split, record):
+    if split not in self._writers:
+      path = os.path.join(self._partial, f"{split}.array_record")
+      self._writers[split] = ArrayRecordWriter(path, "group_size:1")
+      self._counts[split] = 0
+    self._writers[split].write(_encode(record))
+    self._counts[split] += 1
+
+  def abort(self):
+    for writer in self._writers.values():
+      writer.close()
+    shutil.rmtree(self._partial, ignore_errors=True)
+
+  def commit(self, metadata):
+    for writer in self._writers.values():
+      writer.close()
+    files = {split: f"{split}.array_record" for split in self._writers}
+    metadata = dict(metadata, counts=self._counts, files=files,
+                    sha256={split: _sha256(os.path.join(self._partial, name)) for split, name in files.items()})
+    with open(os.path.join(self._partial, METADATA), "w") as f:
+      json.dump(metadata, f, indent=1)
+    os.replace(self._partial, self.cache_dir)
+
+
+def read_metadata(cache_dir):
+  path = os.path.join(cache_dir, METADATA)
+  require(os.path.isfile(path), f"no latent cache in {cache_dir} (no {METADATA}); build one with "
+          + BUILD_COMMAND.format(cache_dir=cache_dir))
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as error:
+    raise InputError(f"{path} is not valid JSON: {error}") from None
+
+
+class LatentRecords:
+  """Random access to one split of a latent cache (a Grain data source; picklable)."""
+
+  def __init__(self, cache_dir, split, verify="count"):
+    self.metadata = read_metadata(cache_dir)
+    require(split in self.metadata["files"],
+            f"the latent cache {cache_dir} has no split {split!r} (it has {sorted(self.metadata['files'])})")
+    self.path = os.path.join(cache_dir, self.metadata["files"][split])
+    self.count = int(self.metadata["counts"][split])
+    require(os.path.isfile(self.path), f"latent cache file missing: {self.path}")
+    if verify == "all":
+      require(_sha256(self.path) == self.metadata["sha256"][split],
+              f"latent cache file {self.path} does not match its checksum: rebuild the cache")
+    self._reader = None
+
+  def __len__(self):
+    return self.count
+
+  def __getitem__(self, index):
+    if self._reader is None:
+      self._reader = ArrayRecordReader(self.path)
+    try:
+      return _decode(self._reader.read([int(index)])[0])
+    except Exception as error:  # pylint: disable=broad-except
+      raise InputError(f"corrupt record {int(index)} of {self.path}: {str(error).splitlines()[0]}") from None
+
+  def __getstate__(self):
+    return dict(self.__dict__, _reader=None)  # readers do not travel to workers; each opens its own
+
+
+def check_config(config, records):
+  """The input config must ask for the windows the cache holds."""
+  window = records.metadata["window"]
+  require(config.window.num_frames == window["num_frames"] and config.window.stride == window["stride"],
+          f"the latent cache holds windows of {window['num_frames']} frames at stride {window['stride']}; "
+          f"the input config asks for {config.window.num_frames} at stride {config.window.stride}")
+  require(config.reference == "same_clip", "a latent cache offers same_clip references only")
+
+
+class MakeCachedExample(grain.transforms.RandomMap):
+  """A cached window -> a DiT example: a random reference frame, the rays, the drop flags."""
+
+  def __init__(self, records, config):
+    self._records = records
+    self._height, self._width = records.metadata["video_size"]
+    self._rays_dtype = np.dtype(config.rays_dtype)
+    self._drop_rates = config.drop.to_dict()
+
+  def random_map(self, index, rng):
+    record = self._records[int(index)]
+    references = record["references"]
+    example = {
+        "latents": record["latents"],
+        "reference_latent": references[int(rng.integers(len(references)))],
+        "normals_latents": record["normals"],
+        "expression_codes": record["expression"],
+        "rays": rays.plucker_rays(record["intrinsics"], record["extrinsics"], self._height, self._width
+                                  ).astype(self._rays_dtype, copy=False),
+        "head_pose": record["head_pose"],
+        "identity": record["identity"],
+        "record": record["record"],
+        "start_frame": record["start_frame"],
+    }
+    example.update(examples.draw_drop_flags(rng, self._drop_rates))
+    return example

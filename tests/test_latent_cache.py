@@ -1,0 +1,97 @@
+"""The cached-latents dataset: what it stores, training from it, and its refusals."""
+import copy
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from data_pipeline import examples, input_pipeline, latent_cache
+from data_pipeline.errors import InputError
+from data_pipeline.records import ClipRecords
+from fp_jax.train.cache_latents import build_cache
+from fp_jax.train.tasks import dit_task
+from tests.test_trainer import run, train_config
+
+
+@pytest.fixture(scope="module")
+def cache(data_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("cache") / "latents")
+  config = train_config(data_dir, "dit")
+  counts = build_cache(config, out)
+  return out, config, counts
+
+
+def test_the_cache_holds_every_window_as_the_frozen_models_encode_it(cache, data_dir):
+  out, config, counts = cache
+  records = ClipRecords(data_dir, "tiny", "train")
+  assert counts == {"train": len(records), "validation": len(ClipRecords(data_dir, "tiny", "validation"))}
+  assert not os.path.exists(out + ".partial")
+  cached = latent_cache.LatentRecords(out, "train", verify="all")
+  # Record 1 (5-frame clips, 5-frame windows: one window per clip) against an encoding made
+  # now from the clip itself.
+  task = dit_task.DiTTask(config)
+  frozen = nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1)))
+  example = examples.MakeExample(records, config.input).example(1, 0, np.random.default_rng(5))
+  want = task.encode(frozen, {key: jnp.asarray(value)[None] for key, value in example.items()})
+  got = cached[1]
+  assert int(got["record"]) == 1 and int(got["start_frame"]) == 0
+  for name in ("latents", "normals", "expression"):
+    np.testing.assert_allclose(got[name], want[name][0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["head_pose"], example["head_pose"])
+  # Every frame of the clip is a reference candidate; the example's reference is one of them.
+  reference = task.encode(frozen, {key: jnp.asarray(value)[None] for key, value in example.items()})["reference"][0]
+  assert got["references"].shape == (5,) + got["latents"].shape[1:]
+  assert min(float(jnp.max(jnp.abs(reference - candidate))) for candidate in got["references"]) < 1e-4
+
+
+def test_dit_training_reads_the_cache(cache, tmp_path):
+  out, config, _ = cache
+  config = copy.deepcopy(config)
+  config.input.cached_latents = out
+  config.input.data_dir = str(tmp_path / "no_clips_needed")
+  config.total_steps = 3
+  config.eval.update(every=3, batches=1, sample_steps=1)
+  state = run(config, tmp_path / "run")
+  assert int(state["step"]) == 3 and int(state["skipped"]) == 0
+  assert os.path.isfile(tmp_path / "run" / "samples" / "step_00000003.mp4")
+  batch = next(input_pipeline.make_iterator(config.input))
+  assert batch["latents"].shape == (8, 2, 4, 4, 16) and batch["rays"].shape == (8, 5, 32, 32, 6)
+
+
+def test_a_cache_from_other_frozen_weights_or_windows_is_refused(cache, tmp_path):
+  out, config, _ = cache
+  config = copy.deepcopy(config)
+  config.input.cached_latents = out
+  config.frozen.vae = str(tmp_path / "another_vae")
+  from fp_jax.train import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(InputError, match="was made with frozen weights"):
+    trainer_lib.Trainer(config, str(tmp_path / "run"))
+  config.frozen.vae = ""
+  config.input.window.stride = 2
+  with pytest.raises(InputError, match="holds windows of 5 frames at stride 1"):
+    input_pipeline.make_dataset(config.input)
+
+
+def test_a_damaged_or_missing_cache_is_a_clear_error(cache, tmp_path):
+  out, config, _ = cache
+  with pytest.raises(InputError, match="no latent cache"):
+    latent_cache.LatentRecords(str(tmp_path), "train")
+  copy = tmp_path / "copy"
+  os.makedirs(copy)
+  for name in os.listdir(out):
+    data = open(os.path.join(out, name), "rb").read()
+    if name.endswith(".array_record"):
+      data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+    (copy / name).write_bytes(data)
+  with pytest.raises(InputError, match="does not match its checksum"):
+    latent_cache.LatentRecords(str(copy), "train", verify="all")
+  result = subprocess.run([sys.executable, "-m", "fp_jax.train.cache_latents", "--config=configs/tiny.py:dit",
+                           f"--out={out}"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == f"error: {out} already exists; remove it or choose another --out"
