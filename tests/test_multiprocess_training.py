@@ -47,3 +47,34 @@ def test_two_processes_equal_one_and_resume(data_dir, tmp_path):
   assert step == 10
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
                two, one)
+
+
+def test_when_one_process_dies_the_other_stops_in_bounded_time(data_dir, tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    port = sock.getsockname()[1]
+  command = fp_train(data_dir, tmp_path / "run", 100_000)
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", FP_COORDINATOR_ADDRESS=f"localhost:{port}",
+               FP_NUM_PROCESSES="2", FP_PROCESS_ID=str(index), FP_HEARTBEAT_SECONDS="5",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+  survivor, victim = processes
+  try:
+    for line in survivor.stdout:  # training is under way once process 0 reports step 3
+      if line.startswith("step 3:"):
+        break
+    victim.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    code = survivor.wait(timeout=120)
+    assert code != 0
+    assert time.monotonic() - killed < 60  # heartbeat 5 s; not the hang of a blocked collective
+  finally:
+    for process in processes:
+      process.kill()
+      process.wait()

@@ -4,14 +4,15 @@ import os
 import jax
 
 
-def initialize(coordinator_address=None, num_processes=None, process_id=None):
+def initialize(coordinator_address=None, num_processes=None, process_id=None, heartbeat_seconds=100):
   """Joins this process to the job. Without arguments, TPU and SLURM jobs find their peers.
 
-  On CPU (tests, local multi-process runs) cross-process collectives go through gloo.
+  On CPU (tests, local multi-process runs) cross-process collectives go through gloo. A process
+  whose heartbeat stops for `heartbeat_seconds` (it died, or its host did) ends the whole job.
   """
   if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if num_processes == 1:
     return
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+                             process_id=process_id, heartbeat_timeout_seconds=int(heartbeat_seconds))

@@ -23,7 +23,7 @@ def main(argv):
   if os.environ.get("FP_NUM_PROCESSES"):  # started by launch/local_multiprocess.py or a pod script
     from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
     distributed.initialize(os.environ["FP_COORDINATOR_ADDRESS"], int(os.environ["FP_NUM_PROCESSES"]),
-                           int(os.environ["FP_PROCESS_ID"]))
+                           int(os.environ["FP_PROCESS_ID"]), int(os.environ.get("FP_HEARTBEAT_SECONDS", 100)))
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty; metrics are printed below
   import jax  # pylint: disable=g-import-not-at-top
   from fp_jax.train import trainer  # pylint: disable=g-import-not-at-top
