@@ -5,8 +5,8 @@
 Runs `fp-train`'s Trainer (task `dit`, configs/tiny.py) on the demo dataset (built under
 --data_dir if missing), 8 simulated CPU devices, with the `tiny` and `bench` model sizes. After
 3 warm-up steps it times `--steps` steps, each waited to completion, and prints per size:
-`steps_per_s`, `mfu` (the compiled step's FLOPs from XLA's cost analysis, layers unrolled so the
-count is whole, over the step time and a matmul peak measured in the same run) and
+`steps_per_s`, `mfu` (the step's matmul and convolution FLOPs, counted as the trainer counts them
+(fp_jax/train/flops.py), over the step time and a matmul peak measured in the same run) and
 `data_wait_share` (time in `next(batches)` over the loop's time).
 """
 import argparse
@@ -20,7 +20,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs import tiny  # pylint: disable=g-import-not-at-top
@@ -30,29 +29,20 @@ from data_pipeline import tfds_builder  # pylint: disable=g-import-not-at-top
 from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
+from fp_jax.train import flops as flops_lib  # pylint: disable=g-import-not-at-top
 from fp_jax.train.trainer import Trainer  # pylint: disable=g-import-not-at-top
-from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
-
-
-def matmul_peak():
-  """FLOP/s of a large fp32 matmul on this machine (all cores; devices share them)."""
-  a = jnp.ones((2048, 2048), jnp.float32, device=jax.devices()[0])
-  dot = jax.jit(lambda x: x @ x)
-  return 2 * 2048 ** 3 / median_seconds(lambda: dot(a).block_until_ready(), 7)
 
 
 def measure(size, data_dir, steps):
   config = tiny.get_config("dit")
   config.input.data_dir = data_dir
   config.model = dit_configs.get_config(size)
-  config.model.scan_layers = False  # XLA's cost analysis counts a scanned body once
   with tempfile.TemporaryDirectory() as workdir:
     trainer = Trainer(config, workdir)
     try:
       with use_mesh(trainer.mesh, trainer.rules):
         batch = next(trainer.batches)
-        compiled = trainer.step_fn.lower(trainer.state, trainer.frozen_state, batch).compile()
-        flops = float(compiled.cost_analysis()["flops"])
+        flops = flops_lib.step_flops(trainer._train_step, trainer.state, trainer.frozen_state, batch)  # pylint: disable=protected-access
         waits, totals = [], []
         for index in range(3 + steps):
           start = time.perf_counter()
@@ -77,7 +67,7 @@ def main():
     ClipRecords(args.data_dir, "demo", "train")
   except InputError:
     tfds_builder.build(synthetic.get_config("demo"), args.data_dir)
-  peak = matmul_peak()
+  peak = flops_lib.measured_matmul_peak(2048, 7)  # all cores; the simulated devices share them
   print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
   for size in ("tiny", "bench"):
     step_time, flops, wait = measure(size, args.data_dir, args.steps)
