@@ -49,6 +49,8 @@ setup(
             "fp-preview=data_pipeline.preview_cli:run",
             "fp-train=fp_jax.train.cli:run",
             "fp-cache-latents=fp_jax.train.cache_latents:run",
+            "fp-export=fp_jax.export.cli:run_export",
+            "fp-import=fp_jax.export.cli:run_import",
         ],
     },
 )

@@ -155,7 +155,7 @@ def test_converter_names_missing_unexpected_and_mismatched_keys():
   wrong = dict(state_dict, **{"proj_out.weight": np.zeros((60, 48))})
   with pytest.raises(InputError, match="1 shape mismatch"):
     diffusers_wan.from_diffusers(wrong, params, 1)
-  back = diffusers_wan.to_diffusers(params, 1, 16, (1, 2, 2))
+  back = dict(diffusers_wan.to_diffusers(params, 1, (1, 2, 2)))
   assert back.keys() == state_dict.keys()
   for key, value in state_dict.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)

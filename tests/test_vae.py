@@ -96,7 +96,7 @@ def test_bad_inputs_and_checkpoints():
   with pytest.raises(InputError, match=r"1 missing: encoder.conv_in.weight; 1 unexpected: "
                                        r"encoder.extra.weight; 1 shape mismatch"):
     diffusers_vae.from_diffusers(broken, params, source="vae.safetensors")
-  back = diffusers_vae.to_diffusers(params, {k: v.shape for k, v in state_dict.items()})
+  back = dict(diffusers_vae.to_diffusers(params, {k: v.shape for k, v in state_dict.items()}))
   assert back.keys() == state_dict.keys()
   for key, value in state_dict.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)

@@ -90,6 +90,34 @@ def from_diffusers(state_dict, params, source="the diffusers VAE checkpoint"):
 
 
 def to_diffusers(params, their_shapes):
-  """Our pure dict -> a diffusers state dict; `their_shapes` gives each target shape."""
-  return {_their_name(path): _to_theirs(value, their_shapes[_their_name(path)])
-          for path, value in _flatten(params)}
+  """Our pure dict -> (diffusers name, array) pairs, one at a time; `their_shapes` gives each
+  target shape (`their_shapes(params)` derives them)."""
+  for path, value in _flatten(params):
+    yield _their_name(path), _to_theirs(value, their_shapes[_their_name(path)])
+
+
+def their_shapes(params):
+  """Each tensor's shape in diffusers' `AutoencoderKLWan`, derived from ours (no torch needed):
+  convolutions channels first, 1x1 attention convolutions from dense kernels, RMS-norm gains
+  with their broadcast axes (2D in the attention blocks, 3D elsewhere)."""
+  shapes = {}
+  for path, value in _flatten(params):
+    shape = tuple(np.shape(value))
+    if path.endswith("gamma"):
+      shape = (int(np.prod(shape)),) + ((1, 1) if ".attentions." in path else (1, 1, 1))
+    elif len(shape) == 5:
+      shape = (shape[4], shape[3]) + shape[:3]
+    elif len(shape) == 4:
+      shape = (shape[3], shape[2]) + shape[:2]
+    elif len(shape) == 2:
+      shape = (shape[1], shape[0], 1, 1)
+    shapes[_their_name(path)] = shape
+  return shapes
+
+
+def diffusers_config(vae_config):
+  """`AutoencoderKLWan` constructor arguments for our `VAEConfig` (a dict)."""
+  return dict(base_dim=vae_config["base_dim"], z_dim=vae_config["z_dim"], dim_mult=list(vae_config["dim_mult"]),
+              num_res_blocks=vae_config["num_res_blocks"],
+              temperal_downsample=list(vae_config["temporal_downsample"]),
+              latents_mean=list(vae_config["latents_mean"]), latents_std=list(vae_config["latents_std"]))

@@ -3,6 +3,7 @@
 A diffusers model folder holds `diffusion_pytorch_model.safetensors`, or shards listed in
 `diffusion_pytorch_model.safetensors.index.json`. bf16 and fp16 tensors are widened to float32.
 """
+import collections.abc
 import glob
 import json
 import os
@@ -42,15 +43,36 @@ def safetensors_files(path):
   return files
 
 
-def load_state_dict(path):
-  """`{name: float32 numpy array}` from a safetensors file or a diffusers model folder."""
-  state_dict = {}
-  for file in safetensors_files(path):
+class LazyStateDict(collections.abc.Mapping):
+  """`{name: float32 numpy array}` over safetensors files, each tensor read when asked for, so
+  a converter holds one tensor at a time, not a second copy of the model."""
+
+  def __init__(self, files):
+    self._handles, self._where = [], {}
+    for file in files:
+      try:
+        # The flax framework reads bf16, which numpy alone cannot.
+        handle = safe_open(file, framework="flax")
+        names = list(handle.keys())
+      except (SafetensorError, OSError) as error:
+        raise InputError(f"{file} is not a readable safetensors file: {error}") from None
+      self._handles.append((file, handle))
+      self._where.update((name, len(self._handles) - 1) for name in names)
+
+  def __getitem__(self, name):
+    file, handle = self._handles[self._where[name]]
     try:
-      # The flax framework reads bf16, which numpy alone cannot.
-      with safe_open(file, framework="flax") as tensors:
-        for name in tensors.keys():
-          state_dict[name] = np.asarray(tensors.get_tensor(name), np.float32)
+      return np.asarray(handle.get_tensor(name), np.float32)
     except (SafetensorError, OSError) as error:
-      raise InputError(f"{file} is not a readable safetensors file: {error}") from None
-  return state_dict
+      raise InputError(f"{file}: tensor {name} is unreadable: {error}") from None
+
+  def __iter__(self):
+    return iter(self._where)
+
+  def __len__(self):
+    return len(self._where)
+
+
+def load_state_dict(path):
+  """A lazy `{name: float32 numpy array}` for a safetensors file or a diffusers model folder."""
+  return LazyStateDict(safetensors_files(path))

@@ -29,10 +29,10 @@ def save(checkpoints, step, state, batches, config):
                if np.issubdtype(leaf.dtype, np.floating))
   if not finite:
     raise RuntimeError(f"refusing to save step {step}: the parameters are not finite")
-  checkpoints.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      input=grain.checkpoint.CheckpointSave(batches),
-      config=ocp.args.JsonSave(json.loads(config.to_json()))))
+  items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(json.loads(config.to_json())))
+  if batches is not None:  # None: a checkpoint made outside training (fp-import) has no input state
+    items["input"] = grain.checkpoint.CheckpointSave(batches)
+  checkpoints.save(step, args=ocp.args.Composite(**items))
 
 
 def saved_config(checkpoints, step):
@@ -65,25 +65,41 @@ def check_compatible(checkpoints, step, config):
 
 
 def restore(checkpoints, step, abstract_state, batches):
-  """Restores the state straight into the shardings of `abstract_state`, and the iterator."""
-  restored = checkpoints.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      input=grain.checkpoint.CheckpointRestore(batches)))
-  return restored["state"]
+  """Restores the state straight into the shardings of `abstract_state`, and the iterator (left
+  at its start when the checkpoint has no input state, as an imported one)."""
+  items = dict(state=ocp.args.StandardRestore(abstract_state))
+  if os.path.isdir(os.path.join(checkpoints.directory, str(step), "input")):
+    items["input"] = grain.checkpoint.CheckpointRestore(batches)
+  return checkpoints.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def read_run(workdir, step=None, which="ema"):
+  """Host (numpy) copies of a run's parameters (`which`: "ema" or "params") at `step` (default
+  the latest), on any devices, with the step and the run's saved config (a dict)."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise InputError(f"no checkpoint under {directory} to take weights from")
+  checkpoints = ocp.CheckpointManager(directory)
+  steps = checkpoints.all_steps()
+  if not steps:
+    raise InputError(f"no checkpoint under {directory} to take weights from")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise InputError(f"{directory} has no step {step} (it has {sorted(steps)})")
+  path = os.path.join(checkpoints.directory, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata[which])
+  # Only the wanted tree is read (the optimizer state stays on disk).
+  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      item={which: metadata[which]}, restore_args={which: restore_args}, partial_restore=True))
+  return _pure(state[which]), step, saved_config(checkpoints, step)
 
 
 def latest_params(workdir, which="ema"):
   """Host (numpy) copies of the (EMA) parameters of a run's latest checkpoint, on any devices."""
-  checkpoints = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
-  step = checkpoints.latest_step()
-  if step is None:
-    raise InputError(f"no checkpoint under {os.path.abspath(workdir)}/checkpoints to take weights from")
-  path = os.path.join(checkpoints.directory, str(step), "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path).item_metadata.tree
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  return _pure(state[which]), step
+  params, step, _ = read_run(workdir, None, which)
+  return params, step
 
 
 def _pure(tree):

@@ -37,6 +37,14 @@ def _select(condition, new, old):
   return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
+def initial_state(params, tx, seed):
+  """The training state at step 0 (sharded as `params`; call under the mesh)."""
+  return jax.jit(lambda params: dict(
+      params=params, opt_state=tx.init(params), ema=jax.tree.map(jnp.copy, params),
+      step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
+      skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
+
+
 class Trainer:
 
   def __init__(self, config, workdir):
@@ -66,10 +74,7 @@ class Trainer:
     # -- optimizer and state -------------------------------------------------------------------
     self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
     with use_mesh(self.mesh, self.rules):
-      self.state = jax.jit(lambda params: dict(
-          params=params, opt_state=self.tx.init(params), ema=jax.tree.map(jnp.copy, params),
-          step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(config.seed)),
-          skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
+      self.state = initial_state(params, self.tx, config.seed)
     self.shardings = jax.tree.map(lambda x: x.sharding, self.state)
     self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
     self.evaluator = None
@@ -95,19 +100,8 @@ class Trainer:
     if not path or self.checkpoints.latest_step() is not None:
       return  # a resumed run takes everything from its own checkpoint
     require(self.config.task == "dit", "init.diffusers_checkpoint applies to the dit task only")
-    from fp_jax.export import diffusers_wan, weights_files  # pylint: disable=g-import-not-at-top
-    # Zeros from calloc cost no memory until written; the file's tensors fill the Wan leaves and
-    # each host places only its own shards, so no device holds more than its part.
-    values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), params.to_pure_dict())
-    layers = self.task.model_config.layers
-    diffusers_wan.from_diffusers(weights_files.load_state_dict(path), values, layers, source=path)
-    for path_ in diffusers_wan.mapped_paths(layers):
-      variable, value = params, values
-      for key in path_:
-        variable, value = variable[key], value[key]
-      old = variable.value
-      variable.value = jax.make_array_from_callback(
-          old.shape, old.sharding, lambda index, value=value, dtype=old.dtype: value[index].astype(dtype))
+    from fp_jax.export import wan_init  # pylint: disable=g-import-not-at-top
+    wan_init.load_wan(params, path, self.task.model_config.layers)
     logging.info("initialised from the diffusers checkpoint %s", path)
 
   # -- the train step ------------------------------------------------------------------------

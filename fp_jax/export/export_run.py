@@ -1,0 +1,118 @@
+r"""`fp-export`: a training run's weights as safetensors + config.json, for PyTorch.
+
+  fp-export --workdir=outputs/demo/dit --out=exported [--step=N] [--ema] [--dtype=bfloat16]
+
+What a run's task gives:
+- dit: `model.safetensors` with the Wan core under diffusers' `WanTransformer3DModel` names
+  (it loads into that model as is) and the portrait controls under the PyTorch mirror's names
+  (`fp_jax/export/torch_dit.py` loads the whole); plus `vae/` and `motion/` exported from the
+  frozen runs the config names (their EMA weights, which training used).
+- vae: `model.safetensors` under diffusers' `AutoencoderKLWan` names.
+- motion: `model.safetensors` for `fp_jax/export/torch_motion.py`.
+Each folder's `config.json` holds our config section, the diffusers constructor arguments where
+one exists, the step and which weights. Tensors are written one by one (no second copy of the
+model in memory); the output folder appears only when complete.
+"""
+import dataclasses
+import json
+import os
+import shutil
+
+import ml_collections
+import numpy as np
+
+from data_pipeline.errors import InputError, require
+from fp_jax.export import diffusers_vae, diffusers_wan, safetensors_stream
+from fp_jax.models.dit_config import DiTConfig
+from fp_jax.train import checkpoints
+from fp_jax.train.tasks import common
+
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+def _flatten(tree, prefix=""):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _flatten(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _write_tensors(directory, entries, dtype, config):
+  """`entries()`: yields (name, array) in a fixed order; called twice (shapes, then bytes)."""
+  shapes = [(name, np.shape(value)) for name, value in entries()]
+  safetensors_stream.write(os.path.join(directory, MODEL_FILE), shapes, entries, dtype,
+                           metadata={"format": "pt"})
+  with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+    json.dump(config, f, indent=1)
+
+
+def wan_diffusers_config(model):
+  """`WanTransformer3DModel` constructor arguments for our `DiTConfig`."""
+  return dict(patch_size=list(model.patch), num_attention_heads=model.heads,
+              attention_head_dim=model.dim // model.heads, in_channels=model.in_channels,
+              out_channels=model.out_channels, text_dim=model.text_dim, freq_dim=model.freq_dim,
+              ffn_dim=model.ffn_dim, num_layers=model.layers, cross_attn_norm=True, eps=model.eps)
+
+
+def motion_torch_name(path):
+  """Our motion-encoder parameter path -> the torch mirror's name."""
+  for ours, theirs in ((".kernel", ".weight"), (".scale", ".weight")):
+    if path.endswith(ours):
+      return path[:-len(ours)] + theirs
+  return path
+
+
+def motion_to_torch(value):
+  value = np.asarray(value)
+  if value.ndim == 4:  # [kh, kw, in, out] -> [out, in, kh, kw]
+    return value.transpose(3, 2, 0, 1)
+  if value.ndim == 2:
+    return value.T
+  return value
+
+
+def _export(params, run_config, step, which, dtype, directory):
+  task = run_config["task"]
+  about = dict(task=task, step=step, weights=which, dtype=dtype)
+  if task == "dit":
+    model = DiTConfig.from_config(run_config["model"])
+    entries = lambda: diffusers_wan.to_diffusers(params, model.layers, model.patch, controls=True)
+    _write_tensors(directory, entries, dtype, dict(about, model=dataclasses.asdict(model),
+                                                   diffusers=wan_diffusers_config(model)))
+  elif task == "vae":
+    shapes = diffusers_vae.their_shapes(params)
+    entries = lambda: diffusers_vae.to_diffusers(params, shapes)
+    vae = dataclasses.asdict(common.vae_config(ml_collections.ConfigDict(run_config)))
+    _write_tensors(directory, entries, dtype, dict(about, vae=vae, diffusers=diffusers_vae.diffusers_config(vae)))
+  elif task == "motion":
+    entries = lambda: ((motion_torch_name(path), motion_to_torch(value)) for path, value in _flatten(params))
+    motion = dict(run_config["motion"], widths=list(run_config["motion"]["widths"]))
+    _write_tensors(directory, entries, dtype, dict(about, motion=motion))
+  else:
+    raise InputError(f"cannot export a run of task {task!r}")
+
+
+def export_run(workdir, out, step=None, ema=False, dtype="float32"):
+  """Exports the run in `workdir` (and, for a dit run, its frozen VAE and motion runs) to `out`."""
+  require(dtype in safetensors_stream.DTYPES, f"--dtype must be one of {sorted(safetensors_stream.DTYPES)}")
+  require(not os.path.exists(out), f"{out} already exists; remove it or choose another --out")
+  which = "ema" if ema else "params"
+  params, step, run_config = checkpoints.read_run(workdir, step, which)
+  partial = out.rstrip("/") + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(partial)
+  try:
+    _export(params, run_config, step, which, dtype, partial)
+    del params
+    if run_config["task"] == "dit":
+      for name, source in (("vae", run_config["frozen"]["vae"]), ("motion", run_config["frozen"]["motion"])):
+        if source:
+          frozen, frozen_step, frozen_config = checkpoints.read_run(source, None, "ema")
+          os.makedirs(os.path.join(partial, name))
+          _export(frozen, frozen_config, frozen_step, "ema", dtype, os.path.join(partial, name))
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
+  os.replace(partial, out)
+  return out

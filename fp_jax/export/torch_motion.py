@@ -1,0 +1,83 @@
+"""The motion encoders in PyTorch (no jax), mirroring `fp_jax/models/motion.py`.
+
+Convolutions pad as Flax's "SAME" does (for stride 2 on even sizes: nothing before, one after),
+not symmetrically; GroupNorm uses Flax's epsilon. Images are channels-last `[..., H, W, 3]`,
+uint8 or floats in [-1, 1], as in JAX.
+
+  encoders = MotionEncoders.from_export("exported/motion")   # model.safetensors + config.json
+"""
+import json
+import math
+import os
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+POSE_DIM = 10
+GROUP_NORM_EPS = 1e-6
+
+
+class SameConv2d(nn.Conv2d):
+
+  def forward(self, x):
+    pads = []
+    for size, kernel, stride in zip(x.shape[-2:], self.kernel_size, self.stride):
+      total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+      pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+class Stage(nn.Module):
+
+  def __init__(self, in_dim, out_dim):
+    super().__init__()
+    self.down = SameConv2d(in_dim, out_dim, 3, stride=2)
+    self.norm1 = nn.GroupNorm(8, out_dim, eps=GROUP_NORM_EPS)
+    self.conv1 = SameConv2d(out_dim, out_dim, 3, bias=False)
+    self.norm2 = nn.GroupNorm(8, out_dim, eps=GROUP_NORM_EPS)
+    self.conv2 = SameConv2d(out_dim, out_dim, 3)
+
+  def forward(self, x):
+    x = self.down(x)
+    return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+
+
+class ImageEncoder(nn.Module):
+
+  def __init__(self, widths, output_dim):
+    super().__init__()
+    widths = list(widths)
+    self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
+    self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
+    self.head = nn.Linear(widths[-1], output_dim)
+
+  def forward(self, images):
+    leading = images.shape[:-3]
+    x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+    x = x.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
+    for stage in self.stages:
+      x = stage(x)
+    pooled = F.silu(self.norm(x)).mean(dim=(2, 3))
+    return self.head(pooled).reshape(*leading, -1)
+
+
+class MotionEncoders(nn.Module):
+  """The expression encoder, the pose encoder and the expression read-out, as trained."""
+
+  def __init__(self, config):
+    super().__init__()
+    self.config = dict(config)
+    widths = self.config["widths"]
+    self.expression = ImageEncoder(widths, self.config["expression_dim"])
+    self.pose = ImageEncoder(widths, POSE_DIM)
+    self.readout = nn.Linear(self.config["expression_dim"], self.config["num_controls"])
+
+  @classmethod
+  def from_export(cls, directory, dtype=torch.float32):
+    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(directory, "config.json")) as f:
+      model = cls(json.load(f)["motion"])
+    model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=True)
+    return model.to(dtype).eval()

@@ -1,0 +1,246 @@
+"""Weights across frameworks: fp-export to PyTorch (diffusers and the mirror), fp-import from
+diffusers; parity of every model and of a whole sampling run; bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from data_pipeline.errors import InputError
+from fp_jax.diffusion import flow
+from fp_jax.export import export_run, import_run, torch_dit, torch_motion
+from fp_jax.train import trainer as trainer_lib
+from tests import dit_helpers as helpers
+from tests.test_trainer import train_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def saved_run(config, workdir, seed):
+  """A run's checkpoint whose every weight is random (zero-initialised controls included)."""
+  trainer = trainer_lib.Trainer(config, str(workdir))
+  try:
+    keys = iter(jax.random.split(jax.random.key(seed), 10_000))
+    randomise = lambda x: x + 0.05 * jax.random.normal(next(keys), x.shape, x.dtype).astype(x.dtype)
+    params = jax.tree.map(randomise, trainer.state["params"])
+    trainer.state = dict(trainer.state, params=params, ema=jax.tree.map(randomise, params))
+    trainer._save(1)  # pylint: disable=protected-access
+    trainer._write_manifests()  # pylint: disable=protected-access
+  finally:
+    trainer.close()
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+  """Saved vae, motion and dit runs (the dit naming the other two as frozen) and an export."""
+  root = tmp_path_factory.mktemp("runs")
+  saved_run(train_config(data_dir, "vae"), root / "vae", 1)
+  saved_run(train_config(data_dir, "motion"), root / "motion", 2)
+  config = train_config(data_dir, "dit")
+  config.model.expression = "both"
+  config.frozen.vae, config.frozen.motion = str(root / "vae"), str(root / "motion")
+  saved_run(config, root / "dit", 3)
+  export_run.export_run(str(root / "dit"), str(root / "exported"), ema=True)
+  return root
+
+
+def jax_models(root):
+  """Our models with the exported (EMA) weights, through the trainer's own loading path."""
+  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from fp_jax.models.dit import DiT  # pylint: disable=g-import-not-at-top
+  from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks import common, motion_task  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  models = {}
+  for name in ("dit", "vae", "motion"):
+    params, _, saved = checkpoints.read_run(str(root / name), None, "ema")
+    config = ml_collections.ConfigDict(saved)
+    if name == "dit":
+      model = DiT(DiTConfig.from_config(config.model), rngs=nnx.Rngs(0))
+    elif name == "vae":
+      model = common.make_vae(config, nnx.Rngs(0))
+    else:
+      model = motion_task.MotionModels(config, config.motion.num_controls, nnx.Rngs(0))
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+    nnx.update(model, state)
+    models[name] = model
+  return models
+
+
+def dit_inputs(seed, controls=True):
+  rng = np.random.default_rng(seed)
+  latents = rng.standard_normal((2, 2, 4, 4, 16)).astype(np.float32)
+  timestep = np.array([300.0, 800.0], np.float32)
+  inputs = dict(latents=latents, timestep=timestep)
+  if controls:
+    inputs.update({k: np.asarray(v) for k, v in helpers.control_inputs(rng, 2, 2, 4, 4).items()})
+    inputs["keep"] = {"reference": np.array([1.0, 0.0]), "expression": np.array([1.0, 1.0]),
+                      "pose": np.array([0.0, 1.0]), "camera": np.array([1.0, 0.0])}
+  return inputs
+
+
+def run_torch(model, inputs):
+  tensors = {k: ({n: torch.from_numpy(x) for n, x in v.items()} if isinstance(v, dict) else torch.from_numpy(v))
+             for k, v in inputs.items()}
+  with torch.no_grad():
+    return model(tensors.pop("latents"), tensors.pop("timestep"), None, **tensors).numpy()
+
+
+def run_jax(model, inputs):
+  arrays = jax.tree.map(jnp.asarray, inputs)
+  return np.asarray(nnx.jit(lambda m, a: m(a.pop("latents"), a.pop("timestep"), None, **a))(model, arrays))
+
+
+def test_the_mirror_equals_the_jax_dit_with_every_control(runs):
+  mirror = torch_dit.PortraitTransformer.from_export(runs / "exported")
+  model = jax_models(runs)["dit"]
+  for inputs in (dit_inputs(0), dit_inputs(1, controls=False)):
+    want = run_jax(model, inputs)
+    assert np.std(want) > 0.05  # the controls' randomised weights move the output
+    assert helpers.relative_error(run_torch(mirror, inputs), want) <= 1e-4
+
+
+def test_the_wan_core_loads_into_diffusers_strictly_and_agrees(runs):
+  from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  config = json.loads((runs / "exported" / "config.json").read_text())
+  reference = WanTransformer3DModel(**config["diffusers"]).eval()
+  tensors = load_file(runs / "exported" / "model.safetensors")
+  core = {name: tensor for name, tensor in tensors.items() if name in reference.state_dict()}
+  assert len(core) < len(tensors)  # the controls are the rest
+  reference.load_state_dict(core, strict=True)
+  mirror = torch_dit.PortraitTransformer.from_export(runs / "exported")
+  rng = np.random.default_rng(4)
+  latents = rng.standard_normal((1, 2, 4, 4, 16)).astype(np.float32)
+  context = rng.standard_normal((1, 3, config["model"]["text_dim"])).astype(np.float32)
+  timestep = np.array([500.0], np.float32)
+  with torch.no_grad():
+    got = mirror(torch.from_numpy(latents), torch.from_numpy(timestep), torch.from_numpy(context)).numpy()
+  want = helpers.diffusers_forward(reference, latents, timestep, context)
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
+def test_the_exported_vae_and_encoders_match_jax(runs):
+  from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  models = jax_models(runs)
+  config = json.loads((runs / "exported" / "vae" / "config.json").read_text())
+  vae = AutoencoderKLWan(**config["diffusers"]).eval()
+  vae.load_state_dict(load_file(runs / "exported" / "vae" / "model.safetensors"), strict=True)
+  video = np.random.default_rng(5).uniform(-1, 1, (1, 5, 32, 32, 3)).astype(np.float32)
+  mean, _ = nnx.jit(lambda m, v: m.encode(v))(models["vae"], jnp.asarray(video))
+  decoded = nnx.jit(lambda m, z: m.decode(z))(models["vae"], mean)
+  with torch.no_grad():
+    posterior = vae.encode(torch.from_numpy(video).permute(0, 4, 1, 2, 3)).latent_dist
+    their_mean = posterior.mean.permute(0, 2, 3, 4, 1).numpy()
+    their_decoded = vae.decode(torch.from_numpy(np.asarray(mean)).permute(0, 4, 1, 2, 3)).sample
+  assert helpers.relative_error(their_mean, np.asarray(mean)) <= 1e-4
+  assert helpers.relative_error(their_decoded.clamp(-1, 1).permute(0, 2, 3, 4, 1).numpy(), np.asarray(decoded)) <= 1e-4
+
+  encoders = torch_motion.MotionEncoders.from_export(runs / "exported" / "motion")
+  crops = np.random.default_rng(6).integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)
+  motion = models["motion"]
+  for name in ("expression", "pose"):
+    want = np.asarray(nnx.jit(lambda m, x, name=name: getattr(m, name)(x))(motion, jnp.asarray(crops)))
+    with torch.no_grad():
+      got = getattr(encoders, name)(torch.from_numpy(crops)).numpy()
+    assert got.shape == want.shape and helpers.relative_error(got, want) <= 1e-4
+
+
+def test_a_whole_sampling_run_in_pytorch_gives_the_jax_video(runs):
+  from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
+  models = jax_models(runs)
+  inputs = dit_inputs(7)
+  noise = inputs.pop("latents")
+  inputs.pop("timestep")
+  sigmas = np.asarray(flow.sampling_sigmas(4, 3.0))
+
+  def jax_sample(dit, vae, noise, controls):
+    velocity = lambda x, s: dit(x, flow.timesteps(jnp.full((2,), s)), None, **controls)
+    latents = flow.euler_sample(velocity, noise, jnp.asarray(sigmas))
+    return vae.decode(vae.denormalize(latents))
+
+  want = np.asarray(nnx.jit(jax_sample)(models["dit"], models["vae"], jnp.asarray(noise),
+                                        jax.tree.map(jnp.asarray, inputs)))
+
+  mirror = torch_dit.PortraitTransformer.from_export(runs / "exported")
+  config = json.loads((runs / "exported" / "vae" / "config.json").read_text())
+  vae = AutoencoderKLWan(**config["diffusers"]).eval()
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  vae.load_state_dict(load_file(runs / "exported" / "vae" / "model.safetensors"), strict=True)
+  controls = {k: ({n: torch.from_numpy(x) for n, x in v.items()} if isinstance(v, dict) else torch.from_numpy(v))
+              for k, v in inputs.items()}
+  x = torch.from_numpy(noise)
+  with torch.no_grad():
+    for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:]):
+      x = x + float(next_sigma - sigma) * mirror(x, torch.full((2,), 1000.0 * float(sigma)), None, **controls)
+    mean = torch.tensor(config["vae"]["latents_mean"])
+    std = torch.tensor(config["vae"]["latents_std"])
+    video = vae.decode((x * std + mean).permute(0, 4, 1, 2, 3)).sample.clamp(-1, 1).permute(0, 2, 3, 4, 1).numpy()
+  mse = np.mean(np.square((video - want) / 2.0))
+  assert 10 * np.log10(1.0 / mse) >= 40.0
+
+
+def test_bfloat16_export_is_the_float32_one_rounded(runs, tmp_path):
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  export_run.export_run(str(runs / "motion"), str(tmp_path / "bf16"), ema=True, dtype="bfloat16")
+  half = load_file(tmp_path / "bf16" / "model.safetensors")
+  full = load_file(runs / "exported" / "motion" / "model.safetensors")
+  assert set(half) == set(full)
+  for name in full:
+    assert half[name].dtype == torch.bfloat16
+    assert torch.equal(half[name], full[name].to(torch.bfloat16))
+
+
+def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(data_dir, tmp_path):
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  reference = helpers.diffusers_wan_model(64, 4, 2, ffn_dim=128, text_dim=64, seed=9)
+  reference.save_pretrained(tmp_path / "wan", safe_serialization=True, max_shard_size="100KB")
+  assert os.path.isfile(tmp_path / "wan" / "diffusion_pytorch_model.safetensors.index.json")  # sharded
+  config = train_config(data_dir, "dit")
+  import_run.import_wan(str(tmp_path / "wan"), config, str(tmp_path / "run"))
+  export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
+  exported = load_file(tmp_path / "out" / "model.safetensors")
+  original = reference.state_dict()
+  for name, tensor in original.items():
+    assert torch.equal(exported[name], tensor), name
+  # The controls' output layers start at zero, so the imported model is Wan exactly.
+  zero = [name for name in set(exported) - set(original)
+          if name.startswith(("condition_embedding", "ray_embedding", "pose_embedding_2")) or ".expression_attn.to_out." in name]
+  assert len(zero) == 1 + 2 + 2 + 2 * 2 and all(not torch.any(exported[name]) for name in zero)
+  # The imported run trains on: fp-train resumes from the imported step 0.
+  config.total_steps = 1
+  state = trainer_lib.Trainer(config, str(tmp_path / "run"))
+  try:
+    assert state.restore_latest() == 0
+  finally:
+    state.close()
+
+
+def cli(*args):
+  tool = "run_export" if args[0] == "export" else "run_import"
+  return subprocess.run([sys.executable, "-c", f"from fp_jax.export.cli import {tool}; {tool}()", *args[1:]],
+                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
+  result = cli("export", f"--workdir={tmp_path / 'none'}", f"--out={tmp_path / 'out'}")
+  assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: no checkpoint under")
+  result = cli("export", f"--workdir={runs / 'vae'}", f"--out={runs / 'exported'}")
+  assert result.returncode == 2 and "already exists" in result.stderr.strip().splitlines()[-1]
+  broken = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96, text_dim=64).state_dict()
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  save_file({k: v.contiguous() for k, v in broken.items() if "ffn" not in k}, str(tmp_path / "broken.safetensors"))
+  result = cli("import", f"--from={tmp_path / 'broken.safetensors'}", "--config=configs/tiny.py:dit",
+               f"--workdir={tmp_path / 'run'}")
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode == 2 and last.startswith(f"error: {tmp_path / 'broken.safetensors'} does not fit")
+  assert "missing: blocks.0.ffn" in last
+  assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "run")
