@@ -23,17 +23,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def saved_run(config, workdir, seed):
-  """A run's checkpoint whose every weight is random (zero-initialised controls included)."""
-  trainer = trainer_lib.Trainer(config, str(workdir))
-  try:
-    keys = iter(jax.random.split(jax.random.key(seed), 10_000))
-    randomise = lambda x: x + 0.05 * jax.random.normal(next(keys), x.shape, x.dtype).astype(x.dtype)
-    params = jax.tree.map(randomise, trainer.state["params"])
-    trainer.state = dict(trainer.state, params=params, ema=jax.tree.map(randomise, params))
-    trainer._save(1)  # pylint: disable=protected-access
-    trainer._write_manifests()  # pylint: disable=protected-access
-  finally:
-    trainer.close()
+  """A run's checkpoint, in the trainer's format, whose every weight is random (the
+  zero-initialised controls included)."""
+  from fp_jax.models.build import create_sharded  # pylint: disable=g-import-not-at-top
+  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks import get_task  # pylint: disable=g-import-not-at-top
+  model = create_sharded(lambda: get_task(config).make_model(nnx.Rngs(seed)), helpers.single_device_mesh())
+  rng = np.random.default_rng(seed)
+  randomise = lambda x: np.asarray(x) + 0.05 * rng.standard_normal(x.shape).astype(np.float32)
+  params = jax.tree.map(randomise, nnx.state(model))
+  state = dict(params=params, ema=jax.tree.map(randomise, params), step=jnp.ones((), jnp.int32))
+  manager = checkpoints.manager(str(workdir), config)
+  checkpoints.save(manager, 1, state, None, config)
+  manager.wait_until_finished()
+  manager.close()
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +60,18 @@ def jax_models(root):
   from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common, motion_task  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
   models = {}
   for name in ("dit", "vae", "motion"):
     params, _, saved = checkpoints.read_run(str(root / name), None, "ema")
     config = ml_collections.ConfigDict(saved)
-    if name == "dit":
-      model = DiT(DiTConfig.from_config(config.model), rngs=nnx.Rngs(0))
-    elif name == "vae":
-      model = common.make_vae(config, nnx.Rngs(0))
-    else:
-      model = motion_task.MotionModels(config, config.motion.num_controls, nnx.Rngs(0))
+    with use_mesh(helpers.single_device_mesh()):  # the weights carry logical sharding names
+      if name == "dit":
+        model = DiT(DiTConfig.from_config(config.model), rngs=nnx.Rngs(0))
+      elif name == "vae":
+        model = common.make_vae(config, nnx.Rngs(0))
+      else:
+        model = motion_task.MotionModels(config, config.motion.num_controls, nnx.Rngs(0))
     state = nnx.state(model)
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
     nnx.update(model, state)

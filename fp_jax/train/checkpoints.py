@@ -107,7 +107,9 @@ def _pure(tree):
   if isinstance(tree, dict):
     if set(tree) == {"value"}:
       return tree["value"]
-    return {key: _pure(value) for key, value in tree.items()}
+    # List indices come back as strings from a partial restore; nnx states use ints.
+    return {int(key) if isinstance(key, str) and key.isdigit() else key: _pure(value)
+            for key, value in tree.items()}
   return tree
 
 
