@@ -247,5 +247,24 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
                f"--workdir={tmp_path / 'run'}")
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode == 2 and last.startswith(f"error: {tmp_path / 'broken.safetensors'} does not fit")
-  assert "missing: blocks.0.ffn" in last
+  assert "missing: blocks.0.ffn" in last and last.endswith("(the model of configs/tiny.py)")
   assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "run")
+
+
+def test_a_dit_without_controls_exports_as_a_plain_diffusers_wan(data_dir, tmp_path):
+  from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  config = train_config(data_dir, "dit")
+  config.model.update(helpers.NO_CONTROLS)
+  saved_run(config, tmp_path / "run", 4)
+  export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
+  exported = json.loads((tmp_path / "out" / "config.json").read_text())
+  reference = WanTransformer3DModel(**exported["diffusers"])
+  reference.load_state_dict(load_file(tmp_path / "out" / "model.safetensors"), strict=True)
+
+
+def test_the_pytorch_mirrors_import_no_jax():
+  code = ("import sys; import fp_jax.export.torch_dit, fp_jax.export.torch_motion; "
+          "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')], 'jax imported'")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]

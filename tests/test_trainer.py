@@ -42,13 +42,21 @@ def run(config, workdir):
     trainer.close()
 
 
-def test_dit_loss_falls(data_dir, tmp_path, capsys):
+def test_dit_loss_falls_with_validation_and_a_sample_video(data_dir, tmp_path, capsys):
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
   config = train_config(data_dir, "dit", total_steps=24, checkpoint_every=100)
+  config.eval.update(every=24, batches=1, sample_steps=2)
   run(config, tmp_path)
-  losses = [float(line.split("loss=")[1].split(",")[0]) for line in capsys.readouterr().out.splitlines()
-            if line.startswith("step ")]
+  losses = [float(line.split(" loss=")[1].split(",")[0]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("step ") and " loss=" in line]
   assert len(losses) == 24
   assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
+  tags = _event_tags(tmp_path)
+  assert {"validation/loss", "loss", "mfu", "data_wait_share"} <= tags
+  assert any(tag.startswith("samples/") for tag in tags)
+  video = iio.imread(tmp_path / "samples" / "step_00000024.mp4", extension=".mp4")
+  # 5 frames; the 8 examples stacked (8 x 32 px high); real | generated (2 x 32 px wide).
+  assert video.shape == (5, 8 * 32, 2 * 32, 3)
 
 
 def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
@@ -178,9 +186,9 @@ def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):
   first_frame_zero = latents.copy()
   first_frame_zero[:, 0] = 0  # the reference latent takes the first frame's place
   want = helpers.diffusers_forward(reference, first_frame_zero, timestep, context)
+  forward = nnx.jit(lambda m, *a, **k: m(*a, **k))
   for weights in (model, ema):  # Wan at step 0, controls and all; the EMA starts equal
-    got = nnx.jit(lambda m, *a, **k: m(*a, **k))(weights, jnp.asarray(latents), jnp.asarray(timestep),
-                                                  jnp.asarray(context), **controls)
+    got = forward(weights, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), **controls)
     assert helpers.relative_error(got, want) <= 1e-4
 
 
@@ -203,19 +211,6 @@ def _event_tags(workdir):
       for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
         tags.update(value.tag for value in event.summary.value)
   return tags
-
-
-def test_validation_and_a_sample_video_every_n_steps(data_dir, tmp_path):
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-  config = train_config(data_dir, "dit", total_steps=2, checkpoint_every=100)
-  config.eval.update(every=2, batches=1, sample_steps=2)
-  run(config, tmp_path)
-  tags = _event_tags(tmp_path)
-  assert {"validation/loss", "loss", "mfu", "data_wait_share"} <= tags
-  assert any(tag.startswith("samples/") for tag in tags)
-  video = iio.imread(tmp_path / "samples" / "step_00000002.mp4", extension=".mp4")
-  # 5 frames; the 8 examples stacked (8 x 32 px high); real | generated (2 x 32 px wide).
-  assert video.shape == (5, 8 * 32, 2 * 32, 3)
 
 
 def test_a_missing_validation_split_fails_before_training(data_dir, tmp_path):

@@ -24,7 +24,8 @@ def import_main(argv):
   if not getattr(FLAGS, "from") or FLAGS.config is None or not FLAGS.workdir:
     raise InputError("--from, --config and --workdir are required")
   logging.set_verbosity(logging.WARNING)
-  path = import_run.import_wan(getattr(FLAGS, "from"), FLAGS.config, FLAGS.workdir)
+  config_name = config_flags.get_config_filename(FLAGS["config"])
+  path = import_run.import_wan(getattr(FLAGS, "from"), FLAGS.config, FLAGS.workdir, config_name)
   print(f"imported {getattr(FLAGS, 'from')} as {path}")
 
 

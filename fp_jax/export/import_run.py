@@ -14,7 +14,7 @@ import os
 import jax
 from flax import nnx
 
-from data_pipeline.errors import require
+from data_pipeline.errors import InputError, require
 from fp_jax.export import wan_init
 from fp_jax.models.build import create_sharded
 from fp_jax.parallel import mesh as mesh_lib
@@ -25,7 +25,7 @@ from fp_jax.train.tasks import get_task
 from fp_jax.train.trainer import initial_state
 
 
-def import_wan(source, config, workdir):
+def import_wan(source, config, workdir, config_name="the config"):
   """Writes step 0 of a dit run in `workdir` from the diffusers checkpoint `source`."""
   require(config.task == "dit", f"fp-import makes dit runs; the config's task is {config.task!r}")
   task = get_task(config)
@@ -36,7 +36,10 @@ def import_wan(source, config, workdir):
           f"{workdir} already holds checkpoints; import into a new workdir")
   model = create_sharded(lambda: task.make_model(nnx.Rngs(config.seed)), mesh, rules)
   _, params = nnx.split(model)
-  wan_init.load_wan(params, source, task.model_config.layers)  # checks the file before writing
+  try:  # checks the whole file before anything is written
+    wan_init.load_wan(params, source, task.model_config.layers)
+  except InputError as error:
+    raise InputError(f"{error} (the model of {config_name})") from None
   tx, _ = make_optimizer(config.optim, config.total_steps)
   with use_mesh(mesh, rules):
     state = initial_state(params, tx, config.seed)
