@@ -17,7 +17,7 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
                                               num_res_blocks=1, temporal_downsample=(False, True, True)))
   config.vae_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6))
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), expression_dim=512,
-                                                 num_controls=16))
+                                                 num_controls=16, invariance_weight=1.0))
   config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs
   # Start the DiT from a diffusers Wan checkpoint (a .safetensors file or a diffusers model
   # folder); the portrait controls, which Wan lacks, keep their zero initialisation.

@@ -8,13 +8,15 @@ the element's index, so results do not depend on which worker runs it):
 - Plücker ray maps of the window's cameras; normal maps, stored or re-rendered on the fly;
 - the explicit head pose (6D rotation, t, s) and the ground-truth expression controls;
 - the driving frames the expression encoder sees: face crops placed by the known head pose;
-- condition-drop flags for classifier-free guidance (see `draw_drop_flags`).
+- condition-drop flags for classifier-free guidance (see `draw_drop_flags`);
+- with `expression_twins`, the same expressions on another person from another view, cropped
+  alike (`driving_twin`, data_pipeline/expression_twins.py), for the motion trainer.
 The keys and shapes are listed in docs/data_format.md ("Training examples").
 """
 import grain
 import numpy as np
 
-from data_pipeline import face_crop, head_pose, rays, renderer, world
+from data_pipeline import expression_twins, face_crop, head_pose, rays, renderer, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 
@@ -87,6 +89,7 @@ class MakeExample(grain.transforms.RandomMap):
     self._normals = config.normals.to_dict()
     self._rays_dtype = np.dtype(config.rays_dtype)
     self._drop_rates = config.drop.to_dict()
+    self._twins = bool(config.get("expression_twins", False))
 
   def random_map(self, index, rng):
     """`index`: a record of the split; it is read here, in the worker."""
@@ -126,6 +129,9 @@ class MakeExample(grain.transforms.RandomMap):
         "start_frame": np.int64(start),
     }
     example.update(draw_drop_flags(rng, self._drop_rates))
+    if self._twins:
+      example["driving_twin"] = expression_twins.twin_crops(
+          model, window["expression"], rng, height, width, self._records.fps, self._crop_size, self._crop_margin)
     return example
 
   def _reference_image(self, index, clip, rng):

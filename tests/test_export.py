@@ -210,7 +210,7 @@ def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(data_dir, tm
   reference.save_pretrained(tmp_path / "wan", safe_serialization=True, max_shard_size="100KB")
   assert os.path.isfile(tmp_path / "wan" / "diffusion_pytorch_model.safetensors.index.json")  # sharded
   config = train_config(data_dir, "dit")
-  import_run.import_wan(str(tmp_path / "wan"), config, str(tmp_path / "run"))
+  import_run.import_weights(str(tmp_path / "wan"), config, str(tmp_path / "run"))
   export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
   exported = load_file(tmp_path / "out" / "model.safetensors")
   original = reference.state_dict()
@@ -247,7 +247,7 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
                f"--workdir={tmp_path / 'run'}")
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode == 2 and last.startswith(f"error: {tmp_path / 'broken.safetensors'} does not fit")
-  assert "missing: blocks.0.ffn" in last and last.endswith("(the model of configs/tiny.py)")
+  assert "missing: blocks.0.ffn" in last and last.endswith("(the model of configs/tiny.py:dit)")
   assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "run")
 
 
@@ -268,3 +268,15 @@ def test_the_pytorch_mirrors_import_no_jax():
           "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')], 'jax imported'")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("task", ["vae", "motion"])
+def test_vae_and_encoders_import_from_pytorch_and_export_back_bit_for_bit(runs, data_dir, tmp_path, task):
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  source = runs / "exported" / task  # diffusers AutoencoderKLWan names; the motion mirror's names
+  import_run.import_weights(str(source / "model.safetensors"), train_config(data_dir, task), str(tmp_path / "run"))
+  export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
+  original, back = load_file(source / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+  assert set(original) == set(back)
+  for name in original:
+    assert torch.equal(original[name], back[name]), name

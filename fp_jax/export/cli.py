@@ -25,7 +25,7 @@ def import_main(argv):
     raise InputError("--from, --config and --workdir are required")
   logging.set_verbosity(logging.WARNING)
   config_name = config_flags.get_config_filename(FLAGS["config"])
-  path = import_run.import_wan(getattr(FLAGS, "from"), FLAGS.config, FLAGS.workdir, config_name)
+  path = import_run.import_weights(getattr(FLAGS, "from"), FLAGS.config, FLAGS.workdir, config_name)
   print(f"imported {getattr(FLAGS, 'from')} as {path}")
 
 

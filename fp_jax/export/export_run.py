@@ -22,20 +22,12 @@ import ml_collections
 import numpy as np
 
 from data_pipeline.errors import InputError, require
-from fp_jax.export import diffusers_vae, diffusers_wan, safetensors_stream
+from fp_jax.export import diffusers_vae, diffusers_wan, motion_names, safetensors_stream
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.train import checkpoints
 from fp_jax.train.tasks import common
 
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-
-
-def _flatten(tree, prefix=""):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
 
 
 def _write_tensors(directory, entries, dtype, config):
@@ -55,23 +47,6 @@ def wan_diffusers_config(model):
               ffn_dim=model.ffn_dim, num_layers=model.layers, cross_attn_norm=True, eps=model.eps)
 
 
-def motion_torch_name(path):
-  """Our motion-encoder parameter path -> the torch mirror's name."""
-  for ours, theirs in ((".kernel", ".weight"), (".scale", ".weight")):
-    if path.endswith(ours):
-      return path[:-len(ours)] + theirs
-  return path
-
-
-def motion_to_torch(value):
-  value = np.asarray(value)
-  if value.ndim == 4:  # [kh, kw, in, out] -> [out, in, kh, kw]
-    return value.transpose(3, 2, 0, 1)
-  if value.ndim == 2:
-    return value.T
-  return value
-
-
 def _export(params, run_config, step, which, dtype, directory):
   task = run_config["task"]
   about = dict(task=task, step=step, weights=which, dtype=dtype)
@@ -86,7 +61,7 @@ def _export(params, run_config, step, which, dtype, directory):
     vae = dataclasses.asdict(common.vae_config(ml_collections.ConfigDict(run_config)))
     _write_tensors(directory, entries, dtype, dict(about, vae=vae, diffusers=diffusers_vae.diffusers_config(vae)))
   elif task == "motion":
-    entries = lambda: ((motion_torch_name(path), motion_to_torch(value)) for path, value in _flatten(params))
+    entries = lambda: motion_names.to_state_dict(params)
     motion = dict(run_config["motion"], widths=list(run_config["motion"]["widths"]))
     _write_tensors(directory, entries, dtype, dict(about, motion=motion))
   else:

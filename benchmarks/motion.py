@@ -1,0 +1,125 @@
+"""The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
+
+  python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data]
+
+Without --workdir it first trains the motion task (configs/tiny.py:motion, expression twins on)
+on the demo dataset for --steps steps. It then encodes every frame of every clip (windows
+starting at frame 0) of the train and test splits (disjoint identities) with the EMA weights and
+prints:
+  expression_r2          R^2 of the expression controls from the latent, by a ridge read-out
+                         fitted on the train split, measured on the test split;
+  pose_error_deg         mean angle between the pose encoder's rotation and the truth (test);
+  identity_probe_acc     a linear identity classifier on the expression latent, fitted on half
+                         the clips of each test identity and scored on the other half;
+  identity_probe_chance  1 / number of test identities.
+Goals (issue): R^2 >= 0.9, pose error <= 3 degrees, probe within 1.5x chance.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+from flax import nnx  # pylint: disable=g-import-not-at-top
+
+from configs import tiny  # pylint: disable=g-import-not-at-top
+from configs.data import synthetic  # pylint: disable=g-import-not-at-top
+from data_pipeline import examples, head_pose, tfds_builder  # pylint: disable=g-import-not-at-top
+from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
+from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
+from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
+from fp_jax.train.tasks import motion_task  # pylint: disable=g-import-not-at-top
+
+
+def encode_split(models, config, split):
+  """Latents, predicted poses, true expression, true poses and identity/clip of every frame."""
+  records = ClipRecords(config.input.data_dir, config.input.dataset, split)
+  maker = examples.MakeExample(records, config.input)
+  encode = nnx.jit(lambda m, crops: (m.expression(crops), m.pose(crops)))
+  rows = {name: [] for name in ("latent", "pose", "expression", "true_pose", "identity", "clip")}
+  for index in range(len(records)):
+    example = maker.example(index, 0, np.random.default_rng(index))
+    latent, pose = encode(models, jnp.asarray(example["driving"]))
+    rows["latent"].append(np.asarray(latent))
+    rows["pose"].append(np.asarray(pose))
+    rows["expression"].append(example["expression"])
+    rows["true_pose"].append(example["head_pose"])
+    count = len(example["expression"])
+    rows["identity"].append(np.full(count, int(example["identity"])))
+    rows["clip"].append(np.full(count, index % records.clips_per_identity))
+  return {name: np.concatenate(values) for name, values in rows.items()}
+
+
+def ridge(features, targets, strength=1e-3):
+  """Least squares with a small ridge; returns a function of new features."""
+  mean_x, mean_y = features.mean(0), targets.mean(0)
+  x = features - mean_x
+  weights = np.linalg.solve(x.T @ x + strength * len(x) * np.eye(x.shape[1]), x.T @ (targets - mean_y))
+  return lambda new: (new - mean_x) @ weights + mean_y
+
+
+def r_squared(predicted, truth):
+  return 1.0 - np.sum(np.square(predicted - truth)) / np.sum(np.square(truth - truth.mean(0)))
+
+
+def pose_error_degrees(predicted, truth):
+  rotation = head_pose.rotation_from_6d(predicted[:, :6])
+  true_rotation = head_pose.rotation_from_6d(truth[:, :6])
+  cosine = (np.trace(np.einsum("nji,njk->nik", rotation, true_rotation), axis1=1, axis2=2) - 1) / 2
+  return float(np.degrees(np.mean(np.arccos(np.clip(cosine, -1.0, 1.0)))))
+
+
+def identity_probe(latent, identity, clip):
+  """Accuracy of a one-hot ridge classifier trained on the first half of each identity's clips."""
+  labels = np.unique(identity)
+  onehot = (identity[:, None] == labels[None]).astype(np.float64)
+  fit = clip < clip.max() / 2 + 0.5 if clip.max() > 0 else np.arange(len(clip)) % 2 == 0
+  predict = ridge(latent[fit], onehot[fit])
+  accuracy = np.mean(labels[np.argmax(predict(latent[~fit]), axis=1)] == identity[~fit])
+  return float(accuracy), 1.0 / len(labels)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--data_dir", default="outputs/bench/data")
+  parser.add_argument("--workdir", default="")
+  parser.add_argument("--steps", type=int, default=600)
+  args = parser.parse_args()
+  try:
+    ClipRecords(args.data_dir, "demo", "train")
+  except InputError:
+    tfds_builder.build(synthetic.get_config("demo"), args.data_dir)
+  config = tiny.get_config("motion")
+  config.input.data_dir = args.data_dir
+  config.input.expression_twins = True
+  config.total_steps = args.steps
+  config.eval.every = 0
+  config.checkpoint_every = args.steps
+  workdir = args.workdir or tempfile.mkdtemp(prefix="motion_bench_")
+  if not args.workdir:
+    trainer.train(config, workdir)
+  params, step, saved = checkpoints.read_run(workdir, None, "ema")
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  saved = ml_collections.ConfigDict(saved)
+  saved.input.data_dir = args.data_dir
+  models = motion_task.MotionModels(saved, saved.motion.num_controls, nnx.Rngs(0))
+  state = nnx.state(models)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(models, state)
+  train, test = encode_split(models, saved, "train"), encode_split(models, saved, "test")
+  readout = ridge(train["latent"], train["expression"])
+  accuracy, chance = identity_probe(test["latent"], test["identity"], test["clip"])
+  print(f"trained_steps: {step}")
+  print(f"expression_r2: {r_squared(readout(test['latent']), test['expression']):.3f}")
+  print(f"pose_error_deg: {pose_error_degrees(test['pose'], test['true_pose']):.2f}")
+  print(f"identity_probe_acc: {accuracy:.3f}")
+  print(f"identity_probe_chance: {chance:.3f}")
+
+
+if __name__ == "__main__":
+  main()

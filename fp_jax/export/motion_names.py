@@ -1,0 +1,84 @@
+"""Motion encoders: our parameters <-> the PyTorch mirror's state dict (numpy; no torch needed).
+
+Names join our path with dots, `kernel` and GroupNorm `scale` becoming `weight`; convolution
+kernels go `[kh, kw, in, out]` <-> `[out, in, kh, kw]`, dense kernels are transposed.
+"""
+import numpy as np
+
+from data_pipeline.errors import InputError
+
+
+def flatten(tree, prefix=""):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from flatten(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def torch_name(path):
+  for ours, theirs in ((".kernel", ".weight"), (".scale", ".weight")):
+    if path.endswith(ours):
+      return path[:-len(ours)] + theirs
+  return path
+
+
+def to_torch(value):
+  value = np.asarray(value)
+  if value.ndim == 4:
+    return value.transpose(3, 2, 0, 1)
+  if value.ndim == 2:
+    return value.T
+  return value
+
+
+def from_torch_layout(value):
+  value = np.asarray(value, np.float32)
+  if value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)
+  if value.ndim == 2:
+    return value.T
+  return value
+
+
+def to_state_dict(params):
+  """(name, array) pairs, one at a time."""
+  for path, value in flatten(params):
+    yield torch_name(path), to_torch(value)
+
+
+def _first_few(names, count=5):
+  names = sorted(names)
+  return ", ".join(names[:count]) + (f" (and {len(names) - count} more)" if len(names) > count else "")
+
+
+def _set(tree, path, value):
+  keys = path.split(".")
+  for key in keys[:-1]:
+    tree = tree[int(key) if key.isdigit() and int(key) in tree else key]
+  tree[keys[-1]] = value
+
+
+def from_state_dict(state_dict, params, source="the motion checkpoint"):
+  """Fills `params` (our pure dict, in place) from the mirror's state dict; lists missing,
+  unexpected and mis-shaped keys."""
+  ours = {torch_name(path): (path, np.shape(value)) for path, value in flatten(params)}
+  missing, unexpected = set(ours) - set(state_dict.keys()), set(state_dict.keys()) - set(ours)
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing: {_first_few(missing)}")
+  if unexpected:
+    problems.append(f"{len(unexpected)} unexpected: {_first_few(unexpected)}")
+  mismatched = []
+  for name, (path, shape) in ours.items():
+    if name in state_dict:
+      value = from_torch_layout(state_dict[name])
+      if value.shape != shape:
+        mismatched.append(f"{name} {np.shape(state_dict[name])} vs ours {shape}")
+      else:
+        _set(params, path, value)
+  if mismatched:
+    problems.append(f"{len(mismatched)} shape mismatch(es): {_first_few(mismatched, 3)}")
+  if problems:
+    raise InputError(f"{source} does not fit these encoders: " + "; ".join(problems))
+  return params
