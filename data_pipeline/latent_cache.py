@@ -16,7 +16,6 @@ Layout of a cache folder:
 The folder is written under `<out>.partial` and renamed into place when complete, so a cache
 is never half-written. This module never imports jax (it runs in Grain workers).
 """
-import hashlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 from data_pipeline import examples, rays
+from data_pipeline.checksums import sha256_file
 from data_pipeline.errors import InputError, require
 
 METADATA = "metadata.json"
@@ -42,14 +42,6 @@ def _encode(arrays):
 def _decode(data):
   with np.load(io.BytesIO(data), allow_pickle=False) as archive:
     return {name: archive[name] for name in archive.files}
-
-
-def _sha256(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 class CacheWriter:
@@ -81,7 +73,7 @@ class CacheWriter:
       writer.close()
     files = {split: f"{split}.array_record" for split in self._writers}
     metadata = dict(metadata, counts=self._counts, files=files,
-                    sha256={split: _sha256(os.path.join(self._partial, name)) for split, name in files.items()})
+                    sha256={split: sha256_file(os.path.join(self._partial, name)) for split, name in files.items()})
     with open(os.path.join(self._partial, METADATA), "w") as f:
       json.dump(metadata, f, indent=1)
     os.replace(self._partial, self.cache_dir)
@@ -109,7 +101,7 @@ class LatentRecords:
     self.count = int(self.metadata["counts"][split])
     require(os.path.isfile(self.path), f"latent cache file missing: {self.path}")
     if verify == "all":
-      require(_sha256(self.path) == self.metadata["sha256"][split],
+      require(sha256_file(self.path) == self.metadata["sha256"][split],
               f"latent cache file {self.path} does not match its checksum: rebuild the cache")
     self._reader = None
 

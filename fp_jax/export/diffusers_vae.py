@@ -8,15 +8,7 @@ resample's `resample.1` convolution is our `resample` / `resample_bias`.
 import numpy as np
 
 from data_pipeline.errors import InputError
-
-
-def _flatten(tree, prefix=""):
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, dict):
-      yield from _flatten(value, path + ".")
-    else:
-      yield path, value
+from fp_jax.export.trees import first_few, flatten, set_dotted
 
 
 def _their_name(path):
@@ -51,29 +43,17 @@ def _to_theirs(value, their_shape):
   return value.reshape(their_shape)
 
 
-def _first_few(names, count=5):
-  names = sorted(names)
-  return ", ".join(names[:count]) + (f" (and {len(names) - count} more)" if len(names) > count else "")
-
-
-def _set(tree, path, value):
-  keys = path.split(".")
-  for key in keys[:-1]:
-    tree = tree[int(key) if key.isdigit() and int(key) in tree else key]
-  tree[keys[-1]] = value
-
-
 def from_diffusers(state_dict, params, source="the diffusers VAE checkpoint"):
   """Fills `params` (our pure dict, modified in place); lists missing, unexpected, mis-shaped keys."""
-  ours = dict(_flatten(params))
+  ours = dict(flatten(params))
   names = {_their_name(path): path for path in ours}
   missing = set(names) - set(state_dict)
   unexpected = set(state_dict) - set(names)
   problems = []
   if missing:
-    problems.append(f"{len(missing)} missing: {_first_few(missing)}")
+    problems.append(f"{len(missing)} missing: {first_few(missing)}")
   if unexpected:
-    problems.append(f"{len(unexpected)} unexpected: {_first_few(unexpected)}")
+    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
   mismatched = []
   for name, path in names.items():
     if name in state_dict:
@@ -81,9 +61,9 @@ def from_diffusers(state_dict, params, source="the diffusers VAE checkpoint"):
       if value.size != np.size(ours[path]):
         mismatched.append(f"{name} {value.shape} vs ours {np.shape(ours[path])}")
       else:
-        _set(params, path, _to_ours(value, np.shape(ours[path])))
+        set_dotted(params, path, _to_ours(value, np.shape(ours[path])))
   if mismatched:
-    problems.append(f"{len(mismatched)} shape mismatch(es): {_first_few(mismatched, 3)}")
+    problems.append(f"{len(mismatched)} shape mismatch(es): {first_few(mismatched, 3)}")
   if problems:
     raise InputError(f"{source} does not fit this VAE: " + "; ".join(problems))
   return params
@@ -92,7 +72,7 @@ def from_diffusers(state_dict, params, source="the diffusers VAE checkpoint"):
 def to_diffusers(params, their_shapes):
   """Our pure dict -> (diffusers name, array) pairs, one at a time; `their_shapes` gives each
   target shape (`their_shapes(params)` derives them)."""
-  for path, value in _flatten(params):
+  for path, value in flatten(params):
     yield _their_name(path), _to_theirs(value, their_shapes[_their_name(path)])
 
 
@@ -101,7 +81,7 @@ def their_shapes(params):
   convolutions channels first, 1x1 attention convolutions from dense kernels, RMS-norm gains
   with their broadcast axes (2D in the attention blocks, 3D elsewhere)."""
   shapes = {}
-  for path, value in _flatten(params):
+  for path, value in flatten(params):
     shape = tuple(np.shape(value))
     if path.endswith("gamma"):
       shape = (int(np.prod(shape)),) + ((1, 1) if ".attentions." in path else (1, 1, 1))

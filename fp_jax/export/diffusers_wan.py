@@ -10,6 +10,7 @@ import re
 import numpy as np
 
 from data_pipeline.errors import InputError
+from fp_jax.export.trees import first_few
 
 # (our path, diffusers name, kind); `{i}` marks per-block names.
 _TOP = [
@@ -98,11 +99,6 @@ def mapped_paths(num_layers):
   return {entry[0] for entry in _entries(num_layers)}
 
 
-def _first_few(names, count=5):
-  names = sorted(names)
-  return ", ".join(names[:count]) + (f" (and {len(names) - count} more)" if len(names) > count else "")
-
-
 def _get(tree, path):
   for key in path:
     tree = tree[key]
@@ -140,9 +136,9 @@ def from_diffusers(state_dict, params, num_layers, source="the diffusers checkpo
   unexpected = set(state_dict) - expected
   problems = []
   if missing:
-    problems.append(f"{len(missing)} missing: {_first_few(missing)}")
+    problems.append(f"{len(missing)} missing: {first_few(missing)}")
   if unexpected:
-    problems.append(f"{len(unexpected)} unexpected: {_first_few(unexpected)}")
+    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
   if problems:
     raise InputError(f"{source} does not fit this model: " + "; ".join(problems))
   mismatched = []
@@ -167,7 +163,7 @@ def from_diffusers(state_dict, params, num_layers, source="the diffusers checkpo
       _set(params, path, value)
   if mismatched:
     raise InputError(f"{source} does not fit this model: {len(mismatched)} shape mismatch(es): "
-                     f"{_first_few(mismatched, 3)}")
+                     f"{first_few(mismatched, 3)}")
   return params
 
 

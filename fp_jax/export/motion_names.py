@@ -6,14 +6,7 @@ kernels go `[kh, kw, in, out]` <-> `[out, in, kh, kw]`, dense kernels are transp
 import numpy as np
 
 from data_pipeline.errors import InputError
-
-
-def flatten(tree, prefix=""):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from flatten(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
+from fp_jax.export.trees import first_few, flatten, set_dotted
 
 
 def torch_name(path):
@@ -47,18 +40,6 @@ def to_state_dict(params):
     yield torch_name(path), to_torch(value)
 
 
-def _first_few(names, count=5):
-  names = sorted(names)
-  return ", ".join(names[:count]) + (f" (and {len(names) - count} more)" if len(names) > count else "")
-
-
-def _set(tree, path, value):
-  keys = path.split(".")
-  for key in keys[:-1]:
-    tree = tree[int(key) if key.isdigit() and int(key) in tree else key]
-  tree[keys[-1]] = value
-
-
 def from_state_dict(state_dict, params, source="the motion checkpoint"):
   """Fills `params` (our pure dict, in place) from the mirror's state dict; lists missing,
   unexpected and mis-shaped keys."""
@@ -66,9 +47,9 @@ def from_state_dict(state_dict, params, source="the motion checkpoint"):
   missing, unexpected = set(ours) - set(state_dict.keys()), set(state_dict.keys()) - set(ours)
   problems = []
   if missing:
-    problems.append(f"{len(missing)} missing: {_first_few(missing)}")
+    problems.append(f"{len(missing)} missing: {first_few(missing)}")
   if unexpected:
-    problems.append(f"{len(unexpected)} unexpected: {_first_few(unexpected)}")
+    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
   mismatched = []
   for name, (path, shape) in ours.items():
     if name in state_dict:
@@ -76,9 +57,9 @@ def from_state_dict(state_dict, params, source="the motion checkpoint"):
       if value.shape != shape:
         mismatched.append(f"{name} {np.shape(state_dict[name])} vs ours {shape}")
       else:
-        _set(params, path, value)
+        set_dotted(params, path, value)
   if mismatched:
-    problems.append(f"{len(mismatched)} shape mismatch(es): {_first_few(mismatched, 3)}")
+    problems.append(f"{len(mismatched)} shape mismatch(es): {first_few(mismatched, 3)}")
   if problems:
     raise InputError(f"{source} does not fit these encoders: " + "; ".join(problems))
   return params

@@ -8,9 +8,7 @@ expression `[B, T, E]`, head pose `[B, T, 10]`, `keep` a dict of `[B]` 0/1 per c
 
   model = PortraitTransformer.from_export("exported/")   # model.safetensors + config.json
 """
-import json
 import math
-import os
 
 import torch
 from diffusers.models.transformers.transformer_wan import (WanAttention, WanAttnProcessor, WanRotaryPosEmbed,
@@ -18,6 +16,8 @@ from diffusers.models.transformers.transformer_wan import (WanAttention, WanAttn
 from diffusers.models.normalization import FP32LayerNorm
 from torch import nn
 from torch.nn import functional as F
+
+from fp_jax.export import torch_files
 
 POSE_DIM, RAY_DIM = 10, 6
 
@@ -74,11 +74,7 @@ class PortraitTransformer(nn.Module):
 
   @classmethod
   def from_export(cls, directory, dtype=torch.float32):
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    with open(os.path.join(directory, "config.json")) as f:
-      model = cls(json.load(f)["model"])
-    model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=True)
-    return model.to(dtype).eval()
+    return torch_files.load_exported(cls, directory, "model", dtype)
 
   # -- shapes (channels-last, as the JAX model) --------------------------------------------------
 

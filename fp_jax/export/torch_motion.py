@@ -6,13 +6,13 @@ uint8 or floats in [-1, 1], as in JAX.
 
   encoders = MotionEncoders.from_export("exported/motion")   # model.safetensors + config.json
 """
-import json
 import math
-import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from fp_jax.export import torch_files
 
 POSE_DIM = 10
 GROUP_NORM_EPS = 1e-6
@@ -76,8 +76,4 @@ class MotionEncoders(nn.Module):
 
   @classmethod
   def from_export(cls, directory, dtype=torch.float32):
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    with open(os.path.join(directory, "config.json")) as f:
-      model = cls(json.load(f)["motion"])
-    model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=True)
-    return model.to(dtype).eval()
+    return torch_files.load_exported(cls, directory, "motion", dtype)

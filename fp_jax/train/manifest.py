@@ -6,12 +6,13 @@ restore the manifest is checked; a step whose files were truncated, altered or r
 aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls back to the step
 before it. A step without a manifest (a crash right after commit) is used as it is, with a warning.
 """
-import hashlib
 import json
 import os
 import time
 
 from absl import logging
+
+from data_pipeline.checksums import sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -24,17 +25,9 @@ def _files(step_dir):
         yield os.path.relpath(path, step_dir), path
 
 
-def _digest(path):
-  sha = hashlib.sha256()
-  with open(path, "rb") as handle:
-    for block in iter(lambda: handle.read(1 << 20), b""):
-      sha.update(block)
-  return sha.hexdigest()
-
-
 def write(step_dir):
   """Records every file of a committed step (atomically: temporary name, then rename)."""
-  entries = {name: {"size": os.path.getsize(path), "sha256": _digest(path)} for name, path in _files(step_dir)}
+  entries = {name: {"size": os.path.getsize(path), "sha256": sha256_file(path)} for name, path in _files(step_dir)}
   temporary = os.path.join(step_dir, MANIFEST + ".tmp")
   with open(temporary, "w") as handle:
     json.dump(entries, handle, indent=1, sort_keys=True)
@@ -55,7 +48,7 @@ def problems(step_dir):
     if name in found:
       if os.path.getsize(found[name]) != entry["size"]:
         issues.append(f"{name} is {os.path.getsize(found[name])} bytes, was {entry['size']}")
-      elif _digest(found[name]) != entry["sha256"]:
+      elif sha256_file(found[name]) != entry["sha256"]:
         issues.append(f"{name} changed")
   return issues
 
