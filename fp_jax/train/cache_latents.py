@@ -15,6 +15,7 @@ import os
 import sys
 
 import numpy as np
+import tqdm
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -82,7 +83,7 @@ def _encode_splits(writer, sources, input_config, span, window_step, frozen, enc
   video_size = None
   for split, records in sources.items():
     maker = examples.MakeExample(records, input_config)
-    for index in range(len(records)):
+    for index in tqdm.trange(len(records), desc=f"encoding {split}", unit="clip"):
       clip = records[index]
       references = np.asarray(encode_images(frozen, clip["frames"]))
       for start in range(0, clip["frames"].shape[0] - span + 1, window_step or span):
