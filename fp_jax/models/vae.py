@@ -153,8 +153,9 @@ class VideoVAE(nnx.Module):
 
   # -- decode --------------------------------------------------------------------------------
 
-  def decode(self, latents, chunked=False):
-    """Latents `[B, 1 + k, h, w, z]` -> video `[B, 1 + 4k, 8h, 8w, 3]`, clipped to [-1, 1]."""
+  def decode(self, latents, chunked=False, clip=True):
+    """Latents `[B, 1 + k, h, w, z]` -> video `[B, 1 + 4k, 8h, 8w, 3]`, clipped to [-1, 1]
+    (`clip=False` for training: clipping would stop the gradient of every saturated pixel)."""
     require(latents.ndim == 5 and latents.shape[-1] == self.config.z_dim,
             f"latents must be [B, F, h, w, {self.config.z_dim}], got shape {latents.shape}")
     z = self.post_quant_conv(latents)
@@ -173,7 +174,7 @@ class VideoVAE(nnx.Module):
         cache, rest = jax.lax.scan(step, cache, z[:, 1:].swapaxes(0, 1))
         rest = rest.swapaxes(0, 1).reshape(z.shape[0], -1, *rest.shape[3:])
         video = jnp.concatenate([first, rest], axis=1)
-    return jnp.clip(video, -1.0, 1.0)
+    return jnp.clip(video, -1.0, 1.0) if clip else video
 
   # -- latent normalisation (what the DiT sees) ------------------------------------------------
 

@@ -24,11 +24,11 @@ class VAETask:
     video = common.unit_range(batch["video"])
     mean, logvar = vae.encode(video)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-    recon = vae.decode(z)
+    recon = vae.decode(z, clip=False)
     l1 = jnp.mean(jnp.abs(recon - video))
     kl = 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
     loss = l1 + self.config.vae_loss.kl_weight * kl
-    psnr = -10.0 * jnp.log10(jnp.mean(jnp.square((recon - video) / 2.0)))
+    psnr = -10.0 * jnp.log10(jnp.mean(jnp.square((jnp.clip(recon, -1.0, 1.0) - video) / 2.0)))
     return loss, {"l1": l1, "kl": kl, "psnr": psnr}
 
   def sample(self, vae, frozen, batch, key, steps):
