@@ -8,7 +8,7 @@ resample's `resample.1` convolution is our `resample` / `resample_bias`.
 import numpy as np
 
 from data_pipeline.errors import InputError
-from fp_jax.export.trees import first_few, flatten, set_dotted
+from fp_jax.export.trees import first_few, flatten, key_problems, set_dotted
 
 
 def _their_name(path):
@@ -47,13 +47,7 @@ def from_diffusers(state_dict, params, source="the diffusers VAE checkpoint"):
   """Fills `params` (our pure dict, modified in place); lists missing, unexpected, mis-shaped keys."""
   ours = dict(flatten(params))
   names = {_their_name(path): path for path in ours}
-  missing = set(names) - set(state_dict)
-  unexpected = set(state_dict) - set(names)
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} missing: {first_few(missing)}")
-  if unexpected:
-    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
+  problems = key_problems(names, state_dict.keys())
   mismatched = []
   for name, path in names.items():
     if name in state_dict:

@@ -10,7 +10,7 @@ import re
 import numpy as np
 
 from data_pipeline.errors import InputError
-from fp_jax.export.trees import first_few
+from fp_jax.export.trees import first_few, key_problems
 
 # (our path, diffusers name, kind); `{i}` marks per-block names.
 _TOP = [
@@ -132,13 +132,7 @@ def from_diffusers(state_dict, params, num_layers, source="the diffusers checkpo
   state_dict = _Renamed(state_dict, names)
   entries = list(_entries(num_layers))
   expected = {entry[1] for entry in entries}
-  missing = expected - set(state_dict)
-  unexpected = set(state_dict) - expected
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} missing: {first_few(missing)}")
-  if unexpected:
-    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
+  problems = key_problems(expected, state_dict.keys())
   if problems:
     raise InputError(f"{source} does not fit this model: " + "; ".join(problems))
   mismatched = []

@@ -6,7 +6,7 @@ kernels go `[kh, kw, in, out]` <-> `[out, in, kh, kw]`, dense kernels are transp
 import numpy as np
 
 from data_pipeline.errors import InputError
-from fp_jax.export.trees import first_few, flatten, set_dotted
+from fp_jax.export.trees import first_few, flatten, key_problems, set_dotted
 
 
 def torch_name(path):
@@ -44,12 +44,7 @@ def from_state_dict(state_dict, params, source="the motion checkpoint"):
   """Fills `params` (our pure dict, in place) from the mirror's state dict; lists missing,
   unexpected and mis-shaped keys."""
   ours = {torch_name(path): (path, np.shape(value)) for path, value in flatten(params)}
-  missing, unexpected = set(ours) - set(state_dict.keys()), set(state_dict.keys()) - set(ours)
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} missing: {first_few(missing)}")
-  if unexpected:
-    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
+  problems = key_problems(ours, state_dict.keys())
   mismatched = []
   for name, (path, shape) in ours.items():
     if name in state_dict:

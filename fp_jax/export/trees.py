@@ -22,3 +22,14 @@ def first_few(names, count=5):
   """The first `count` names, sorted, and how many more there are: for one-line errors."""
   names = sorted(names)
   return ", ".join(names[:count]) + (f" (and {len(names) - count} more)" if len(names) > count else "")
+
+
+def key_problems(expected, found):
+  """"N missing: ..." and "N unexpected: ..." for two sets of names (empty when they agree)."""
+  missing, unexpected = set(expected) - set(found), set(found) - set(expected)
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing: {first_few(missing)}")
+  if unexpected:
+    problems.append(f"{len(unexpected)} unexpected: {first_few(unexpected)}")
+  return problems
