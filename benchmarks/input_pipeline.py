@@ -23,18 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs.data import input as input_config  # pylint: disable=g-import-not-at-top
-from configs.data import synthetic  # pylint: disable=g-import-not-at-top
-from data_pipeline import input_pipeline, tfds_builder  # pylint: disable=g-import-not-at-top
-from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
-from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
-
-
-def ensure_dataset(name, data_dir):
-  try:
-    ClipRecords(data_dir, name, "train")
-  except InputError:
-    print(f"building the {name} dataset in {data_dir}", file=sys.stderr)
-    tfds_builder.build(synthetic.get_config(name), data_dir)
+from data_pipeline import input_pipeline  # pylint: disable=g-import-not-at-top
+from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 
 
 def batches_per_second(config, batches, runs=3):

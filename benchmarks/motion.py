@@ -27,10 +27,9 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
+from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from configs.data import synthetic  # pylint: disable=g-import-not-at-top
-from data_pipeline import examples, head_pose, tfds_builder  # pylint: disable=g-import-not-at-top
-from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
+from data_pipeline import examples, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import motion_task  # pylint: disable=g-import-not-at-top
@@ -90,10 +89,7 @@ def main():
   parser.add_argument("--workdir", default="")
   parser.add_argument("--steps", type=int, default=600)
   args = parser.parse_args()
-  try:
-    ClipRecords(args.data_dir, "demo", "train")
-  except InputError:
-    tfds_builder.build(synthetic.get_config("demo"), args.data_dir)
+  ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")
   config.input.data_dir = args.data_dir
   config.input.expression_twins = True

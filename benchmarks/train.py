@@ -22,12 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from configs.data import synthetic  # pylint: disable=g-import-not-at-top
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
-from data_pipeline import tfds_builder  # pylint: disable=g-import-not-at-top
-from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
-from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
 from fp_jax.train import flops as flops_lib  # pylint: disable=g-import-not-at-top
 from fp_jax.train.trainer import Trainer  # pylint: disable=g-import-not-at-top
@@ -63,10 +60,7 @@ def main():
   parser.add_argument("--data_dir", default="outputs/bench/data")
   parser.add_argument("--steps", type=int, default=10)
   args = parser.parse_args()
-  try:
-    ClipRecords(args.data_dir, "demo", "train")
-  except InputError:
-    tfds_builder.build(synthetic.get_config("demo"), args.data_dir)
+  ensure_dataset("demo", args.data_dir)
   peak = flops_lib.measured_matmul_peak(2048, 7)  # all cores; the simulated devices share them
   print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
   for size in ("tiny", "bench"):

@@ -23,10 +23,8 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
+from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from configs.data import synthetic  # pylint: disable=g-import-not-at-top
-from data_pipeline import tfds_builder  # pylint: disable=g-import-not-at-top
-from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
@@ -44,10 +42,7 @@ def main():
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   args = parser.parse_args()
-  try:
-    ClipRecords(args.data_dir, "demo", "train")
-  except InputError:
-    tfds_builder.build(synthetic.get_config("demo"), args.data_dir)
+  ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
   if not args.workdir:
     config = tiny.get_config("vae")

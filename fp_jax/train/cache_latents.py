@@ -33,7 +33,6 @@ _WINDOW_STEP = flags.DEFINE_integer("window_step", 0, "Frames between window sta
 
 def build_cache(config, out, splits=("train", "validation"), window_step=0):
   """Writes the cache folder `out`; returns the number of windows per split."""
-  import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common, dit_task  # pylint: disable=g-import-not-at-top

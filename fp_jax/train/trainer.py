@@ -16,7 +16,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_pipeline import input_pipeline, latent_cache
-from data_pipeline.errors import InputError, require
+from data_pipeline.errors import require
 from fp_jax.models.build import create_sharded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
@@ -35,6 +35,10 @@ class TrainingStopped(RuntimeError):
 
 def _select(condition, new, old):
   return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def _print_step(step, values):
+  print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())), flush=True)
 
 
 def initial_state(params, tx, seed):
@@ -245,8 +249,7 @@ class Trainer:
             summary["mfu"] = step_flops * len(history) / (elapsed * peak_flops)
             writer.write_scalars(step, summary)
             if jax.process_index() == 0:
-              print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())),
-                    flush=True)
+              _print_step(step, summary)
             history, waited, paused, window_start = [], 0.0, 0.0, time.perf_counter()
             if int(self.state["bad_streak"]) > config.max_bad_steps:
               raise TrainingStopped(
@@ -256,8 +259,7 @@ class Trainer:
             eval_start = time.perf_counter()
             validation = self.evaluator.run(step, self.state["ema"], self.frozen_state, writer)
             if jax.process_index() == 0:
-              print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(validation.items())),
-                    flush=True)
+              _print_step(step, validation)
             watchdog.pet(step)
             paused += time.perf_counter() - eval_start  # the pass is not training time
           if step % config.checkpoint_every == 0 or step == config.total_steps:
