@@ -169,7 +169,7 @@ def test_a_whole_sampling_run_in_pytorch_gives_the_jax_video(runs):
 
   def jax_sample(dit, vae, noise, controls):
     velocity = lambda x, s: dit(x, flow.timesteps(jnp.full((2,), s)), None, **controls)
-    latents = flow.euler_sample(velocity, noise, jnp.asarray(sigmas))
+    latents = samplers.solve(velocity, noise, jnp.asarray(sigmas), "euler")
     return vae.decode(vae.denormalize(latents))
 
   want = np.asarray(nnx.jit(jax_sample)(models["dit"], models["vae"], jnp.asarray(noise),

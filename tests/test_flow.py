@@ -1,18 +1,94 @@
-"""Rectified flow: the Euler sampler against the exact flow of a single point."""
+"""Rectified flow: the samplers against exact flows, guidance against its definition."""
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from fp_jax.diffusion import flow
+from data_pipeline.errors import InputError
+from fp_jax.diffusion import flow, guidance, samplers
 
 
-def test_euler_on_the_exact_velocity_field_lands_on_the_data_point():
+@pytest.mark.parametrize("sampler", samplers.SAMPLERS)
+def test_samplers_on_the_exact_velocity_field_land_on_the_data_point(sampler):
   # For data concentrated at x0 the flow's velocity is (x - x0) / s: paths are straight lines,
-  # which Euler integrates exactly for any step count and shift.
+  # which both solvers integrate exactly for any step count and shift.
   x0 = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4)), jnp.float32)
   noise = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, 4)), jnp.float32)
   for steps, shift in ((1, 1.0), (4, 3.0), (9, 5.0)):
     sigmas = flow.sampling_sigmas(steps, shift)
     assert float(sigmas[0]) == 1.0 and float(sigmas[-1]) == 0.0
     assert np.all(np.diff(np.asarray(sigmas)) < 0)
-    got = flow.euler_sample(lambda x, s: (x - x0) / s, noise, sigmas)
+    got = samplers.solve(lambda x, s: (x - x0) / s, noise, sigmas, sampler)
     np.testing.assert_allclose(got, x0, atol=1e-5)
+
+
+def _gaussian_flow(mean, std):
+  """The exact velocity E[noise - x0 | x_s] for data ~ N(mean, std^2), and the exact ODE map
+  from noise: x(0) = mean + std * x(1) (the flow of a Gaussian is affine)."""
+  def velocity(x, s):
+    variance = (1 - s) ** 2 * std ** 2 + s ** 2
+    centred = x - (1 - s) * mean
+    return s * centred / variance - (mean + (1 - s) * std ** 2 * centred / variance)
+  return velocity, lambda noise: mean + std * noise
+
+
+def test_multistep_converges_at_second_order_and_euler_at_first():
+  velocity, exact = _gaussian_flow(mean=1.5, std=0.3)
+  noise = jnp.linspace(-2.0, 2.0, 9, dtype=jnp.float32)
+  want = exact(noise)
+  errors = {}
+  for sampler in samplers.SAMPLERS:
+    errors[sampler] = [float(jnp.max(jnp.abs(samplers.solve(velocity, noise, flow.sampling_sigmas(n), sampler) - want)))
+                       for n in (10, 20, 40)]
+  euler, multistep = np.array(errors["euler"]), np.array(errors["multistep"])
+  # Halving the step halves Euler's error and quarters the multistep solver's.
+  np.testing.assert_allclose(euler[:-1] / euler[1:], 2.0, rtol=0.25)
+  np.testing.assert_allclose(multistep[:-1] / multistep[1:], 4.0, rtol=0.3)
+  assert np.all(multistep < euler / 3)
+
+
+def test_unknown_sampler_is_an_input_error():
+  with pytest.raises(InputError, match="sampler"):
+    samplers.solve(lambda x, s: x, jnp.zeros(2), flow.sampling_sigmas(2), "heun")
+
+
+def _branch_model(latents, timestep, context, *, keep, offset):
+  """A stand-in DiT whose output tells which conditions it saw: 1 + 10 ref + 100 expr + 1000 pose."""
+  del context
+  code = 1.0 + 10 * keep["reference"] + 100 * keep["expression"] + 1000 * keep["pose"] + 0 * keep["camera"]
+  shape = (-1,) + (1,) * (latents.ndim - 1)
+  return latents * 0 + code.reshape(shape) + offset + timestep.reshape(shape) * 0
+
+
+def test_guided_velocity_combines_branches_by_their_weights():
+  latents = jnp.zeros((2, 3, 4, 4, 1))
+  offset = jnp.arange(2.0)[:, None, None, None, None]  # per-example conditions travel with the batch
+  cases = {
+      "off": guidance.Guidance("off"),
+      "cfg": guidance.Guidance("cfg", scale=guidance.Schedule(4.0)),
+      "hybrid": guidance.Guidance("hybrid", reference=guidance.Schedule(3.0, 1.0, "linear"),
+                                  motion=guidance.Schedule(2.0)),
+  }
+  none, ref, everything = 1.0, 11.0, 1111.0
+  want = {"off": everything, "cfg": none + 4.0 * (everything - none),
+          "hybrid": none + 2.0 * (ref - none) + 2.0 * (everything - ref)}  # s_ref(0.5) = 2
+  for name, rule in cases.items():
+    for pad_to in (1, 4):
+      got = guidance.guided_velocity(_branch_model, latents, jnp.full((2,), 500.0), {"offset": offset},
+                                     rule.branches, rule.weights(0.5), pad_to=pad_to)
+      assert got.shape == latents.shape
+      np.testing.assert_allclose(got[:, 0, 0, 0, 0], want[name] + np.arange(2.0), rtol=1e-6)
+
+
+def test_schedules():
+  assert guidance.Schedule(2.0).at(0.7) == 2.0
+  linear = guidance.Schedule(3.0, 1.0, "linear")
+  cosine = guidance.Schedule(3.0, 1.0, "cosine")
+  for schedule in (linear, cosine):
+    assert schedule.at(0.0) == pytest.approx(3.0) and schedule.at(1.0) == pytest.approx(1.0)
+  assert cosine.at(0.5) == pytest.approx(2.0) and cosine.at(0.25) > linear.at(0.25)
+  assert guidance.Schedule.parse({"start": 1, "end": 2, "shape": "cosine"}) == guidance.Schedule(1.0, 2.0, "cosine")
+  with pytest.raises(InputError):
+    guidance.Schedule(1.0, shape="exponential")
+  with pytest.raises(InputError):
+    guidance.Guidance("pag")

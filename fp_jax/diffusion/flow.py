@@ -39,14 +39,3 @@ def sampling_sigmas(steps, shift=1.0):
   """`steps + 1` noise levels from 1 (pure noise) to 0, shifted as in training."""
   require(steps >= 1, f"need at least one sampling step, got {steps}")
   return shift_sigma(jnp.linspace(1.0, 0.0, steps + 1), shift)
-
-
-def euler_sample(velocity_fn, noise, sigmas):
-  """Integrates `dx/ds = velocity_fn(x, s)` from `sigmas[0]` down to `sigmas[-1]` (one compiled
-  step, scanned)."""
-  def step(x, levels):
-    sigma, next_sigma = levels
-    return x + (next_sigma - sigma) * velocity_fn(x, sigma), None
-
-  x, _ = jax.lax.scan(step, noise, (sigmas[:-1], sigmas[1:]))
-  return x

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from data_pipeline.errors import require
-from fp_jax.diffusion import flow
+from fp_jax.diffusion import flow, samplers
 from fp_jax.models.dit import DiT
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.train.tasks import common
@@ -73,7 +73,7 @@ class DiTTask:
       return model(x, flow.timesteps(jnp.full((batch_size,), sigma)), None, **conditions)
 
     sigmas = flow.sampling_sigmas(steps, self.config.diffusion.shift)
-    latents = flow.euler_sample(velocity, jax.random.normal(key, target.shape), sigmas)
+    latents = samplers.solve(velocity, jax.random.normal(key, target.shape), sigmas, "euler")
     latents = latents.at[:, 0].set(conditions["reference"])
     vae = frozen["vae"]
     decode = lambda latents: common.to_uint8(vae.decode(vae.denormalize(latents)))

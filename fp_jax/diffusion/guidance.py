@@ -1,0 +1,125 @@
+"""Classifier-free guidance with every branch in one batched forward.
+
+Branches say which conditions the model sees (1 kept, 0 dropped, as in training's drop flags):
+
+- `none`: no reference, no motion (expression and pose); the camera is kept,
+- `reference`: the reference image only (camera kept),
+- `all`: everything.
+
+Modes combine them linearly, `v = sum_b w_b v_b`, with weights from scales that follow schedules
+over sampling progress `tau` in [0, 1] (0: pure noise, 1: the last step):
+
+- `off`: `v_all` (one branch);
+- `cfg`: `v_none + s (v_all - v_none)` (two branches);
+- `hybrid` (DeX's progressive hybrid CFG): `v_none + s_ref (v_ref - v_none) + s_mot (v_all - v_ref)`
+  (three branches). Constant schedules give per-condition scales; `s_ref = s_mot` is plain CFG.
+
+The camera is kept in every branch: it is a geometric instruction, not a condition whose
+strength one trades against the others.
+"""
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipeline.errors import require
+
+BRANCH_KEEPS = {
+    "none": dict(reference=0.0, expression=0.0, pose=0.0, camera=1.0),
+    "reference": dict(reference=1.0, expression=0.0, pose=0.0, camera=1.0),
+    "all": dict(reference=1.0, expression=1.0, pose=1.0, camera=1.0),
+}
+MODE_BRANCHES = {"off": ("all",), "cfg": ("none", "all"), "hybrid": ("none", "reference", "all")}
+SHAPES = ("constant", "linear", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A scale that moves from `start` (tau = 0) to `end` (tau = 1): linearly or on a half cosine."""
+  start: float
+  end: float = None
+  shape: str = "constant"
+
+  def __post_init__(self):
+    require(self.shape in SHAPES, f"guidance schedule shape must be one of {SHAPES}, got {self.shape!r}")
+    require(math.isfinite(self.start) and (self.end is None or math.isfinite(self.end)),
+            "guidance scales must be finite")
+
+  def at(self, tau):
+    end = self.start if self.end is None else self.end
+    if self.shape == "constant":
+      return self.start
+    if self.shape == "linear":
+      return self.start + (end - self.start) * tau
+    return end + (self.start - end) * 0.5 * (1.0 + math.cos(math.pi * tau))
+
+  @classmethod
+  def parse(cls, value):
+    """`3.0`, or a dict/ConfigDict with start, end, shape."""
+    if isinstance(value, (int, float)):
+      return cls(float(value))
+    values = dict(value)
+    return cls(float(values["start"]), None if values.get("end") is None else float(values["end"]),
+               str(values.get("shape", "linear")))
+
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+  mode: str = "hybrid"
+  scale: Schedule = Schedule(4.0)  # cfg
+  reference: Schedule = Schedule(3.0)  # hybrid
+  motion: Schedule = Schedule(3.0)  # hybrid
+
+  def __post_init__(self):
+    require(self.mode in MODE_BRANCHES, f"guidance mode must be one of {tuple(MODE_BRANCHES)}, got {self.mode!r}")
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(str(config.mode), Schedule.parse(config.scale), Schedule.parse(config.reference),
+               Schedule.parse(config.motion))
+
+  @property
+  def branches(self):
+    return MODE_BRANCHES[self.mode]
+
+  def weights(self, tau):
+    """float32 `[branches]`: the linear combination of the branch velocities at progress `tau`."""
+    if self.mode == "off":
+      return np.ones((1,), np.float32)
+    if self.mode == "cfg":
+      s = self.scale.at(tau)
+      return np.array([1.0 - s, s], np.float32)
+    s_ref, s_mot = self.reference.at(tau), self.motion.at(tau)
+    return np.array([1.0 - s_ref, s_ref - s_mot, s_mot], np.float32)
+
+  def settings(self):
+    return {"mode": self.mode, "branches": list(self.branches),
+            **{name: dataclasses.asdict(getattr(self, name)) for name in ("scale", "reference", "motion")}}
+
+
+def branch_keeps(branches, batch):
+  """Drop flags for `branches` stacked branch-major: each a `[len(branches) * batch]` array."""
+  return {name: jnp.repeat(jnp.array([BRANCH_KEEPS[b][name] for b in branches], jnp.float32), batch)
+          for name in BRANCH_KEEPS["all"]}
+
+
+def guided_velocity(model, latents, timestep, conditions, branches, weights, pad_to=1):
+  """One forward of the model on every branch at once, combined with `weights` `[branches]`.
+
+  `conditions` are the DiT's keyword inputs for the batch of `latents` (no `keep`). The batch of
+  `branches x B` is padded to a multiple of `pad_to` (the mesh's batch shards) and trimmed after.
+  """
+  batch, count = latents.shape[0], len(branches)
+  repeat = lambda x: jnp.concatenate([x] * count, axis=0) if count > 1 else x
+  inputs = {name: repeat(value) for name, value in conditions.items()}
+  stacked, times = repeat(latents), repeat(jnp.broadcast_to(timestep, (batch,) + timestep.shape[1:]))
+  keep = branch_keeps(branches, batch)
+  padding = -(count * batch) % pad_to
+  if padding:
+    pad = lambda x: jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)], axis=0)
+    stacked, times = pad(stacked), pad(times)
+    inputs, keep = ({k: pad(v) for k, v in tree.items()} for tree in (inputs, keep))
+  velocity = model(stacked, times, None, keep=keep, **inputs)[:count * batch]
+  velocity = velocity.reshape(count, batch, *velocity.shape[1:])
+  return jnp.tensordot(jnp.asarray(weights, velocity.dtype), velocity, axes=1)
