@@ -1,7 +1,7 @@
 """The trainer: one loop for the `vae`, `motion` and `dit` tasks.
 
-Sections, in order: mesh, input, model and frozen parts, optimizer and state, the train step,
-checkpoint restore, the loop (metrics, checkpoints, preemption).
+Sections, in order: mesh, input, model and frozen parts, optimizer and state, checkpoint restore,
+the loop (metrics, checkpoints, preemption). The train step itself is fp_jax/train/step.py's.
 """
 import os
 import signal
@@ -24,17 +24,13 @@ from fp_jax.train import checkpoints as ckpt
 from fp_jax.train.evaluation import Evaluator
 from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
-from fp_jax.train.optimizer import make_optimizer
+from fp_jax.train.step import TrainStep
 from fp_jax.train.tasks import get_task
 from fp_jax.train.watchdog import StepWatchdog
 
 
 class TrainingStopped(RuntimeError):
   """Too many non-finite steps in a row."""
-
-
-def _select(condition, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
 def _print_step(step, values):
@@ -49,7 +45,7 @@ def initial_state(params, tx, seed):
       skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
 
 
-class Trainer:
+class Trainer(TrainStep):
 
   def __init__(self, config, workdir):
     self.config, self.workdir = config, workdir
@@ -76,7 +72,7 @@ class Trainer:
     self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
     ckpt.load_frozen(self.frozen_state, config)
     # -- optimizer and state -------------------------------------------------------------------
-    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+    TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
     with use_mesh(self.mesh, self.rules):
       self.state = initial_state(params, self.tx, config.seed)
     self.shardings = jax.tree.map(lambda x: x.sharding, self.state)
@@ -107,51 +103,6 @@ class Trainer:
     from fp_jax.export import wan_init  # pylint: disable=g-import-not-at-top
     wan_init.load_wan(params, path, self.task.model_config.layers)
     logging.info("initialised from the diffusers checkpoint %s", path)
-
-  # -- the train step ------------------------------------------------------------------------
-
-  def _loss(self, params, frozen_state, batch, key):
-    model = nnx.merge(self.graphdef, params)
-    frozen = nnx.merge(self.frozen_graphdef, frozen_state)
-    return self.task.loss(model, frozen, batch, key)
-
-  def _gradients(self, params, frozen_state, batch, key):
-    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-    micro = self.config.optim.accumulation
-    if micro == 1:
-      return grad_fn(params, frozen_state, batch, key)
-    split = jax.tree.map(lambda x: x.reshape(micro, x.shape[0] // micro, *x.shape[1:]), batch)
-
-    def accumulate(total, inputs):
-      micro_batch, micro_key = inputs
-      (loss, metrics), grads = grad_fn(params, frozen_state, micro_batch, micro_key)
-      return jax.tree.map(jnp.add, total, ((loss, metrics), grads)), None
-
-    first = jax.tree.map(lambda x: x[0], split)
-    shape = jax.eval_shape(grad_fn, params, frozen_state, first, key)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
-    total, _ = jax.lax.scan(accumulate, zeros, (split, jax.random.split(key, micro)))
-    return jax.tree.map(lambda x: x / micro, total)
-
-  def _train_step(self, state, frozen_state, batch):
-    rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
-    (loss, metrics), grads = self._gradients(state["params"], frozen_state, batch, key)
-    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
-    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
-    params = jax.tree.map(jnp.add, state["params"], updates)
-    decay = self.config.ema_decay
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
-    new = dict(params=params, opt_state=opt_state, ema=ema)
-    old = {key_: state[key_] for key_ in new}
-    new = _select(finite, new, old)
-    new.update(step=state["step"] + 1, rng=jax.random.key_data(rng),
-               skipped=state["skipped"] + (~finite).astype(jnp.int32),
-               bad_streak=jnp.where(finite, 0, state["bad_streak"] + 1))
-    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                   learning_rate=self.schedule(state["step"]), skipped=new["skipped"])
-    return new, metrics
 
   # -- restore -------------------------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""The train step as a pure function of (state, frozen_state, batch).
+
+It needs the model's graph, the task and the optimizer, never data or devices, so `fp-aot` can
+compile it from abstract shapes for a TPU topology; the Trainer runs the same step.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fp_jax.train.optimizer import make_optimizer
+
+
+def _select(condition, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+class TrainStep:
+
+  def __init__(self, config, task, graphdef, frozen_graphdef):
+    self.config, self.task = config, task
+    self.graphdef, self.frozen_graphdef = graphdef, frozen_graphdef
+    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+
+  def _loss(self, params, frozen_state, batch, key):
+    model = nnx.merge(self.graphdef, params)
+    frozen = nnx.merge(self.frozen_graphdef, frozen_state)
+    return self.task.loss(model, frozen, batch, key)
+
+  def _gradients(self, params, frozen_state, batch, key):
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    micro = self.config.optim.accumulation
+    if micro == 1:
+      return grad_fn(params, frozen_state, batch, key)
+    split = jax.tree.map(lambda x: x.reshape(micro, x.shape[0] // micro, *x.shape[1:]), batch)
+
+    def accumulate(total, inputs):
+      micro_batch, micro_key = inputs
+      (loss, metrics), grads = grad_fn(params, frozen_state, micro_batch, micro_key)
+      return jax.tree.map(jnp.add, total, ((loss, metrics), grads)), None
+
+    first = jax.tree.map(lambda x: x[0], split)
+    shape = jax.eval_shape(grad_fn, params, frozen_state, first, key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+    total, _ = jax.lax.scan(accumulate, zeros, (split, jax.random.split(key, micro)))
+    return jax.tree.map(lambda x: x / micro, total)
+
+  def _train_step(self, state, frozen_state, batch):
+    rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    (loss, metrics), grads = self._gradients(state["params"], frozen_state, batch, key)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    params = jax.tree.map(jnp.add, state["params"], updates)
+    decay = self.config.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
+    new = dict(params=params, opt_state=opt_state, ema=ema)
+    old = {key_: state[key_] for key_ in new}
+    new = _select(finite, new, old)
+    new.update(step=state["step"] + 1, rng=jax.random.key_data(rng),
+               skipped=state["skipped"] + (~finite).astype(jnp.int32),
+               bad_streak=jnp.where(finite, 0, state["bad_streak"] + 1))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                   learning_rate=self.schedule(state["step"]), skipped=new["skipped"])
+    return new, metrics
