@@ -20,10 +20,14 @@ def main(argv):
   if _CONFIG.value is None:
     raise InputError("--config is required, e.g. --config=configs/tiny.py:dit")
   workdir = writable_directory(_WORKDIR.value, "workdir")
-  if os.environ.get("FP_NUM_PROCESSES"):  # started by launch/local_multiprocess.py or a pod script
+  if os.environ.get("FP_NUM_PROCESSES"):  # started by launch/local_multiprocess.py or launch/tpu_vm.sh
     from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-    distributed.initialize(os.environ["FP_COORDINATOR_ADDRESS"], int(os.environ["FP_NUM_PROCESSES"]),
-                           int(os.environ["FP_PROCESS_ID"]), int(os.environ.get("FP_HEARTBEAT_SECONDS", 100)))
+    heartbeat = int(os.environ.get("FP_HEARTBEAT_SECONDS", 100))
+    if os.environ["FP_NUM_PROCESSES"] == "auto":  # a TPU pod: JAX finds its peers itself
+      distributed.initialize(heartbeat_seconds=heartbeat)
+    else:
+      distributed.initialize(os.environ["FP_COORDINATOR_ADDRESS"], int(os.environ["FP_NUM_PROCESSES"]),
+                             int(os.environ["FP_PROCESS_ID"]), heartbeat)
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty; metrics are printed below
   import jax  # pylint: disable=g-import-not-at-top
   from fp_jax.train import trainer  # pylint: disable=g-import-not-at-top
