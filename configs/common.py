@@ -38,6 +38,15 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # Validation loss on `eval.split` and a sample video every `eval.every` steps (0: never).
   config.eval = ml_collections.ConfigDict(dict(every=100, split="validation", batches=2,
                                                sample_steps=4, sample_fps=8.0))
+  # fp-sample: resolution, solver and guidance (fp_jax/diffusion/guidance.py). A schedule is a
+  # number or dict(start, end, shape=constant|linear|cosine) over sampling progress 0 -> 1.
+  config.sample = ml_collections.ConfigDict(dict(
+      height=64, width=64, fps=25.0, sampler="multistep", steps=20, shift=3.0,
+      window_overlap=1,  # latent frames shared by neighbouring windows of a long video
+      guidance=dict(mode="hybrid", scale=4.0,
+                    # reference strong early (identity), motion strong late (expression detail)
+                    reference=dict(start=3.0, end=1.5, shape="cosine"),
+                    motion=dict(start=1.5, end=3.0, shape="cosine"))))
   # A step that has not finished after this many seconds stops the run with an error (0: off);
   # it catches a peer process that hangs while its heartbeat lives on.
   config.watchdog_seconds = 1800.0

@@ -7,6 +7,8 @@ r"""FactorPortrait on Wan 2.1 T2V-1.3B, for TPU pods (e.g. v5p-64): 512x512, 81 
       --config.input.data_dir=gs://BUCKET/factor_portrait \
       --config.init.diffusers_checkpoint=PATH/Wan2.1-T2V-1.3B-Diffusers/transformer \
       --config.frozen.vae=gs://BUCKET/runs/vae --config.frozen.motion=gs://BUCKET/runs/motion
+  fp-sample --config=configs/wan_1_3b.py --workdir=gs://BUCKET/runs/dit_1_3b --image=portrait.png \
+      --driving=driving.mp4 --mode=all-moving --camera=spiral --out=out.mp4
 Every field and its meaning: configs/common.py.
 """
 from configs import common
@@ -26,4 +28,5 @@ def get_config(arg="dit", model_variant="wan_1_3b"):
   config.checkpoint_every = 1000
   config.keep_period = 10_000
   config.eval.update(every=2000, batches=8, sample_steps=30)
+  config.sample.update(height=512, width=512, steps=30)
   return config
