@@ -51,6 +51,7 @@ setup(
             "fp-cache-latents=fp_jax.train.cache_latents:run",
             "fp-export=fp_jax.export.cli:run_export",
             "fp-import=fp_jax.export.cli:run_import",
+            "fp-aot=fp_jax.aot.cli:run",
             "fp-sample=fp_jax.sample.cli:run",
         ],
     },
