@@ -26,6 +26,15 @@ def num_controls(model):
   return model.num_expression + len(JOINT_CONTROLS)
 
 
+def clip_to_range(controls):
+  """Joint controls moved into their ranges (jaw [0, 1], gaze [-1, 1]); e.g. after retargeting
+  added a driving clip's change to another face's values."""
+  controls = np.array(controls, np.float64)
+  controls[..., -3] = np.clip(controls[..., -3], 0.0, 1.0)
+  controls[..., -2:] = np.clip(controls[..., -2:], -1.0, 1.0)
+  return controls
+
+
 def joint_rotations(model, head_rotation, controls):
   """`[T, J, 3, 3]` local rotations from head rotation `[T, 3, 3]` and controls `[T, E + 3]`."""
   controls = np.atleast_2d(controls)

@@ -1,0 +1,1 @@
+"""Sampling: a portrait, a driving video and cameras in, a video out (`fp-sample`)."""

@@ -1,0 +1,81 @@
+"""The trained models a sampling run needs, sharded over the mesh: the DiT (EMA weights) and the
+frozen VAE, expression and pose encoders its config names."""
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from data_pipeline.errors import require
+from fp_jax.models.build import create_sharded
+from fp_jax.train import checkpoints
+from fp_jax.train.tasks import common, get_task
+
+CHECKED_SECTIONS = ("task", "model", "vae", "motion")
+
+
+@dataclasses.dataclass
+class Models:
+  dit: nnx.Module
+  vae: nnx.Module
+  expression: nnx.Module
+  pose: nnx.Module
+  step: int
+  workdir: str
+
+
+def locate(workdir=None, checkpoint=None):
+  """(workdir, step) from `--workdir` (latest step) or `--checkpoint=WORKDIR/checkpoints/STEP`."""
+  require(bool(workdir) != bool(checkpoint), "give either --workdir or --checkpoint")
+  if workdir:
+    return workdir, None
+  path = os.path.abspath(checkpoint.rstrip("/"))
+  parent, step = os.path.split(path)
+  require(step.isdigit() and os.path.basename(parent) == "checkpoints",
+          f"--checkpoint must be a step directory WORKDIR/checkpoints/STEP, got {checkpoint}")
+  return os.path.dirname(parent), int(step)
+
+
+def check_same_model(saved, config, where):
+  current = json.loads(config.to_json())
+  differences = []
+  for section in CHECKED_SECTIONS:
+    a, b = saved.get(section), current.get(section)
+    if isinstance(a, dict) and isinstance(b, dict):
+      differences += list(checkpoints._differences(a, b, f"{section}."))  # pylint: disable=protected-access
+    elif a != b:
+      differences.append(f"{section}: {a!r} in the checkpoint, {b!r} now")
+  require(not differences, f"{where} was trained with another config: " + "; ".join(differences[:3]) +
+          (f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""))
+
+
+
+
+def _load_into(module, params):
+  state = nnx.state(module)
+  current = state.to_pure_dict()
+  loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), params, current)
+  nnx.replace_by_pure_dict(state, loaded)
+  nnx.update(module, state)
+  return module
+
+
+def load(config, mesh, rules, workdir=None, checkpoint=None):
+  workdir, step = locate(workdir, checkpoint)
+  params, step, saved = checkpoints.read_run(workdir, step, "ema")
+  require(saved.get("task") == "dit", f"{workdir} is a {saved.get('task')!r} run; sampling needs a dit run")
+  check_same_model(saved, config, workdir)
+  task = get_task(config)
+  dit = _load_into(create_sharded(lambda: task.make_model(nnx.Rngs(0)), mesh, rules), params)
+  require(config.frozen.vae and config.frozen.motion,
+          "the config names no trained VAE or motion run (config.frozen.vae, config.frozen.motion)")
+  vae_params, _ = checkpoints.latest_params(config.frozen.vae)
+  vae = _load_into(create_sharded(lambda: common.make_vae(config, nnx.Rngs(0)), mesh, rules), vae_params)
+  motion_params, _ = checkpoints.latest_params(config.frozen.motion)
+  expression = create_sharded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), mesh, rules)
+  pose = create_sharded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), mesh, rules)
+  _load_into(expression, motion_params["expression"])
+  _load_into(pose, motion_params["pose"])
+  return Models(dit, vae, expression, pose, step, workdir)

@@ -1,0 +1,239 @@
+"""Inputs -> conditions -> sampling -> video frames.
+
+Host side: the portrait and driving clip are read and checked; the encoders give each driving
+frame an expression code and (without tracking) a head pose; the mode and motion settings turn
+them into the target signals; the template mesh, posed by them, is rendered to normal maps from
+the target cameras, whose Plücker rays are computed alongside.
+
+Device side: the VAE encodes the reference and the normal maps (per window), and one compiled
+step (every window and every guidance branch in one batched DiT forward, then the solver's
+update) runs once per noise level. The VAE decodes the result.
+
+Frame layout: the generated video has `1 + 4K` frames; frame 0 is the reference image's slot (its
+conditions copy the first driving frame) and frames 1..N follow the N driving frames (the last
+is repeated to fill `4K`). The output is frames 1..N.
+"""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from data_pipeline import cameras as cameras_lib
+from data_pipeline import controls, rays, world
+from data_pipeline import head_pose as head_pose_lib
+from data_pipeline.errors import require
+from data_pipeline.template_head import build_template
+from fp_jax.diffusion import flow, guidance as guidance_lib, samplers
+from fp_jax.parallel import mesh as mesh_lib
+from fp_jax.parallel.sharding import use_mesh
+from fp_jax.sample import inputs, modes, motion_control, windows
+from fp_jax.train.tasks import common
+
+
+@dataclasses.dataclass
+class Request:
+  """Everything one sampling run is asked for (the CLI's flags)."""
+  image: str
+  driving: str = ""
+  tracking: str = ""
+  camera: str = ""  # "" = the mode's default
+  mode: str = "static-frontal"
+  motion: str = "relative"
+  strength: float = 1.0
+  smooth: float = 0.0
+  crop: str = ""
+  frames: int = 0  # output length without a driving clip (0: one trained window)
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class Conditions:
+  """Host arrays at video rate (`1 + 4K` frames) and what they came from."""
+  portrait: inputs.Portrait
+  driving: inputs.Driving
+  signals: motion_control.Signals
+  cameras: cameras_lib.Cameras
+  normals: np.ndarray  # uint8 [T, H, W, 3]
+  rays: np.ndarray  # float32 [T, H, W, 6]
+  num_frames: int  # N, the output length
+  fps: float
+  camera: str  # the preset or file the cameras came from
+
+
+def _pad_to_video_rate(array):
+  """`[N, ...]` -> `[1 + 4K, ...]`: frame 0 copies frame 0, the tail repeats the last frame."""
+  total = 1 + 4 * math.ceil(len(array) / 4)
+  tail = np.repeat(array[-1:], total - 1 - len(array), axis=0)
+  return np.concatenate([array[:1], array, tail], axis=0)
+
+
+class Pipeline:
+
+  def __init__(self, config, models, mesh, rules):
+    self.config, self.models, self.mesh, self.rules = config, models, mesh, rules
+    sample = config.sample
+    self.height, self.width = int(sample.height), int(sample.width)
+    require(self.height % 16 == 0 and self.width % 16 == 0,
+            f"sample.height and sample.width must be multiples of 16, got {self.height}x{self.width}")
+    samplers.check(sample.sampler)
+    self.guidance = guidance_lib.Guidance.from_config(sample.guidance)
+    self.window_latents = (int(config.input.window.num_frames) - 1) // 4
+    self.crop_size = int(config.input.face_crop.size)
+    self.crop_margin = float(config.input.face_crop.margin)
+    self.replicated = NamedSharding(mesh, PartitionSpec())
+    self.pad_to = mesh_lib.batch_shards(mesh)
+    self._encoders = {}
+    self._step = None
+
+  # -- host side -----------------------------------------------------------------------------
+
+  def _put(self, array):
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, self.replicated, lambda index: array[index])
+
+  def _encode_crops(self, name, crops):
+    """Encoder `name` on uint8 face crops `[N, s, s, 3]`, in fixed-size chunks (one compile)."""
+    if name not in self._encoders:
+      graphdef, state = nnx.split(getattr(self.models, name))
+      self._encoders[name] = (jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)), state)
+    encode, state = self._encoders[name]
+    chunk = 16
+    padded = np.concatenate([crops, np.repeat(crops[-1:], -len(crops) % chunk, axis=0)])
+    with use_mesh(self.mesh, self.rules):
+      outputs = [np.asarray(encode(state, self._put(padded[i:i + chunk]))) for i in range(0, len(padded), chunk)]
+    return np.concatenate(outputs)[:len(crops)].astype(np.float64)
+
+  def _source_signals(self, portrait, num_controls):
+    crop = inputs.face_crops(portrait.image[None], portrait.truth, self.crop_size, self.crop_margin)
+    code = self._encode_crops("expression", crop)
+    truth = portrait.truth
+    if truth is not None:
+      return motion_control.Signals.from_pose(truth["head_pose"], truth["head_scale"], code, truth["expression"])
+    head_pose, scale = head_pose_lib.pose_from_vector(self._encode_crops("pose", crop))
+    return motion_control.Signals.from_pose(head_pose, scale, code, np.zeros((1, num_controls)))
+
+  def _driving_signals(self, driving, num_controls):
+    crops = inputs.face_crops(driving.frames, driving.tracking, self.crop_size, self.crop_margin)
+    codes = self._encode_crops("expression", crops)
+    tracking = driving.tracking
+    if tracking is not None:
+      coefficients = tracking.get("expression", np.zeros((len(crops), num_controls)))
+      require(coefficients.shape[1] == num_controls,
+              f"tracking expression has {coefficients.shape[1]} controls, the template {num_controls}")
+      return motion_control.Signals.from_pose(tracking["head_pose"], tracking["head_scale"], codes, coefficients)
+    head_pose, scale = head_pose_lib.pose_from_vector(self._encode_crops("pose", crops))
+    return motion_control.Signals.from_pose(head_pose, scale, codes, np.zeros((len(crops), num_controls)))
+
+  def prepare(self, request):
+    """Reads and checks every input, then builds the host-side conditions."""
+    mode = modes.get(request.mode)
+    input_config = self.config.input
+    portrait = inputs.load_portrait(request.image, self.height, self.width, input_config, request.crop)
+    driving = None
+    if request.driving:
+      driving = inputs.load_driving(request.driving, input_config, request.tracking, self.config.sample.fps)
+    require(driving is not None or not mode.needs_driving, f"mode {request.mode} needs --driving")
+    require(0.0 <= request.smooth <= 100.0, f"--smooth must be in [0, 100] frames, got {request.smooth}")
+    num_frames = len(driving.frames) if driving is not None else (request.frames or 4 * self.window_latents)
+    require(num_frames >= 1, f"nothing to generate: {num_frames} frames")
+    total = 1 + 4 * math.ceil(num_frames / 4)
+    camera_name = request.camera or mode.camera
+    target_cameras = cameras_lib.from_preset(camera_name, total, self.height, self.width)
+    modes.check_camera(request.mode, mode, camera_name, target_cameras)
+
+    model = build_template()
+    num_controls = controls.num_controls(model)
+    source = self._source_signals(portrait, num_controls)
+    held = source.repeat(num_frames)
+    driven = held
+    if driving is not None:
+      driven_raw = motion_control.smooth(self._driving_signals(driving, num_controls), request.smooth)
+      driven = motion_control.combine(driven_raw, source, request.motion, request.strength)
+    signals = motion_control.select(driven, held, mode.drive_pose, mode.drive_expression)
+    signals = motion_control.Signals(*(_pad_to_video_rate(v) for v in dataclasses.astuple(signals)))
+
+    shape = portrait.truth["shape"] if portrait.truth is not None else np.zeros(model.num_shape)
+    spec = world.ClipSpec(self.height, self.width, total, self.config.sample.fps, 1)
+    normals, _ = world.render_normals(model, shape, controls.clip_to_range(signals.coefficients), signals.head_pose, signals.scale,
+                                      target_cameras.intrinsics, target_cameras.extrinsics, spec)
+    ray_maps = rays.plucker_rays(target_cameras.intrinsics, target_cameras.extrinsics, self.height, self.width)
+    fps = driving.fps if driving is not None else float(self.config.sample.fps)
+    return Conditions(portrait, driving, signals, target_cameras, normals, ray_maps.astype(np.float32),
+                      num_frames, fps, camera_name)
+
+  # -- device side ---------------------------------------------------------------------------
+
+  def _window_inputs(self, conditions, window_plan):
+    """The DiT's conditions for every window, stacked window-major (batch = windows)."""
+    pick = lambda array: np.stack([array[window_plan.video_frames(s)] for s in window_plan.starts])
+    return dict(normals=pick(conditions.normals), rays=pick(conditions.rays),
+                expression=pick(conditions.signals.codes.astype(np.float32)),
+                head_pose=pick(conditions.signals.pose_vectors()))
+
+  def _make_step(self, window_plan):
+    dit_graphdef, _ = nnx.split(self.models.dit)
+    branches, sampler, pad_to = self.guidance.branches, self.config.sample.sampler, self.pad_to
+
+    def step(dit_state, x, sigma, next_sigma, previous_velocity, previous_step, weights, conditions):
+      dit = nnx.merge(dit_graphdef, dit_state)
+      parts = windows.split(x, window_plan)
+      latents = jnp.concatenate([jnp.zeros_like(parts[:, :1]), parts], axis=1)
+      timestep = flow.timesteps(jnp.full((latents.shape[0],), sigma))
+      velocity = guidance_lib.guided_velocity(dit, latents, timestep, conditions, branches, weights, pad_to)
+      velocity = windows.merge(velocity[:, 1:], window_plan, x.shape[0])
+      x = samplers.update(sampler, x, velocity, sigma, next_sigma, previous_velocity, previous_step)
+      return x, velocity
+
+    return jax.jit(step, donate_argnums=(1, 4), out_shardings=(self.replicated, self.replicated))
+
+  def sample(self, conditions, seed=0, progress=True):
+    """Latents `[1, 1 + K, h, w, C]` (reference first) for `conditions`."""
+    total_latents = (len(conditions.normals) - 1) // 4
+    window_plan = windows.plan(total_latents, self.window_latents, int(self.config.sample.window_overlap))
+    host = self._window_inputs(conditions, window_plan)
+    sample = self.config.sample
+    with use_mesh(self.mesh, self.rules):
+      vae_graphdef, vae_state = nnx.split(self.models.vae)
+      encode = jax.jit(lambda state, video: _encode_latents(vae_graphdef, state, video))
+      reference = encode(vae_state, self._put(conditions.portrait.image[None, None]))[:, 0]
+      device = {key: self._put(value) for key, value in host.items()}
+      device["normals"] = encode(vae_state, device["normals"])
+      device["reference"] = jnp.repeat(reference, window_plan.count, axis=0)
+      step = self._make_step(window_plan)
+      _, dit_state = nnx.split(self.models.dit)
+      shape = (1, total_latents) + reference.shape[1:]
+      x = jax.jit(lambda key: jax.random.normal(key, shape), out_shardings=self.replicated)(jax.random.key(seed))
+      previous = jnp.zeros_like(x)
+      sigmas = np.asarray(flow.sampling_sigmas(int(sample.steps), float(sample.shift)), np.float32)
+      previous_step = np.float32(0.0)
+      levels = range(len(sigmas) - 1)
+      for index in tqdm(levels, desc="sampling", unit="step", disable=not progress or jax.process_index() != 0):
+        tau = index / max(1, len(levels) - 1)
+        x, previous = step(dit_state, x, sigmas[index], sigmas[index + 1], previous, previous_step,
+                           self.guidance.weights(tau), device)
+        previous_step = np.float32(sigmas[index + 1] - sigmas[index])
+      return jnp.concatenate([reference[:, None], x], axis=1)
+
+  def decode(self, latents, num_frames):
+    """uint8 frames `[N, H, W, 3]` of the generated video (the reference's slot dropped)."""
+    vae_graphdef, vae_state = nnx.split(self.models.vae)
+
+    def run(state, latents):
+      vae = nnx.merge(vae_graphdef, state)
+      return common.to_uint8(vae.decode(vae.denormalize(latents), chunked=True))
+
+    with use_mesh(self.mesh, self.rules):
+      video = jax.jit(run, out_shardings=self.replicated)(vae_state, latents)
+    return np.asarray(jax.device_get(video))[0, 1:1 + num_frames]
+
+
+def _encode_latents(graphdef, state, video):
+  """Normalised VAE latents (posterior means) of uint8 `video`; clips longer than one frame are
+  encoded chunk by chunk, in bounded memory."""
+  vae = nnx.merge(graphdef, state)
+  return vae.normalize(vae.encode(common.unit_range(video), chunked=video.shape[1] > 1)[0])
