@@ -86,8 +86,11 @@ class DiTConfig:
     return attention.get_kernel(self.attention)(q, k, v)
 
   def cross_attention(self, q, k, v):
-    # Keys and values of a cross-attention are short and not split over `context`.
-    name = "einsum" if self.attention == "ulysses" else self.attention
+    # Keys and values of a cross-attention are short and not split over `context`; keys shorter
+    # than one splash block (the expression tokens) would mostly be padding there.
+    name = self.attention
+    if name.startswith("ulysses") or (name == "splash" and k.shape[1] < attention.SPLASH_BLOCK):
+      name = "einsum"
     return attention.get_kernel(name)(q, k, v)
 
   def remat_policy(self):

@@ -3,11 +3,16 @@
 Every kernel takes q `[B, Lq, N, D]`, k and v `[B, Lk, N, D]` and returns `[B, Lq, N, D]`.
 - `einsum`: einsum, fp32 softmax, einsum; the fastest on CPU.
 - `xla`: `jax.nn.dot_product_attention` (XLA's fused attention; cuDNN on GPU).
-- `splash`: Pallas splash attention for TPU (`interpret=True` runs it on CPU for tests).
+- `splash`: Pallas splash attention for TPU (`interpret=True` runs it on CPU for tests). A Mosaic
+  kernel cannot be partitioned by XLA, so under a mesh it runs in a `shard_map`: examples split
+  over the batch axes, heads over `tensor`, queries over `context` (each shard's queries attend
+  to every key: keys and values are gathered over `context`).
 - `ulysses`: tokens sharded over the mesh's `context` axis; an all-to-all trades the token split
   for a head split, attention runs on full sequences, and a second all-to-all trades back.
+- `ulysses_splash`: `ulysses` with splash attention on the full sequences (TPU).
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +33,33 @@ def xla_attention(q, k, v):
   return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
 
-def splash_attention(q, k, v, interpret=False, block=128):
-  """Pallas splash attention (non-causal), padding the tokens to whole blocks."""
+SPLASH_BLOCK = 128
+
+
+def _split(mesh, axes, size):
+  """The mesh axes among `axes` as one PartitionSpec entry, if they split `size` evenly."""
+  axes = tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
+  ways = math.prod(mesh.shape[a] for a in axes)
+  if not axes or size % ways:
+    return None
+  return axes if len(axes) > 1 else axes[0]
+
+
+def splash_attention(q, k, v, interpret=False, block=SPLASH_BLOCK):
+  """Pallas splash attention; under a multi-device mesh, one kernel per shard (see above)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  local = functools.partial(splash_kernel, interpret=interpret, block=block)
+  if mesh.empty or mesh.size == 1 or mesh.are_all_axes_manual:  # one device, or inside a shard_map
+    return local(q, k, v)
+  batch = _split(mesh, ("data", "fsdp"), q.shape[0])
+  heads = _split(mesh, ("tensor",), q.shape[2])
+  q_spec = PartitionSpec(batch, _split(mesh, ("context",), q.shape[1]), heads, None)
+  kv_spec = PartitionSpec(batch, None, heads, None)
+  return jax.shard_map(local, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec, check_vma=False)(q, k, v)
+
+
+def splash_kernel(q, k, v, interpret=False, block=SPLASH_BLOCK):
+  """Pallas splash attention (non-causal) on local arrays, padding the tokens to whole blocks."""
   from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=g-import-not-at-top
       splash_attention_kernel as kernel, splash_attention_mask as masks)
   batch, q_len, heads, dim = q.shape
@@ -80,6 +110,7 @@ KERNELS = {
     "xla": xla_attention,
     "splash": splash_attention,
     "ulysses": ulysses_attention,
+    "ulysses_splash": functools.partial(ulysses_attention, inner=splash_kernel),
 }
 
 
