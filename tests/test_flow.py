@@ -1,5 +1,4 @@
 """Rectified flow: the samplers against exact flows, guidance against its definition."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -56,11 +56,11 @@ def paste_back(portrait, result):
   return video[:, :height - height % 2, :width - width % 2]  # H.264 needs even sizes
 
 
-def _with_audio(video_path, audio_source, out):
-  """`video_path` with the audio of `audio_source` muxed in, written to `out`."""
+def _with_audio(video_path, audio_source, out, seconds):
+  """`video_path` with the audio of `audio_source` muxed in (cut to `seconds`), written to `out`."""
   temporary = out + ".partial.mp4"
   command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", video_path, "-i", audio_source,
-             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest", temporary]
+             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-t", f"{seconds:.6f}", temporary]
   subprocess.run(command, check=True, capture_output=True)
   os.replace(temporary, out)
 
@@ -75,7 +75,7 @@ def write_all(out, conditions, result, settings):
     silent = paths["video"] + ".silent.mp4"
     write_video(silent, result, fps)
     try:
-      _with_audio(silent, driving.source, paths["video"])
+      _with_audio(silent, driving.source, paths["video"], len(result) / fps)
     finally:
       os.remove(silent)
   else:

@@ -34,6 +34,8 @@ from fp_jax.parallel.sharding import use_mesh
 from fp_jax.sample import inputs, modes, motion_control, windows
 from fp_jax.train.tasks import common
 
+PLAUSIBLE_SCALE = (0.5, 2.0)  # the synthetic world draws head scales in [0.95, 1.05]
+
 
 @dataclasses.dataclass
 class Request:
@@ -114,7 +116,7 @@ class Pipeline:
     truth = portrait.truth
     if truth is not None:
       return motion_control.Signals.from_pose(truth["head_pose"], truth["head_scale"], code, truth["expression"])
-    head_pose, scale = head_pose_lib.pose_from_vector(self._encode_crops("pose", crop))
+    head_pose, scale = _estimated_pose(self._encode_crops("pose", crop))
     return motion_control.Signals.from_pose(head_pose, scale, code, np.zeros((1, num_controls)))
 
   def _driving_signals(self, driving, num_controls):
@@ -126,7 +128,7 @@ class Pipeline:
       require(coefficients.shape[1] == num_controls,
               f"tracking expression has {coefficients.shape[1]} controls, the template {num_controls}")
       return motion_control.Signals.from_pose(tracking["head_pose"], tracking["head_scale"], codes, coefficients)
-    head_pose, scale = head_pose_lib.pose_from_vector(self._encode_crops("pose", crops))
+    head_pose, scale = _estimated_pose(self._encode_crops("pose", crops))
     return motion_control.Signals.from_pose(head_pose, scale, codes, np.zeros((len(crops), num_controls)))
 
   def prepare(self, request):
@@ -230,6 +232,13 @@ class Pipeline:
     with use_mesh(self.mesh, self.rules):
       video = jax.jit(run, out_shardings=self.replicated)(vae_state, latents)
     return np.asarray(jax.device_get(video))[0, 1:1 + num_frames]
+
+
+def _estimated_pose(vectors):
+  """The pose encoder's `(6D, t, s)` as a head pose, the scale kept within the world's plausible
+  range (an estimate near zero or below would collapse the mesh)."""
+  head_pose, scale = head_pose_lib.pose_from_vector(vectors)
+  return head_pose, np.clip(scale, *PLAUSIBLE_SCALE)
 
 
 def _encode_latents(graphdef, state, video):

@@ -1,0 +1,133 @@
+"""fp-sample end to end on saved runs with random weights: what it writes, what it refuses."""
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipeline.errors import InputError
+from fp_jax.sample import pipeline, run
+from tests.test_export import saved_run
+from tests.test_trainer import train_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sample_config(data_dir, root):
+  config = train_config(data_dir, "dit")
+  config.frozen.vae, config.frozen.motion = str(root / "vae"), str(root / "motion")
+  config.sample.update(height=32, width=32, steps=2)
+  return config
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+  root = tmp_path_factory.mktemp("sample_runs")
+  saved_run(train_config(data_dir, "vae"), root / "vae", 1)
+  saved_run(train_config(data_dir, "motion"), root / "motion", 2)
+  saved_run(sample_config(data_dir, root), root / "dit", 3)
+  return root
+
+
+def _driving_mp4_with_audio(path, frames):
+  silent = str(path) + ".silent.mp4"
+  iio.imwrite(silent, frames, extension=".mp4", fps=10, macro_block_size=1)
+  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", silent, "-f", "lavfi", "-i",
+                  "sine=frequency=440:duration=2", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                  "-c:a", "aac", "-t", f"{len(frames) / 10}", str(path)], check=True)
+
+
+def test_a_long_video_from_files_with_audio_paste_back_and_settings(runs, data_dir, tmp_path):
+  # A 96x128 photo (cropped and resized to 32x32), a 14-frame driving video with sound: longer
+  # than the trained window (5 frames), so it is sampled in blended windows.
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[:96, :128]
+  photo = np.stack([x * 2, y * 2, np.full_like(x, 90)], axis=-1).astype(np.uint8)  # smooth: codecs keep it
+  Image.fromarray(photo).save(tmp_path / "me.png")
+  _driving_mp4_with_audio(tmp_path / "drive.mp4", rng.integers(0, 255, (14, 48, 48, 3), dtype=np.uint8))
+  request = pipeline.Request(image=str(tmp_path / "me.png"), driving=str(tmp_path / "drive.mp4"),
+                             mode="all-moving", camera="turntable", smooth=1.0)
+  out = str(tmp_path / "out" / "result.mp4")
+  os.makedirs(os.path.dirname(out))
+  written = run.sample(sample_config(data_dir, runs), request, out, workdir=str(runs / "dit"), progress=False)
+  assert set(written) == {"video", "panel", "pasted", "settings"}
+  video = iio.imread(written["video"], plugin="FFMPEG", index=None)
+  assert video.shape == (14, 32, 32, 3)
+  assert "audio_codec" in iio.immeta(written["video"], plugin="FFMPEG")
+  assert iio.imread(written["panel"], plugin="FFMPEG", index=None).shape == (14, 32, 5 * 32, 3)
+  pasted = iio.imread(written["pasted"], plugin="FFMPEG", index=None)
+  assert pasted.shape == (14, 96, 128, 3)
+  # Outside the crop box the pasted video is the photo itself (up to video compression).
+  assert np.abs(pasted[:, :, :10].astype(np.float32) - photo[None, :, :10]).mean() < 6
+  settings = json.loads(open(written["settings"]).read())
+  assert settings["frames"] == 14 and settings["camera"] == "turntable" and settings["checkpoint"]["step"] == 1
+  assert settings["guidance"]["branches"] == ["none", "reference", "all"]
+  assert sorted(os.listdir(tmp_path / "out")) == sorted(os.path.basename(p) for p in written.values())
+
+
+def test_held_signals_stay_at_the_source_and_driven_ones_follow_the_clip(runs, data_dir):
+  from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
+  from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
+  config = sample_config(data_dir, runs)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  job = pipeline.Pipeline(config, models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit")), mesh, DEFAULT_RULES)
+  prepared = {mode: job.prepare(pipeline.Request(image="clip:test/0@2", driving="clip:test/1", mode=mode))
+              for mode in ("expression-only", "pose-only", "camera-sweep")}
+  varies = lambda x: np.ptp(x, axis=0).max() > 1e-6
+  expression_only, pose_only = prepared["expression-only"].signals, prepared["pose-only"].signals
+  assert varies(expression_only.codes) and not varies(expression_only.rotation)
+  assert varies(pose_only.rotation) and not varies(pose_only.codes)
+  sweep = prepared["camera-sweep"]
+  assert not varies(sweep.signals.rotation) and not varies(sweep.signals.codes)
+  assert varies(sweep.cameras.extrinsics)
+  # A stored clip's portrait brings its true pose: the held pose is that frame's.
+  from data_pipeline import records  # pylint: disable=g-import-not-at-top
+  clip = records.ClipRecords(data_dir, "tiny", "test")[0]
+  np.testing.assert_allclose(sweep.signals.head_pose[0], clip["head_pose"][2], atol=1e-5)
+  # Normal maps are rendered from the target poses: a driven pose moves them.
+  assert varies(prepared["pose-only"].normals.reshape(len(pose_only.rotation), -1).astype(np.float32))
+
+
+def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path):
+  config = sample_config(data_dir, runs)
+  out = str(tmp_path / "out.mp4")
+  Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "ok.png")
+  (tmp_path / "bad.json").write_text(json.dumps({"frames": [{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                                                              "Rt": [[1, 0, 0, float("nan")], [0, 1, 0, 0], [0, 0, 1, 1]]}]}))
+  cases = [
+      (dict(image=str(tmp_path / "missing.png"), driving="clip:test/1"), "image not found"),
+      (dict(image=str(tmp_path / "ok.png"), driving="clip:test/1", mode="moonwalk"), "unknown mode"),
+      (dict(image=str(tmp_path / "ok.png"), driving="clip:test/1", mode="all-moving", camera="orbit"),
+       "unknown camera preset"),
+      (dict(image=str(tmp_path / "ok.png"), mode="camera-sweep", camera=str(tmp_path / "bad.json")), "NaN|not valid"),
+      (dict(image=str(tmp_path / "ok.png"), mode="static-frontal"), "needs --driving"),
+  ]
+  for fields, message in cases:
+    with pytest.raises(InputError, match=message):
+      run.sample(config, pipeline.Request(**fields), out, workdir=str(runs / "dit"), progress=False)
+  other = sample_config(data_dir, runs)
+  other.model.layers = 3
+  with pytest.raises(InputError, match="trained with another config"):
+    run.sample(other, pipeline.Request(image=str(tmp_path / "ok.png"), driving="clip:test/1"), out,
+               workdir=str(runs / "dit"), progress=False)
+  assert sorted(os.listdir(tmp_path)) == ["bad.json", "ok.png"]
+
+
+def test_the_command_prints_one_line_and_exits_2(runs, tmp_path):
+  (tmp_path / "broken.png").write_bytes(b"not an image")
+  result = subprocess.run(
+      [sys.executable, "-c", "from fp_jax.sample.cli import run; run()", "--config=configs/tiny.py",
+       f"--workdir={runs / 'dit'}", f"--image={tmp_path / 'broken.png'}", "--driving=clip:test/1",
+       f"--out={tmp_path / 'out.mp4'}"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+      env=dict(os.environ, PYTHONPATH=ROOT))
+  assert result.returncode == 2, result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: {tmp_path / 'broken.png'} is not a readable image (UnidentifiedImageError)"] or \
+      errors[0].startswith("error: ") and len(errors) == 1, result.stderr
+  assert sorted(os.listdir(tmp_path)) == ["broken.png"]
