@@ -121,5 +121,7 @@ def guided_velocity(model, latents, timestep, conditions, branches, weights, pad
     stacked, times = pad(stacked), pad(times)
     inputs, keep = ({k: pad(v) for k, v in tree.items()} for tree in (inputs, keep))
   velocity = model(stacked, times, None, keep=keep, **inputs)[:count * batch]
+  if count == 1:  # guidance off: the one branch, as is
+    return velocity
   velocity = velocity.reshape(count, batch, *velocity.shape[1:])
   return jnp.tensordot(jnp.asarray(weights, velocity.dtype), velocity, axes=1)

@@ -177,7 +177,10 @@ class Pipeline:
                 expression=pick(conditions.signals.codes.astype(np.float32)),
                 head_pose=pick(conditions.signals.pose_vectors()))
 
-  def _make_step(self, window_plan):
+  def step_function(self, window_plan):
+    """The compiled sampling step: every window and guidance branch in one forward, then the
+    solver update. Args: (dit state, x, sigma, next_sigma, previous velocity, previous step,
+    branch weights, window conditions); returns (x at next_sigma, velocity)."""
     dit_graphdef, _ = nnx.split(self.models.dit)
     branches, sampler, pad_to = self.guidance.branches, self.config.sample.sampler, self.pad_to
 
@@ -206,7 +209,7 @@ class Pipeline:
       device = {key: self._put(value) for key, value in host.items()}
       device["normals"] = encode(vae_state, device["normals"])
       device["reference"] = jnp.repeat(reference, window_plan.count, axis=0)
-      step = self._make_step(window_plan)
+      step = self.step_function(window_plan)
       _, dit_state = nnx.split(self.models.dit)
       shape = (1, total_latents) + reference.shape[1:]
       x = jax.jit(lambda key: jax.random.normal(key, shape), out_shardings=self.replicated)(jax.random.key(seed))

@@ -60,11 +60,15 @@ def plan(total, length, overlap):
 
 def split(latents, window_plan):
   """`[B, K, ...]` -> `[windows * B, k, ...]`, window-major."""
+  if window_plan.count == 1:
+    return latents
   return jnp.concatenate([latents[:, s:s + window_plan.length] for s in window_plan.starts], axis=0)
 
 
 def merge(values, window_plan, batch):
   """`[windows * B, k, ...]` -> `[B, K, ...]`: each frame the weighted mean of its windows."""
+  if window_plan.count == 1:  # one window covers every frame with weight 1
+    return values
   total = jnp.zeros((batch, window_plan.total) + values.shape[2:], values.dtype)
   shape = (1, window_plan.length) + (1,) * (values.ndim - 2)
   for index, start in enumerate(window_plan.starts):
