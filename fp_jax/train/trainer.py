@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import nnx
@@ -38,9 +39,14 @@ def _print_step(step, values):
 
 
 def initial_state(params, tx, seed):
-  """The training state at step 0 (sharded as `params`; call under the mesh)."""
+  """The training state at step 0, call under the mesh. Every parameter-shaped part (EMA, the
+  optimizer's moments) is sharded as `params`: left to jit, the moments' zeros came out replicated."""
+  shardings = jax.tree.map(lambda x: x.sharding, params)
+  like_params = lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
   return jax.jit(lambda params: dict(
-      params=params, opt_state=tx.init(params), ema=jax.tree.map(jnp.copy, params),
+      params=params, opt_state=optax.tree_utils.tree_map_params(
+          tx, jax.lax.with_sharding_constraint, tx.init(params), shardings),
+      ema=like_params(jax.tree.map(jnp.copy, params)),
       step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
       skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
 
