@@ -38,17 +38,21 @@ def _print_step(step, values):
   print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())), flush=True)
 
 
-def initial_state(params, tx, seed):
-  """The training state at step 0, call under the mesh. Every parameter-shaped part (EMA, the
-  optimizer's moments) is sharded as `params`: left to jit, the moments' zeros came out replicated."""
-  shardings = jax.tree.map(lambda x: x.sharding, params)
+def fresh_state(params, tx, seed, shardings):
+  """The training state at step 0 (traceable). Every parameter-shaped part (EMA, the optimizer's
+  moments) is pinned to the parameters' `shardings`: left to jit, the moments came out replicated."""
   like_params = lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
-  return jax.jit(lambda params: dict(
-      params=params, opt_state=optax.tree_utils.tree_map_params(
-          tx, jax.lax.with_sharding_constraint, tx.init(params), shardings),
-      ema=like_params(jax.tree.map(jnp.copy, params)),
+  return dict(
+      params=params, ema=like_params(jax.tree.map(jnp.copy, params)),
+      opt_state=optax.tree_utils.tree_map_params(tx, jax.lax.with_sharding_constraint, tx.init(params), shardings),
       step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
-      skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32)))(params)
+      skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
+
+
+def initial_state(params, tx, seed):
+  """The training state at step 0, sharded as `params` (call under the mesh)."""
+  shardings = jax.tree.map(lambda x: x.sharding, params)
+  return jax.jit(lambda params: fresh_state(params, tx, seed, shardings))(params)
 
 
 class Trainer(TrainStep):
