@@ -111,12 +111,18 @@ class Decoder(nnx.Module):
     return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
 
 
+INITIAL_LOGVAR = -6.0
+
+
 class VideoVAE(nnx.Module):
 
   def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.encoder = Encoder(config, rngs)
     self.quant_conv = CausalConv3d(2 * config.z_dim, 2 * config.z_dim, 1, rngs)
+    # The posterior starts narrow (std ~0.05): at log-variance 0 the sampled noise would drown
+    # the young encoder's means, and a KL weight of 1e-6 lets the VAE learn that only slowly.
+    self.quant_conv.bias[...] = jnp.zeros((2 * config.z_dim,)).at[config.z_dim:].set(INITIAL_LOGVAR)
     self.post_quant_conv = CausalConv3d(config.z_dim, config.z_dim, 1, rngs)
     self.decoder = Decoder(config, rngs)
 
