@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "importlib_resources==7.1.0",  # TFDS needs it to build datasets
     "safetensors==0.8.0",  # reading diffusers checkpoints needs no torch
+    "dm-pix==0.4.5",  # image metrics (PSNR, SSIM) for fp-eval
 ]
 
 EXTRAS_REQUIRE = {
