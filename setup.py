@@ -54,6 +54,7 @@ setup(
             "fp-import=fp_jax.export.cli:run_import",
             "fp-aot=fp_jax.aot.cli:run",
             "fp-sample=fp_jax.sample.cli:run",
+            "fp-eval=fp_jax.eval.cli:run",
         ],
     },
 )

@@ -98,23 +98,26 @@ class Guidance:
             **{name: dataclasses.asdict(getattr(self, name)) for name in ("scale", "reference", "motion")}}
 
 
-def branch_keeps(branches, batch):
-  """Drop flags for `branches` stacked branch-major: each a `[len(branches) * batch]` array."""
-  return {name: jnp.repeat(jnp.array([BRANCH_KEEPS[b][name] for b in branches], jnp.float32), batch)
+def branch_keeps(branches, batch, drop=()):
+  """Drop flags for `branches` stacked branch-major: each a `[len(branches) * batch]` array;
+  conditions named in `drop` are dropped in every branch (an ablation)."""
+  return {name: jnp.repeat(jnp.array([0.0 if name in drop else BRANCH_KEEPS[b][name] for b in branches],
+                                     jnp.float32), batch)
           for name in BRANCH_KEEPS["all"]}
 
 
-def guided_velocity(model, latents, timestep, conditions, branches, weights, pad_to=1):
+def guided_velocity(model, latents, timestep, conditions, branches, weights, pad_to=1, drop=()):
   """One forward of the model on every branch at once, combined with `weights` `[branches]`.
 
   `conditions` are the DiT's keyword inputs for the batch of `latents` (no `keep`). The batch of
   `branches x B` is padded to a multiple of `pad_to` (the mesh's batch shards) and trimmed after.
+  `drop` names conditions withheld from every branch (evaluation's ablations).
   """
   batch, count = latents.shape[0], len(branches)
   repeat = lambda x: jnp.concatenate([x] * count, axis=0) if count > 1 else x
   inputs = {name: repeat(value) for name, value in conditions.items()}
   stacked, times = repeat(latents), repeat(jnp.broadcast_to(timestep, (batch,) + timestep.shape[1:]))
-  keep = branch_keeps(branches, batch)
+  keep = branch_keeps(branches, batch, drop)
   padding = -(count * batch) % pad_to
   if padding:
     pad = lambda x: jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)], axis=0)

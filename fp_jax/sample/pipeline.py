@@ -76,8 +76,10 @@ def _pad_to_video_rate(array):
 
 class Pipeline:
 
-  def __init__(self, config, models, mesh, rules):
+  def __init__(self, config, models, mesh, rules, drop=()):
+    """`drop`: conditions withheld from the model in every guidance branch (for ablations)."""
     self.config, self.models, self.mesh, self.rules = config, models, mesh, rules
+    self.drop = tuple(drop)
     sample = config.sample
     self.height, self.width = int(sample.height), int(sample.width)
     require(self.height % 16 == 0 and self.width % 16 == 0,
@@ -98,7 +100,7 @@ class Pipeline:
     array = np.asarray(array)
     return jax.make_array_from_callback(array.shape, self.replicated, lambda index: array[index])
 
-  def _encode_crops(self, name, crops):
+  def encode_crops(self, name, crops):
     """Encoder `name` on uint8 face crops `[N, s, s, 3]`, in fixed-size chunks (one compile)."""
     if name not in self._encoders:
       graphdef, state = nnx.split(getattr(self.models, name))
@@ -112,23 +114,23 @@ class Pipeline:
 
   def _source_signals(self, portrait, num_controls):
     crop = inputs.face_crops(portrait.image[None], portrait.truth, self.crop_size, self.crop_margin)
-    code = self._encode_crops("expression", crop)
+    code = self.encode_crops("expression", crop)
     truth = portrait.truth
     if truth is not None:
       return motion_control.Signals.from_pose(truth["head_pose"], truth["head_scale"], code, truth["expression"])
-    head_pose, scale = _estimated_pose(self._encode_crops("pose", crop))
+    head_pose, scale = _estimated_pose(self.encode_crops("pose", crop))
     return motion_control.Signals.from_pose(head_pose, scale, code, np.zeros((1, num_controls)))
 
   def _driving_signals(self, driving, num_controls):
     crops = inputs.face_crops(driving.frames, driving.tracking, self.crop_size, self.crop_margin)
-    codes = self._encode_crops("expression", crops)
+    codes = self.encode_crops("expression", crops)
     tracking = driving.tracking
     if tracking is not None:
       coefficients = tracking.get("expression", np.zeros((len(crops), num_controls)))
       require(coefficients.shape[1] == num_controls,
               f"tracking expression has {coefficients.shape[1]} controls, the template {num_controls}")
       return motion_control.Signals.from_pose(tracking["head_pose"], tracking["head_scale"], codes, coefficients)
-    head_pose, scale = _estimated_pose(self._encode_crops("pose", crops))
+    head_pose, scale = _estimated_pose(self.encode_crops("pose", crops))
     return motion_control.Signals.from_pose(head_pose, scale, codes, np.zeros((len(crops), num_controls)))
 
   def prepare(self, request):
@@ -145,7 +147,15 @@ class Pipeline:
     require(num_frames >= 1, f"nothing to generate: {num_frames} frames")
     total = 1 + 4 * math.ceil(num_frames / 4)
     camera_name = request.camera or mode.camera
-    target_cameras = cameras_lib.from_preset(camera_name, total, self.height, self.width)
+    if camera_name == "driving":  # the driving clip's own cameras (self-reenactment, evaluation)
+      tracking = driving.tracking if driving is not None else None
+      require(tracking is not None and "intrinsics" in tracking,
+              "--camera=driving needs a driving clip whose tracking has cameras")
+      scale = np.diag([self.width / driving.frames.shape[2], self.height / driving.frames.shape[1], 1.0])
+      target_cameras = cameras_lib.Cameras(_pad_to_video_rate(scale @ tracking["intrinsics"]),
+                                           _pad_to_video_rate(tracking["extrinsics"])).validate(self.height, self.width)
+    else:
+      target_cameras = cameras_lib.from_preset(camera_name, total, self.height, self.width)
     modes.check_camera(request.mode, mode, camera_name, target_cameras)
 
     model = build_template()
@@ -189,7 +199,8 @@ class Pipeline:
       parts = windows.split(x, window_plan)
       latents = jnp.concatenate([jnp.zeros_like(parts[:, :1]), parts], axis=1)
       timestep = flow.timesteps(jnp.full((latents.shape[0],), sigma))
-      velocity = guidance_lib.guided_velocity(dit, latents, timestep, conditions, branches, weights, pad_to)
+      velocity = guidance_lib.guided_velocity(dit, latents, timestep, conditions, branches, weights, pad_to,
+                                              self.drop)
       velocity = windows.merge(velocity[:, 1:], window_plan, x.shape[0])
       x = samplers.update(sampler, x, velocity, sigma, next_sigma, previous_velocity, previous_step)
       return x, velocity

@@ -1,0 +1,1 @@
+"""Evaluation on held-out identities and the benchmark report (`fp-eval`)."""

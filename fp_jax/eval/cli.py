@@ -1,0 +1,53 @@
+r"""`fp-eval`: self-reenactment scores of a dit run on held-out identities, with baselines.
+
+  fp-eval --config=configs/tiny.py --workdir=RUN --split=test --out=report.json [--clips=4]
+Writes report.json (psnr, baseline_psnr, pose_error_deg, baseline_pose_error_deg, ...) and
+report.md beside it. See fp_jax/eval/evaluate.py for what is measured.
+"""
+import os
+import shlex
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from data_pipeline.cli import run as run_cli
+from data_pipeline.errors import InputError, require
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The dit run's config (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "The dit training run.")
+flags.DEFINE_string("split", "test", "Held-out split of the config's dataset.")
+flags.DEFINE_integer("clips", 4, "Clips to evaluate (the split's first ones).")
+flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_string("out", None, "report.json to write (report.md beside it).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    raise InputError("--config is required, e.g. --config=configs/tiny.py")
+  require(FLAGS.workdir and FLAGS.out, "--workdir and --out are required")
+  require(FLAGS.out.endswith(".json"), f"--out must name a .json file, got {FLAGS.out!r}")
+  require(os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.out))), f"--out: the folder of {FLAGS.out} does not exist")
+  require(FLAGS.clips >= 1, f"--clips must be >= 1, got {FLAGS.clips}")
+  import jax  # pylint: disable=g-import-not-at-top
+  from fp_jax.eval import evaluate, report  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.sharding import rules_from_config  # pylint: disable=g-import-not-at-top
+  from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = rules_from_config(config.logical_axis_rules)
+  models = models_lib.load(config, mesh, rules, FLAGS.workdir)
+  summary, rows = evaluate.evaluate(config, models, mesh, rules, FLAGS.split, FLAGS.clips, FLAGS.seed)
+  if jax.process_index() == 0:
+    command = "fp-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for path in report.write(FLAGS.out, summary, rows, command, FLAGS.seed):
+      print(f"wrote {path}")
+    for key in ("psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg"):
+      print(f"{key}: {summary[key]:.3f}")
+
+
+def run():
+  run_cli(main)

@@ -1,0 +1,34 @@
+"""Per-video metrics: image similarity (dm-pix), head-pose angle, expression-code distance."""
+import dm_pix
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipeline import head_pose
+
+
+def image_scores(generated, target):
+  """Mean PSNR (dB) and SSIM of uint8 videos `[N, H, W, 3]` (frames in [0, 1])."""
+  a = jnp.asarray(generated, jnp.float32) / 255.0
+  b = jnp.asarray(target, jnp.float32) / 255.0
+  return float(jnp.mean(dm_pix.psnr(a, b))), float(jnp.mean(dm_pix.ssim(a, b)))
+
+
+def rotation_angle_deg(a, b):
+  """Angles (degrees) between rotations `a` and `b` `[N, 3, 3]`."""
+  cos = (np.trace(np.swapaxes(a, -1, -2) @ b, axis1=-2, axis2=-1) - 1.0) / 2.0
+  return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def pose_error_deg(vectors, target_vectors):
+  """Mean head-rotation angle between two sets of `(6D, t, s)` pose vectors."""
+  rotation = head_pose.rotation_from_6d(np.asarray(vectors, np.float64)[:, :6])
+  target = head_pose.rotation_from_6d(np.asarray(target_vectors, np.float64)[:, :6])
+  return float(np.mean(rotation_angle_deg(rotation, target)))
+
+
+def code_error(codes, target_codes):
+  """Mean distance between expression codes, relative to the target codes' spread over frames
+  and clips (1.0 = as far as a random other frame's code)."""
+  codes, target_codes = np.asarray(codes, np.float64), np.asarray(target_codes, np.float64)
+  spread = np.sqrt(np.mean(np.sum(np.square(target_codes - target_codes.mean(axis=0)), axis=-1))) + 1e-9
+  return float(np.mean(np.linalg.norm(codes - target_codes, axis=-1)) / spread)

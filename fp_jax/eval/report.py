@@ -1,0 +1,38 @@
+"""`report.json` and `report.md`: the evaluation table, with the command and seed behind it."""
+import json
+import os
+
+METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
+           ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"))
+
+
+def _write(path, text):
+  temporary = path + ".partial"
+  with open(temporary, "w") as handle:
+    handle.write(text)
+  os.replace(temporary, path)
+
+
+def markdown(summary, rows, command, seed):
+  methods = [("model", "")] + [(f"without {m[len('without_'):-len('_psnr')]}", m[:-len("psnr")])
+                                for m in summary if m.startswith("without_") and m.endswith("_psnr")]
+  methods.append(("portrait repeated (baseline)", "baseline_"))
+  lines = ["# Evaluation: self-reenactment on held-out identities", "",
+           f"{len(rows)} clips; reproduce with `{command}` (seed {seed}).", "",
+           "| method | " + " | ".join(f"{label} ({better})" for _, label, better in METRICS) + " |",
+           "|---|" + "---|" * len(METRICS)]
+  for name, prefix in methods:
+    lines.append(f"| {name} | " + " | ".join(f"{summary[prefix + key]:.3f}" for key, _, _ in METRICS) + " |")
+  lines += ["", f"PSNR over the baseline: {summary['psnr'] - summary['baseline_psnr']:+.2f} dB (bar: +3 dB); "
+            f"pose error over the baseline's: {summary['pose_error_deg'] / max(summary['baseline_pose_error_deg'], 1e-9):.2f}x "
+            "(bar: < 0.5x).", ""]
+  return "\n".join(lines)
+
+
+def write(out, summary, rows, command, seed):
+  """Writes `out` (JSON: summary keys at the top, per-clip rows, command, seed) and `out`'s .md."""
+  payload = dict(summary, clips=rows, command=command, seed=seed)
+  _write(out, json.dumps(payload, indent=1, sort_keys=True))
+  markdown_path = os.path.splitext(out)[0] + ".md"
+  _write(markdown_path, markdown(summary, rows, command, seed))
+  return out, markdown_path

@@ -1,0 +1,57 @@
+"""fp-eval: metrics against analytic answers, and a whole evaluation on saved random runs."""
+import json
+
+import numpy as np
+import pytest
+
+from data_pipeline import records
+from data_pipeline.lbs import axis_angle_to_matrix
+from data_pipeline import head_pose
+from fp_jax.eval import evaluate, metrics, report
+from tests.test_sample import runs, sample_config  # pylint: disable=unused-import  # the fixture
+
+
+def test_psnr_and_ssim_against_their_definitions():
+  rng = np.random.default_rng(0)
+  a = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+  b = np.clip(a.astype(np.int32) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+  mse = np.mean(((a.astype(np.float64) - b) / 255.0) ** 2, axis=(1, 2, 3))
+  psnr, ssim = metrics.image_scores(a, b)
+  assert psnr == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), rel=1e-5)
+  assert metrics.image_scores(a, a)[1] == pytest.approx(1.0, abs=1e-6) and 0 < ssim < 1
+
+
+def test_pose_error_is_the_rotation_angle():
+  angles = np.radians([5.0, 30.0, 90.0])
+  base = axis_angle_to_matrix(np.random.default_rng(1).normal(0, 0.3, (3, 3)))
+  turned = axis_angle_to_matrix(np.stack([np.zeros(3), angles, np.zeros(3)], axis=-1)) @ base
+  vectors = lambda r: head_pose.pose_vector(np.concatenate([r, np.zeros((3, 3, 1))], axis=-1), np.ones(3))
+  assert metrics.pose_error_deg(vectors(turned), vectors(base)) == pytest.approx(np.mean([5, 30, 90]), rel=1e-6)
+
+
+def test_code_error_is_relative_to_the_spread():
+  target = np.random.default_rng(2).normal(size=(50, 8))
+  assert metrics.code_error(target, target) == 0.0
+  assert metrics.code_error(np.repeat(target.mean(axis=0, keepdims=True), 50, 0), target) == pytest.approx(0.92, abs=0.1)
+
+
+def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_path):
+  from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
+  from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
+  config = sample_config(data_dir, runs)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+  summary, rows = evaluate.evaluate(config, models, mesh, DEFAULT_RULES, "test", 1, 0, ablations=("pose",))
+  assert len(rows) == 1
+  for key in ("psnr", "ssim", "pose_error_deg", "expression_error"):
+    for prefix in ("", "baseline_", "without_pose_"):
+      assert np.isfinite(summary[prefix + key])
+  # The baseline is the first frame repeated: its PSNR, by the definition, from the stored clip.
+  frames = np.asarray(records.ClipRecords(data_dir, "tiny", "test")[0]["frames"], np.float64) / 255.0
+  mse = np.mean((frames[1:] - frames[:1]) ** 2, axis=(1, 2, 3))
+  assert summary["baseline_psnr"] == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), rel=1e-4)
+  json_path, markdown_path = report.write(str(tmp_path / "report.json"), summary, rows, "fp-eval ...", 0)
+  saved = json.loads(open(json_path).read())
+  assert {"psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg"} <= set(saved)
+  assert "| portrait repeated (baseline) |" in open(markdown_path).read()
