@@ -13,7 +13,7 @@ import torch
 from flax import nnx
 
 from data_pipeline.errors import InputError
-from fp_jax.diffusion import flow
+from fp_jax.diffusion import flow, samplers
 from fp_jax.export import export_run, import_run, torch_dit, torch_motion
 from fp_jax.train import trainer as trainer_lib
 from tests import dit_helpers as helpers

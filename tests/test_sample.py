@@ -131,3 +131,34 @@ def test_the_command_prints_one_line_and_exits_2(runs, tmp_path):
   assert errors == [f"error: {tmp_path / 'broken.png'} is not a readable image (UnidentifiedImageError)"] or \
       errors[0].startswith("error: ") and len(errors) == 1, result.stderr
   assert sorted(os.listdir(tmp_path)) == ["broken.png"]
+
+
+def test_preview_camera_renders_the_path_and_samples_nothing(runs, data_dir, tmp_path):
+  request = pipeline.Request(image="clip:test/0@0", mode="camera-sweep", camera="spiral", frames=6)
+  written = run.sample(sample_config(data_dir, runs), request, str(tmp_path / "out.mp4"),
+                       workdir=str(runs / "dit"), preview=True, progress=False)
+  assert list(written) == ["preview"] and sorted(os.listdir(tmp_path)) == ["out.preview.mp4"]
+  video = iio.imread(written["preview"], plugin="FFMPEG", index=None)
+  assert video.shape == (6, 32, 2 * 32, 3)
+  assert np.abs(video[0].astype(np.int32) - video[-1]).mean() > 1  # the camera moved
+
+
+def test_two_processes_sample_what_one_does(runs, data_dir, tmp_path):
+  request = pipeline.Request(image="clip:test/0@1", driving="clip:test/1", mode="all-moving", camera="dolly")
+  alone = run.sample(sample_config(data_dir, runs), request, str(tmp_path / "one.mp4"), workdir=str(runs / "dit"),
+                     progress=False)
+  overrides = [f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
+               "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
+               "--config.input.workers.count=0", "--config.motion.widths=(8, 16)",
+               f"--config.frozen.vae={runs / 'vae'}", f"--config.frozen.motion={runs / 'motion'}",
+               "--config.sample.height=32", "--config.sample.width=32", "--config.sample.steps=2"]
+  command = [sys.executable, os.path.join(ROOT, "launch", "local_multiprocess.py"), "-n", "2",
+             "--devices_per_process", "4", "--", sys.executable, "-c", "from fp_jax.sample.cli import run; run()",
+             "--config=configs/tiny.py", *overrides, f"--workdir={runs / 'dit'}", "--image=clip:test/0@1",
+             "--driving=clip:test/1", "--mode=all-moving", "--camera=dolly", f"--out={tmp_path / 'two.mp4'}"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  one = iio.imread(alone["video"], plugin="FFMPEG", index=None).astype(np.int32)
+  two = iio.imread(tmp_path / "two.mp4", plugin="FFMPEG", index=None).astype(np.int32)
+  assert one.shape == two.shape and np.abs(one - two).mean() < 0.5

@@ -31,6 +31,8 @@ def main(argv):
   require(FLAGS.out.endswith(".json"), f"--out must name a .json file, got {FLAGS.out!r}")
   require(os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.out))), f"--out: the folder of {FLAGS.out} does not exist")
   require(FLAGS.clips >= 1, f"--clips must be >= 1, got {FLAGS.clips}")
+  from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize_from_env()
   import jax  # pylint: disable=g-import-not-at-top
   from fp_jax.eval import evaluate, report  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top

@@ -7,8 +7,6 @@ r"""`fp-sample`: a portrait animated by a driving video, seen through a camera t
       --out=out.mp4
 Sampler, steps and guidance come from the config (`--config.sample.steps=30`, ...).
 """
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -41,9 +39,8 @@ def main(argv):
   for name in ("image", "out"):
     if not getattr(FLAGS, name):
       raise InputError(f"--{name} is required")
-  if os.environ.get("FP_NUM_PROCESSES") == "auto":  # a TPU pod: every host runs this command
-    from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-    distributed.initialize()
+  from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize_from_env()  # every host of a pod runs this same command
   from fp_jax.sample import pipeline, run  # pylint: disable=g-import-not-at-top
   request = pipeline.Request(
       image=FLAGS.image, driving=FLAGS.driving, tracking=FLAGS.tracking, camera=FLAGS.camera, mode=FLAGS.mode,

@@ -20,14 +20,8 @@ def main(argv):
   if _CONFIG.value is None:
     raise InputError("--config is required, e.g. --config=configs/tiny.py:dit")
   workdir = writable_directory(_WORKDIR.value, "workdir")
-  if os.environ.get("FP_NUM_PROCESSES"):  # started by launch/local_multiprocess.py or launch/tpu_vm.sh
-    from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-    heartbeat = int(os.environ.get("FP_HEARTBEAT_SECONDS", 100))
-    if os.environ["FP_NUM_PROCESSES"] == "auto":  # a TPU pod: JAX finds its peers itself
-      distributed.initialize(heartbeat_seconds=heartbeat)
-    else:
-      distributed.initialize(os.environ["FP_COORDINATOR_ADDRESS"], int(os.environ["FP_NUM_PROCESSES"]),
-                             int(os.environ["FP_PROCESS_ID"]), heartbeat)
+  from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize_from_env()  # started by launch/local_multiprocess.py or launch/tpu_vm.sh
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty; metrics are printed below
   import jax  # pylint: disable=g-import-not-at-top
   from fp_jax.train import trainer  # pylint: disable=g-import-not-at-top
