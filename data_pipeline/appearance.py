@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 from data_pipeline.renderer import Background, Lighting
-from data_pipeline.template_head import EYE_RADIUS, LABEL_NAMES
+from data_pipeline.template_head import EYE_RADIUS
 
 _SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.89, 0.67, 0.53], [0.78, 0.57, 0.42],
                         [0.60, 0.42, 0.30], [0.42, 0.28, 0.20], [0.30, 0.20, 0.14]])

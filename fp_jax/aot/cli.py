@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from data_pipeline.cli import run as run_cli
-from data_pipeline.errors import InputError, require
+from data_pipeline.errors import require
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (configs/*.py).", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, e.g. v5p:4x4x4, v6e:8x8.")

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fp_jax.models import layers, rope
-from fp_jax.parallel import attention
 from fp_jax.parallel.sharding import constrain
 
 

@@ -5,7 +5,6 @@ velocity error on every latent frame but the first (the reference's place).
 """
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from data_pipeline.errors import require
 from fp_jax.diffusion import flow, samplers

@@ -1,7 +1,6 @@
 """VAE task: reconstruct the video (L1) under a small KL pull towards the prior."""
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from fp_jax.train.tasks import common
 
