@@ -26,7 +26,7 @@ def get_config(arg="dit"):
     # short windows cost a quarter of the demo clips' 17 and teach the same convolutions.
     config.input.window.num_frames = 5
     config.optim.learning_rate = 2e-3
-    config.total_steps = 600
+    config.total_steps = 300  # ~2.5 s a step here (batch 8): the demo's largest stage
   elif arg == "motion":
     config.total_steps = 400
   elif arg == "dit":

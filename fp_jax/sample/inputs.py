@@ -131,7 +131,7 @@ def load_portrait(spec, height, width, input_config, crop=None):
   box = parse_box(crop) if crop else centred_box(image_width, image_height, width / height)
   require(box[0] >= 0 and box[1] >= 0 and box[2] <= image_width and box[3] <= image_height,
           f"--crop {box} reaches outside the {image_width}x{image_height} image")
-  if truth is not None and (image_height, image_width) != (height, width):
+  if truth is not None:  # the stored camera, moved to the cut-out region and its new size
     scale = np.diag([width / (box[2] - box[0]), height / (box[3] - box[1]), 1.0])
     shift = np.array([[1, 0, -box[0]], [0, 1, -box[1]], [0, 0, 1]], np.float64)
     truth["intrinsics"] = scale @ shift @ truth["intrinsics"]

@@ -92,7 +92,11 @@ class Pipeline:
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.pad_to = mesh_lib.batch_shards(mesh)
     self._encoders = {}
-    self._step = None
+    self._steps = {}  # compiled sampling steps by window layout: compiled once per shape
+    vae_graphdef, self._vae_state = nnx.split(models.vae)
+    self._encode_video = jax.jit(lambda state, video: _encode_latents(vae_graphdef, state, video))
+    self._decode_video = jax.jit(lambda state, latents: _decode_latents(vae_graphdef, state, latents),
+                                 out_shardings=self.replicated)
 
   # -- host side -----------------------------------------------------------------------------
 
@@ -187,6 +191,12 @@ class Pipeline:
                 expression=pick(conditions.signals.codes.astype(np.float32)),
                 head_pose=pick(conditions.signals.pose_vectors()))
 
+  def _step_for(self, window_plan):
+    layout = (window_plan.total, window_plan.length, window_plan.starts)
+    if layout not in self._steps:
+      self._steps[layout] = self.step_function(window_plan)
+    return self._steps[layout]
+
   def step_function(self, window_plan):
     """The compiled sampling step: every window and guidance branch in one forward, then the
     solver update. Args: (dit state, x, sigma, next_sigma, previous velocity, previous step,
@@ -214,13 +224,11 @@ class Pipeline:
     host = self._window_inputs(conditions, window_plan)
     sample = self.config.sample
     with use_mesh(self.mesh, self.rules):
-      vae_graphdef, vae_state = nnx.split(self.models.vae)
-      encode = jax.jit(lambda state, video: _encode_latents(vae_graphdef, state, video))
-      reference = encode(vae_state, self._put(conditions.portrait.image[None, None]))[:, 0]
+      reference = self._encode_video(self._vae_state, self._put(conditions.portrait.image[None, None]))[:, 0]
       device = {key: self._put(value) for key, value in host.items()}
-      device["normals"] = encode(vae_state, device["normals"])
+      device["normals"] = self._encode_video(self._vae_state, device["normals"])
       device["reference"] = jnp.repeat(reference, window_plan.count, axis=0)
-      step = self.step_function(window_plan)
+      step = self._step_for(window_plan)
       _, dit_state = nnx.split(self.models.dit)
       shape = (1, total_latents) + reference.shape[1:]
       x = jax.jit(lambda key: jax.random.normal(key, shape), out_shardings=self.replicated)(jax.random.key(seed))
@@ -237,15 +245,15 @@ class Pipeline:
 
   def decode(self, latents, num_frames):
     """uint8 frames `[N, H, W, 3]` of the generated video (the reference's slot dropped)."""
-    vae_graphdef, vae_state = nnx.split(self.models.vae)
-
-    def run(state, latents):
-      vae = nnx.merge(vae_graphdef, state)
-      return common.to_uint8(vae.decode(vae.denormalize(latents), chunked=True))
-
     with use_mesh(self.mesh, self.rules):
-      video = jax.jit(run, out_shardings=self.replicated)(vae_state, latents)
+      video = self._decode_video(self._vae_state, latents)
     return np.asarray(jax.device_get(video))[0, 1:1 + num_frames]
+
+
+def _decode_latents(graphdef, state, latents):
+  """uint8 video of normalised latents, decoded frame by frame (bounded memory)."""
+  vae = nnx.merge(graphdef, state)
+  return common.to_uint8(vae.decode(vae.denormalize(latents), chunked=True))
 
 
 def _estimated_pose(vectors):
