@@ -1,20 +1,14 @@
 """The trained models a sampling run needs, sharded over the mesh: the DiT (EMA weights) and the
 frozen VAE, expression and pose encoders its config names."""
 import dataclasses
-import json
 import os
 
-import jax
-import numpy as np
 from flax import nnx
 
 from data_pipeline.errors import require
 from fp_jax.models.build import create_sharded
 from fp_jax.train import checkpoints
 from fp_jax.train.tasks import common, get_task
-
-CHECKED_SECTIONS = ("task", "model", "vae", "motion")
-
 
 @dataclasses.dataclass
 class Models:
@@ -39,25 +33,13 @@ def locate(workdir=None, checkpoint=None):
 
 
 def check_same_model(saved, config, where):
-  current = json.loads(config.to_json())
-  differences = []
-  for section in CHECKED_SECTIONS:
-    a, b = saved.get(section), current.get(section)
-    if isinstance(a, dict) and isinstance(b, dict):
-      differences += list(checkpoints._differences(a, b, f"{section}."))  # pylint: disable=protected-access
-    elif a != b:
-      differences.append(f"{section}: {a!r} in the checkpoint, {b!r} now")
-  require(not differences, f"{where} was trained with another config: " + "; ".join(differences[:3]) +
-          (f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""))
-
-
+  differences = checkpoints.model_differences(saved, config)
+  require(not differences, f"{where} was trained with another config: {differences}")
 
 
 def _load_into(module, params):
   state = nnx.state(module)
-  current = state.to_pure_dict()
-  loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), params, current)
-  nnx.replace_by_pure_dict(state, loaded)
+  nnx.replace_by_pure_dict(state, checkpoints.place_like(params, state.to_pure_dict()))
   nnx.update(module, state)
   return module
 

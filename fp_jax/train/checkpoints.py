@@ -48,20 +48,29 @@ def _differences(saved, current, prefix=""):
       yield f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now"
 
 
-def check_compatible(checkpoints, step, config):
-  """The model sections of the saved and current configs must agree (one-line error otherwise)."""
-  saved = saved_config(checkpoints, step)
+MODEL_SECTIONS = ("task", "model", "vae", "motion")
+
+
+def model_differences(saved, config):
+  """One line per model field where a saved config (dict) and `config` disagree, summarised."""
   current = json.loads(config.to_json())
   differences = []
-  for section in ("task", "model", "vae", "motion"):
+  for section in MODEL_SECTIONS:
     a, b = saved.get(section), current.get(section)
     if isinstance(a, dict) and isinstance(b, dict):
       differences += list(_differences(a, b, f"{section}."))
     elif a != b:
       differences.append(f"{section}: {a!r} in the checkpoint, {b!r} now")
+  if not differences:
+    return ""
+  return "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3 else "")
+
+
+def check_compatible(checkpoints, step, config):
+  """The model sections of the saved and current configs must agree (one-line error otherwise)."""
+  differences = model_differences(saved_config(checkpoints, step), config)
   if differences:
-    shown = "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3 else "")
-    raise InputError(f"{checkpoints.directory} holds step {step} of an incompatible model: {shown}")
+    raise InputError(f"{checkpoints.directory} holds step {step} of an incompatible model: {differences}")
 
 
 def restore(checkpoints, step, abstract_state, batches):
@@ -113,6 +122,12 @@ def _pure(tree):
   return tree
 
 
+def place_like(params, current):
+  """Host `params` as device arrays shaped like `current` (the same tree): each in its sharding
+  and dtype."""
+  return jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), params, current)
+
+
 def load_frozen(frozen_state, config):
   """Frozen parts (a trained VAE, the expression encoder) from the workdirs `config.frozen`
   names, written into `frozen_state` in place, each in its own sharding."""
@@ -124,7 +139,5 @@ def load_frozen(frozen_state, config):
     if name == "expression":
       params = params["expression"]
     current = frozen_state[name]
-    loaded = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new), old.sharding),
-                          params, current.to_pure_dict())
-    nnx.replace_by_pure_dict(current, loaded)
+    nnx.replace_by_pure_dict(current, place_like(params, current.to_pure_dict()))
     logging.info("frozen %s from %s (step %d)", name, workdir, step)
