@@ -32,9 +32,8 @@ def _scores(job, video, real, real_codes, real_poses, tracking):
               expression_error=metrics.code_error(job.encode_crops("expression", crops)[1:], real_codes[1:]))
 
 
-def _generate(job, request, seed):
-  conditions = job.prepare(request)
-  return job.decode(job.sample(conditions, seed, progress=False), conditions.num_frames)
+def _generate(job, conditions, seed, drop=()):
+  return job.decode(job.sample(conditions, seed, progress=False, drop=drop), conditions.num_frames)
 
 
 def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, ablations=ABLATIONS):
@@ -45,7 +44,6 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
           f"evaluation compares with the stored frames: sample at their size {clips.height}x{clips.width} "
           f"(--config.sample.height/width), not {height}x{width}")
   job = pipeline.Pipeline(config, models, mesh, rules)
-  ablated = {name: pipeline.Pipeline(config, models, mesh, rules, drop=(name,)) for name in ablations}
   rows = []
   for index in range(min(max_clips, len(clips))):
     request = pipeline.Request(image=f"clip:{split}/{index}@0", driving=f"clip:{split}/{index}",
@@ -57,10 +55,11 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     real_codes, real_poses = job.encode_crops("expression", real_crops), job.encode_crops("pose", real_crops)
     score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking)
     row = {"clip": index, "identity": int(clip["identity"])}
-    row.update(score(_generate(job, request, seed)))
+    conditions = job.prepare(request)  # once per clip: the model and its ablations share it
+    row.update(score(_generate(job, conditions, seed)))
     row.update({f"baseline_{k}": v for k, v in score(np.repeat(real[:1], len(real), axis=0)).items()})
-    for name, ablation in ablated.items():
-      row.update({f"without_{name}_{k}": v for k, v in score(_generate(ablation, request, seed)).items()})
+    for name in ablations:
+      row.update({f"without_{name}_{k}": v for k, v in score(_generate(job, conditions, seed, (name,))).items()})
     rows.append(row)
   summary = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key not in ("clip", "identity")}
   return summary, rows

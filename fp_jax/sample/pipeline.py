@@ -76,10 +76,8 @@ def _pad_to_video_rate(array):
 
 class Pipeline:
 
-  def __init__(self, config, models, mesh, rules, drop=()):
-    """`drop`: conditions withheld from the model in every guidance branch (for ablations)."""
+  def __init__(self, config, models, mesh, rules):
     self.config, self.models, self.mesh, self.rules = config, models, mesh, rules
-    self.drop = tuple(drop)
     sample = config.sample
     self.height, self.width = int(sample.height), int(sample.width)
     require(self.height % 16 == 0 and self.width % 16 == 0,
@@ -92,7 +90,7 @@ class Pipeline:
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.pad_to = mesh_lib.batch_shards(mesh)
     self._encoders = {}
-    self._steps = {}  # compiled sampling steps by window layout: compiled once per shape
+    self._steps = {}  # compiled sampling steps by window layout and ablation: once per shape
     vae_graphdef, self._vae_state = nnx.split(models.vae)
     self._encode_video = jax.jit(lambda state, video: _encode_latents(vae_graphdef, state, video))
     self._decode_video = jax.jit(lambda state, latents: _decode_latents(vae_graphdef, state, latents),
@@ -191,16 +189,17 @@ class Pipeline:
                 expression=pick(conditions.signals.codes.astype(np.float32)),
                 head_pose=pick(conditions.signals.pose_vectors()))
 
-  def _step_for(self, window_plan):
-    layout = (window_plan.total, window_plan.length, window_plan.starts)
-    if layout not in self._steps:
-      self._steps[layout] = self.step_function(window_plan)
-    return self._steps[layout]
+  def _step_for(self, window_plan, drop):
+    key = (window_plan.total, window_plan.length, window_plan.starts, drop)
+    if key not in self._steps:
+      self._steps[key] = self.step_function(window_plan, drop)
+    return self._steps[key]
 
-  def step_function(self, window_plan):
+  def step_function(self, window_plan, drop=()):
     """The compiled sampling step: every window and guidance branch in one forward, then the
     solver update. Args: (dit state, x, sigma, next_sigma, previous velocity, previous step,
-    branch weights, window conditions); returns (x at next_sigma, velocity)."""
+    branch weights, window conditions); returns (x at next_sigma, velocity). `drop` names
+    conditions withheld in every guidance branch (evaluation's ablations)."""
     dit_graphdef, _ = nnx.split(self.models.dit)
     branches, sampler, pad_to = self.guidance.branches, self.config.sample.sampler, self.pad_to
 
@@ -209,16 +208,16 @@ class Pipeline:
       parts = windows.split(x, window_plan)
       latents = jnp.concatenate([jnp.zeros_like(parts[:, :1]), parts], axis=1)
       timestep = flow.timesteps(jnp.full((latents.shape[0],), sigma))
-      velocity = guidance_lib.guided_velocity(dit, latents, timestep, conditions, branches, weights, pad_to,
-                                              self.drop)
+      velocity = guidance_lib.guided_velocity(dit, latents, timestep, conditions, branches, weights, pad_to, drop)
       velocity = windows.merge(velocity[:, 1:], window_plan, x.shape[0])
       x = samplers.update(sampler, x, velocity, sigma, next_sigma, previous_velocity, previous_step)
       return x, velocity
 
     return jax.jit(step, donate_argnums=(1, 4), out_shardings=(self.replicated, self.replicated))
 
-  def sample(self, conditions, seed=0, progress=True):
-    """Latents `[1, 1 + K, h, w, C]` (reference first) for `conditions`."""
+  def sample(self, conditions, seed=0, progress=True, drop=()):
+    """Latents `[1, 1 + K, h, w, C]` (reference first) for `conditions`, with the conditions named
+    in `drop` withheld from the model."""
     total_latents = (len(conditions.normals) - 1) // 4
     window_plan = windows.plan(total_latents, self.window_latents, int(self.config.sample.window_overlap))
     host = self._window_inputs(conditions, window_plan)
@@ -228,7 +227,7 @@ class Pipeline:
       device = {key: self._put(value) for key, value in host.items()}
       device["normals"] = self._encode_video(self._vae_state, device["normals"])
       device["reference"] = jnp.repeat(reference, window_plan.count, axis=0)
-      step = self._step_for(window_plan)
+      step = self._step_for(window_plan, tuple(drop))
       _, dit_state = nnx.split(self.models.dit)
       shape = (1, total_latents) + reference.shape[1:]
       x = jax.jit(lambda key: jax.random.normal(key, shape), out_shardings=self.replicated)(jax.random.key(seed))
