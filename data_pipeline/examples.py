@@ -115,7 +115,7 @@ class MakeExample(grain.transforms.RandomMap):
         "video": window["frames"],
         "reference": reference,
         "normals": self._normal_maps(model, clip, frames, window),
-        "rays": rays.plucker_rays(window["intrinsics"], window["extrinsics"], height, width
+        "rays": rays.latent_grid_rays(window["intrinsics"], window["extrinsics"], height, width
                                   ).astype(self._rays_dtype, copy=False),
         "head_pose": head_pose.pose_vector(window["head_pose"], window["head_scale"]),
         "expression": window["expression"],

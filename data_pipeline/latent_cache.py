@@ -146,7 +146,7 @@ class MakeCachedExample(grain.transforms.RandomMap):
         "reference_latent": references[int(rng.integers(len(references)))],
         "normals_latents": record["normals"],
         "expression_codes": record["expression"],
-        "rays": rays.plucker_rays(record["intrinsics"], record["extrinsics"], self._height, self._width
+        "rays": rays.latent_grid_rays(record["intrinsics"], record["extrinsics"], self._height, self._width
                                   ).astype(self._rays_dtype, copy=False),
         "head_pose": record["head_pose"],
         "identity": record["identity"],

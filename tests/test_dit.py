@@ -133,8 +133,8 @@ def test_bad_inputs_are_clear_errors():
     model(jnp.zeros((1, 2, 5, 4, 16)), timestep, context)
   with pytest.raises(InputError, match="expression has 6 frames; 2 latent frames need 5"):
     model(latents, timestep, context, **dict(controls, expression=controls["expression"][:, :4].repeat(2, 1)[:, :6]))
-  with pytest.raises(InputError, match="rays must be"):
-    model(latents, timestep, context, **dict(controls, rays=controls["rays"][:, :, :16]))
+  with pytest.raises(InputError, match="rays must be folded onto the latent grid"):
+    model(latents, timestep, context, **dict(controls, rays=controls["rays"][..., :6]))
   with pytest.raises(InputError, match="unknown attention kernel 'flash3'"):
     DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, attention="flash3")
   with pytest.raises(InputError, match="dim 50 is not divisible by 4 heads"):

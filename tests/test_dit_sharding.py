@@ -22,7 +22,7 @@ def inputs(seed=0, batch=4, frames=2, height=4, width=4):
   return dict(
       latents=normal(batch, frames, height, width, 16), timestep=rng.uniform(0, 1000, batch).astype(np.float32),
       context=normal(batch, 5, 32), reference=normal(batch, height, width, 16),
-      normals=normal(batch, frames, height, width, 16), rays=normal(batch, video, 8 * height, 8 * width, 6),
+      normals=normal(batch, frames, height, width, 16), rays=normal(batch, frames, height, width, 4 * 8 * 8 * 6),
       expression=normal(batch, video, 512), head_pose=normal(batch, video, 10),
       target=normal(batch, frames, height, width, 16))
 

@@ -57,8 +57,8 @@ def test_example_matches_the_stored_clip(data_dir):
   pose, scale = head_pose.pose_from_vector(example["head_pose"])
   np.testing.assert_allclose(pose, clip["head_pose"][window], atol=1e-5)
   np.testing.assert_allclose(scale, clip["head_scale"][window], rtol=1e-6)
-  np.testing.assert_array_equal(example["rays"], rays.plucker_rays(
-      clip["intrinsics"][window], clip["extrinsics"][window], 32, 32))
+  np.testing.assert_array_equal(example["rays"], rays.to_latent_grid(rays.plucker_rays(
+      clip["intrinsics"][window], clip["extrinsics"][window], 32, 32)))
   assert example["driving"].shape == (5, 16, 16, 3) and example["driving"].dtype == np.uint8
   assert int(example["identity"]) == int(clip["identity"])
 

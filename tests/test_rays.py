@@ -67,3 +67,28 @@ def test_non_positive_resolution_is_rejected(height, width):
   cams = cameras.static_frontal(1, 8, 8)
   with pytest.raises(ValueError, match="positive"):
     rays.plucker_rays(cams.intrinsics, cams.extrinsics, height, width)
+
+
+def test_latent_grid_holds_each_cells_rays_in_the_causal_vae_grouping():
+  rng = np.random.default_rng(3)
+  maps = rng.standard_normal((2, 9, 16, 24, 6)).astype(np.float32)  # batch 2, 9 = 1 + 4 * 2 frames
+  grid = rays.to_latent_grid(maps)
+  assert grid.shape == (2, 3, 2, 3, 4 * 8 * 8 * 6)
+  # Element by element: latent frame 0 repeats video frame 0; frame f > 0 covers 1 + 4(f-1) + t.
+  for f in range(3):
+    for t in range(4):
+      frame = 0 if f == 0 else 1 + 4 * (f - 1) + t
+      for y in range(2):
+        for x in range(3):
+          for sy in (0, 5):
+            for sx in (0, 7):
+              start = ((t * 8 + sy) * 8 + sx) * 6
+              np.testing.assert_array_equal(grid[:, f, y, x, start:start + 6],
+                                            maps[:, frame, 8 * y + sy, 8 * x + sx])
+
+
+def test_latent_grid_refuses_frames_or_sizes_off_the_grid():
+  with pytest.raises(ValueError, match="1 \\+ 4k"):
+    rays.to_latent_grid(np.zeros((6, 8, 8, 6), np.float32))
+  with pytest.raises(ValueError, match="8x8 latent cells"):
+    rays.to_latent_grid(np.zeros((5, 12, 8, 6), np.float32))

@@ -8,6 +8,7 @@ The train batch has the cached-latents layout (data_pipeline/latent_cache.py), w
 pods train on: the frozen VAE and expression encoder are arguments of the step but do no work.
 """
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from data_pipeline import rays
 from data_pipeline.errors import require
 from fp_jax.diffusion import flow, guidance, samplers
 from fp_jax.parallel import mesh as mesh_lib
@@ -82,7 +84,7 @@ def _batch_arrays(config, video, batch, mesh, rays_dtype):
   return dict(
       latents=array(latent), reference_latent=array(latent[1:]), normals_latents=array(latent),
       expression_codes=array((video.frames, config.motion.expression_dim)),
-      rays=array((video.frames, video.height, video.width, 6), jnp.dtype(rays_dtype)),
+      rays=array((*latent[:3], math.prod(rays.VAE_STRIDE) * 6), jnp.dtype(rays_dtype)),  # folded on the host
       head_pose=array((video.frames, 10)))
 
 

@@ -3,7 +3,8 @@
 The Wan modules are diffusers' own (`WanRotaryPosEmbed`, `WanTimeTextImageEmbedding`,
 `WanTransformerBlock`, its `WanAttention`), held under diffusers' names, so the core of an export
 loads into `WanTransformer3DModel` too. The controls follow `fp_jax/models/dit.py` line for line;
-tensors are channels-last as there: latents `[B, F, h, w, C]`, rays `[B, T, H, W, 6]`,
+tensors are channels-last as there: latents `[B, F, h, w, C]`, rays folded onto the latent grid
+`[B, F, h, w, 4*8*8*6]` (`rays_to_latent_grid` below folds `[B, T, H, W, 6]` Plücker maps),
 expression `[B, T, E]`, head pose `[B, T, 10]`, `keep` a dict of `[B]` 0/1 per condition.
 
   model = PortraitTransformer.from_export("exported/")   # model.safetensors + config.json
@@ -20,6 +21,17 @@ from torch.nn import functional as F
 from fp_jax.export import torch_files
 
 POSE_DIM, RAY_DIM = 10, 6
+
+
+def rays_to_latent_grid(rays, stride=(4, 8, 8)):
+  """Plücker maps `[B, T, H, W, 6]` (T = 1 + 4k) -> the model's camera input `[B, 1 + k, H/8, W/8,
+  4*8*8*6]`, ordered (frame in group, row, column, channel) per latent cell."""
+  st, sh, sw = stride
+  batch, _, height, width, channels = rays.shape
+  grouped = torch.cat([rays[:, :1].repeat_interleave(st, dim=1), rays[:, 1:]], dim=1)
+  cells = grouped.reshape(batch, -1, st, height // sh, sh, width // sw, sw, channels)
+  cells = cells.permute(0, 1, 3, 5, 2, 4, 6, 7)
+  return cells.reshape(batch, cells.shape[1], height // sh, width // sw, -1)
 
 
 def group_frames(x, latent_frames):
@@ -109,11 +121,7 @@ class PortraitTransformer(nn.Module):
     return self._embed(self.condition_embedding, torch.cat(parts, dim=-1))
 
   def _ray_tokens(self, rays, latents, keep):
-    batch, frames, height, width, _ = latents.shape
-    _, sh, sw = self.config["vae_stride"]
-    grouped = group_frames(rays, frames).reshape(batch, frames, 4, height, sh, width, sw, RAY_DIM)
-    folded = grouped.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(batch, frames, height, width, -1)
-    return self.ray_embedding(self._patchify(folded.to(latents.dtype))) * self._keep(keep, "camera", batch)[:, None, None]
+    return self.ray_embedding(self._patchify(rays.to(latents.dtype))) * self._keep(keep, "camera", latents.shape[0])[:, None, None]
 
   def _frame_embedding(self, expression, head_pose, keep, batch, frames):
     total = torch.zeros(batch, frames, self.config["dim"])

@@ -8,9 +8,10 @@ the controls at video rate (`T = 1 + 4k` frames):
   (first frame zero) along channels. The patch embedding of the concatenation is Wan's patch
   embedding of the noisy latents plus a zero-initialised embedding of the new channels, which is
   the same linear map written as two.
-- camera: Plücker rays `[B, T, H, W, 6]` folded onto the latent grid (frames grouped as the causal
-  VAE groups them, space-to-depth by the VAE stride, then the patch) and embedded by their own
-  zero-initialised projection.
+- camera: Plücker rays folded onto the latent grid, `[B, F, h, w, 4*8*8*6]`
+  (`data_pipeline.rays.to_latent_grid`: frames grouped as the causal VAE groups them,
+  space-to-depth by the VAE stride), patchified and embedded by their own zero-initialised
+  projection.
 - expression `[B, T, E]`: per-latent-frame AdaLN (codes averaged over the frame's group, added to
   the timestep embedding) and/or frame-aligned cross-attention on `E / 16` tokens per frame.
 - head pose `[B, T, 10]` (6D rotation, t, s): embedded into the per-frame modulation (DeX's global
@@ -20,6 +21,13 @@ the controls at video rate (`T = 1 + 4k` frames):
   serves every guidance branch.
 
 With no controls given, the model is Wan exactly (tested against diffusers).
+
+Tokens are ordered (latent row, frame, column), not Wan's (frame, row, column): attention does
+not depend on the order (the rotary tables follow it), and splitting the sequence over the
+`context` mesh axis then splits latent rows, so a per-frame view `[B, rows, F, columns, D]`
+(per-frame modulation, frame-aligned expression attention) keeps that split whatever the
+number of frames. In Wan's order, 21 latent frames over 4 context shards would cut frames in
+two and every per-frame reshape would gather the whole sequence.
 """
 import jax
 import jax.numpy as jnp
@@ -87,17 +95,19 @@ class DiT(nnx.Module):
   # -- shapes --------------------------------------------------------------------------------
 
   def _patchify(self, x):
+    """`[B, F, H, W, C]` -> tokens `[B, rows * F' * columns, pt*ph*pw*C]` in (row, frame, column)
+    order; each token's features in Wan's (pt, ph, pw, C) order."""
     batch, frames, height, width, channels = x.shape
     pt, ph, pw = self.config.patch
     x = x.reshape(batch, frames // pt, pt, height // ph, ph, width // pw, pw, channels)
-    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    x = x.transpose(0, 3, 1, 5, 2, 4, 6, 7)
     return x.reshape(batch, -1, pt * ph * pw * channels)
 
   def _unpatchify(self, x, frames, height, width):
     pt, ph, pw = self.config.patch
     batch = x.shape[0]
-    x = x.reshape(batch, frames // pt, height // ph, width // pw, pt, ph, pw, -1)
-    x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7)
+    x = x.reshape(batch, height // ph, frames // pt, width // pw, pt, ph, pw, -1)
+    x = x.transpose(0, 2, 4, 1, 5, 3, 6, 7)
     return x.reshape(batch, frames, height, width, -1)
 
   def _check(self, latents, timestep):
@@ -135,19 +145,15 @@ class DiT(nnx.Module):
       parts.append(normals * self._keep(keep, "pose", latents.shape[0])[:, None, None, None, None])
     return self.condition_embedding(self._patchify(jnp.concatenate(parts, axis=-1)))
 
-  def _ray_tokens(self, rays, latents, keep):
-    config = self.config
-    _, frames, height, width, _ = latents.shape
-    _, sh, sw = config.vae_stride
-    require(rays.ndim == 5 and rays.shape[2:] == (height * sh, width * sw, RAY_DIM),
-            f"rays must be [B, T, {height * sh}, {width * sw}, 6] for latents {latents.shape}, "
-            f"got {rays.shape}")
-    grouped = group_frames(rays, frames, "rays")  # [B, F, 4, H, W, 6]
-    batch = rays.shape[0]
-    grouped = grouped.reshape(batch, frames, 4, height, sh, width, sw, RAY_DIM)
-    folded = grouped.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(batch, frames, height, width, -1)
-    tokens = self.ray_embedding(self._patchify(folded.astype(latents.dtype)))
-    return tokens * self._keep(keep, "camera", batch)[:, None, None]
+  def _ray_tokens(self, rays, latents, keep, dtype):
+    st, sh, sw = self.config.vae_stride
+    expected = (*latents.shape[:4], st * sh * sw * RAY_DIM)
+    require(tuple(rays.shape) == expected,
+            f"rays must be folded onto the latent grid, {list(expected)} for latents "
+            f"{list(latents.shape)} (data_pipeline.rays.to_latent_grid of [B, T, H, W, 6] maps), "
+            f"got {list(rays.shape)}")
+    tokens = self.ray_embedding(self._patchify(rays.astype(dtype)))
+    return tokens * self._keep(keep, "camera", latents.shape[0])[:, None, None]
 
   def _per_frame(self, values, frames, name, width):
     require(values.ndim == 3 and values.shape[2] == width,
@@ -191,7 +197,7 @@ class DiT(nnx.Module):
     if controls and (config.reference or config.normals):
       tokens = tokens + self._fused_conditions(latents, reference, normals, keep)
     if controls and config.rays and rays is not None:
-      tokens = tokens + self._ray_tokens(rays, latents, keep)
+      tokens = tokens + self._ray_tokens(rays, latents, keep, dtype)
     tokens = constrain(tokens.astype(dtype), ("batch", "length", "act_embed"))
 
     features = layers.sinusoidal_embedding(timestep.reshape(batch, -1), config.freq_dim)
@@ -210,23 +216,24 @@ class DiT(nnx.Module):
       expression_tokens = self._expression_tokens(expression, frames // config.patch[0]).astype(dtype)
       expression_keep = self._keep(keep, "expression", batch)
 
-    post = (frames // config.patch[0], height // config.patch[1], width // config.patch[2])
-    tables = rope.rope_tables(*post, config.dim // config.heads, config.rope_theta)
-    tokens = self._run_blocks(tokens, modulation, tables, text, expression_tokens, expression_keep)
+    grid = (height // config.patch[1], frames // config.patch[0], width // config.patch[2])
+    tables = rope.rope_tables(*grid, config.dim // config.heads, config.rope_theta)
+    tokens = self._run_blocks(tokens, grid, modulation, tables, text, expression_tokens, expression_keep)
 
     head = self.scale_shift_table[...][None, None] + temb[:, :, None]  # [B, F or 1, 2, D]
-    shift, scale = head[:, :, 0, None], head[:, :, 1, None]
-    per_frame = tokens.reshape(batch, temb.shape[1], -1, config.dim)
-    out = (layers.layer_norm(per_frame, config.eps) * (1 + scale) + shift).astype(dtype)
+    shift, scale = head[:, None, :, None, 0], head[:, None, :, None, 1]  # [B, 1, F or 1, 1, D]
+    out = (layers.layer_norm(tokens.reshape(batch, *grid, config.dim), config.eps) * (1 + scale)
+           + shift).astype(dtype)
     out = self.proj_out(out.reshape(batch, -1, config.dim))
     return self._unpatchify(out, frames, height, width).astype(jnp.float32)
 
-  def _run_blocks(self, tokens, modulation, tables, text, expression_tokens, expression_keep):
+  def _run_blocks(self, tokens, grid, modulation, tables, text, expression_tokens, expression_keep):
     config = self.config
     graphdef, params = nnx.split(self.blocks)
 
     def layer(x, layer_params):
-      return nnx.merge(graphdef, layer_params)(x, modulation, tables, text, expression_tokens, expression_keep)
+      block = nnx.merge(graphdef, layer_params)
+      return block(x, grid, modulation, tables, text, expression_tokens, expression_keep)
 
     if config.remat != "none":
       layer = jax.checkpoint(layer, policy=config.remat_policy(), prevent_cse=not config.scan_layers)

@@ -6,7 +6,9 @@
                                                                      attends to its own tokens)
   x += c_gate   * FFN(LN(x) * (1 + c_scale) + c_shift)              (GELU, tanh approximation)
 
-Modulation is per latent frame: `[B, F, 6, D]` (F = 1 when it does not vary over time).
+Modulation is per latent frame: `[B, F, 6, D]` (F = 1 when it does not vary over time). Tokens
+come in the DiT's (row, frame, column) order over `grid = (rows, frames, columns)`, so the
+per-frame view `[B, rows, F, columns, D]` keeps a `context` split of the sequence (over rows).
 """
 import jax
 import jax.numpy as jnp
@@ -52,14 +54,16 @@ class Block(nnx.Module):
     self.ffn_in = layers.linear(dim, config.ffn_dim, ("embed", "mlp"), rngs, dtype=dtype)
     self.ffn_out = layers.linear(config.ffn_dim, dim, ("mlp", "embed"), rngs, dtype=dtype)
 
-  def __call__(self, x, modulation, rope_tables, context=None, expression=None, expression_keep=None):
-    """x `[B, L, D]`; modulation `[B, F, 6, D]`; expression tokens `[B, F, Te, D]`."""
+  def __call__(self, x, grid, modulation, rope_tables, context=None, expression=None,
+               expression_keep=None):
+    """x `[B, L, D]`; grid `(rows, F, columns)`; modulation `[B, F or 1, 6, D]`; expression
+    tokens `[B, F, Te, D]`."""
     config = self.config
     batch, length, dim = x.shape
-    frames = modulation.shape[1]
     mod = self.scale_shift_table[...][None, None] + modulation.astype(jnp.float32)
-    shift, scale, gate, c_shift, c_scale, c_gate = (mod[:, :, i, None, :] for i in range(6))
-    per_frame = lambda t: t.reshape(batch, frames, length // frames, dim)
+    # Each `[B, 1, F, 1, D]`: broadcast over rows and columns of the per-frame view.
+    shift, scale, gate, c_shift, c_scale, c_gate = (mod[:, None, :, None, i] for i in range(6))
+    per_frame = lambda t: t.reshape(batch, *grid, dim)
     flat = lambda t: t.reshape(batch, length, dim)
     x = constrain(x, ("batch", "length", "act_embed"))
 
@@ -75,7 +79,7 @@ class Block(nnx.Module):
       q, k, v = self.attn2.project(h, context)
       x = x + self.attn2.output(config.cross_attention(q, k, v))
     if expression is not None:
-      x = x + self._expression_attention(h, expression, expression_keep)
+      x = x + self._expression_attention(h, grid, expression, expression_keep)
 
     h = flat(layers.layer_norm(per_frame(x), config.eps) * (1 + c_scale) + c_shift).astype(x.dtype)
     hidden = constrain(jax.nn.gelu(self.ffn_in(h), approximate=True), ("batch", "length", "act_mlp"))
@@ -83,11 +87,17 @@ class Block(nnx.Module):
     return flat(per_frame(x).astype(jnp.float32) + per_frame(out).astype(jnp.float32) * c_gate
                 ).astype(x.dtype)
 
-  def _expression_attention(self, h, tokens, keep):
-    """Each latent frame's queries attend to that frame's expression tokens only."""
+  def _expression_attention(self, h, grid, tokens, keep):
+    """Each latent frame's queries attend to that frame's expression tokens only: one einsum
+    over the per-frame view (a few dozen keys per frame; no kernel or reshuffle needed)."""
     batch, length, dim = h.shape
-    frames = tokens.shape[1]
-    per_frame_queries = h.reshape(batch * frames, length // frames, dim)
-    q, k, v = self.expression_attn.project(per_frame_queries, tokens.reshape(batch * frames, -1, dim))
-    out = self.expression_attn.output(self.config.cross_attention(q, k, v)).reshape(batch, length, dim)
-    return out * keep.astype(out.dtype)[:, None, None]
+    frames, per_frame = tokens.shape[1], tokens.shape[2]
+    q, k, v = self.expression_attn.project(h, tokens.reshape(batch, frames * per_frame, dim))
+    heads, head_dim = q.shape[-2:]
+    q = q.reshape(batch, *grid, heads, head_dim)
+    k, v = (t.reshape(batch, frames, per_frame, heads, head_dim) for t in (k, v))
+    logits = jnp.einsum("byfxnd,bftnd->byfxnt", q * jnp.asarray(head_dim ** -0.5, q.dtype), k,
+                        preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("byfxnt,bftnd->byfxnd", weights, v).reshape(batch, length, heads, head_dim)
+    return self.expression_attn.output(out) * keep.astype(h.dtype)[:, None, None]

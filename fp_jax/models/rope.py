@@ -17,12 +17,15 @@ def _angles(positions, dim, theta):
   return np.outer(np.arange(positions, dtype=np.float64), frequencies)
 
 
-def rope_tables(frames, height, width, head_dim, theta=10000.0):
-  """(cos, sin), each `[frames * height * width, head_dim // 2]` float32, tokens in (f, h, w) order."""
+def rope_tables(height, frames, width, head_dim, theta=10000.0):
+  """(cos, sin), each `[height * frames * width, head_dim // 2]` float32, for tokens in the
+  DiT's (row, frame, column) order; channels in Wan's (time, height, width) split."""
   t_dim, h_dim, w_dim = axis_split(head_dim)
-  grids = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
+  rows, frame_index, columns = np.meshgrid(np.arange(height), np.arange(frames), np.arange(width),
+                                           indexing="ij")
   parts = [_angles(size, dim, theta)[grid.ravel()]
-           for size, dim, grid in zip((frames, height, width), (t_dim, h_dim, w_dim), grids)]
+           for size, dim, grid in zip((frames, height, width), (t_dim, h_dim, w_dim),
+                                      (frame_index, rows, columns))]
   angles = np.concatenate(parts, axis=-1)
   return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
 

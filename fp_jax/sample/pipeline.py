@@ -185,7 +185,7 @@ class Pipeline:
   def _window_inputs(self, conditions, window_plan):
     """The DiT's conditions for every window, stacked window-major (batch = windows)."""
     pick = lambda array: np.stack([array[window_plan.video_frames(s)] for s in window_plan.starts])
-    return dict(normals=pick(conditions.normals), rays=pick(conditions.rays),
+    return dict(normals=pick(conditions.normals), rays=rays.to_latent_grid(pick(conditions.rays)),
                 expression=pick(conditions.signals.codes.astype(np.float32)),
                 head_pose=pick(conditions.signals.pose_vectors()))
 

@@ -34,7 +34,7 @@ class DiTTask:
     cached-latents batch (data_pipeline/latent_cache.py), which holds the same values."""
     keep = {name: 1.0 - batch[f"drop_{name}"].astype(jnp.float32)
             for name in ("reference", "expression", "pose", "camera")}
-    common_inputs = dict(rays=batch["rays"].astype(jnp.float32), head_pose=batch["head_pose"], keep=keep)
+    common_inputs = dict(rays=batch["rays"], head_pose=batch["head_pose"], keep=keep)
     if "latents" in batch:
       return dict(common_inputs, latents=batch["latents"], reference=batch["reference_latent"],
                   normals=batch["normals_latents"], expression=batch["expression_codes"])
