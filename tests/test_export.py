@@ -103,6 +103,13 @@ def run_jax(model, inputs):
   return np.asarray(nnx.jit(lambda m, a: m(a.pop("latents"), a.pop("timestep"), None, **a))(model, arrays))
 
 
+def test_the_mirrors_ray_folding_equals_the_data_pipelines():
+  from data_pipeline import rays  # pylint: disable=g-import-not-at-top
+  maps = np.random.default_rng(4).standard_normal((2, 9, 16, 24, 6)).astype(np.float32)
+  np.testing.assert_array_equal(torch_dit.rays_to_latent_grid(torch.from_numpy(maps)).numpy(),
+                                rays.to_latent_grid(maps))
+
+
 def test_the_mirror_equals_the_jax_dit_with_every_control(runs):
   mirror = torch_dit.PortraitTransformer.from_export(runs / "exported")
   model = jax_models(runs)["dit"]
