@@ -1,13 +1,16 @@
 """The small video VAE's reconstruction on held-out identities, at the demo resolution.
 
-  python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--data_dir=outputs/bench/data]
+  python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--data_dir=outputs/bench/data]
 
-Without --workdir it first trains the vae task (configs/tiny.py:vae) on the demo dataset for
---steps steps, on 5-frame windows (the causal VAE sees 1 + 4 frames: one latent frame for the
-first, one for the next four). It then encodes and decodes every whole clip (17 frames, 64x64)
+It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
+--workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on --window-frame windows (17: the clips' length; a causal VAE trained on shorter
+windows never sees its caches filled with real frames, and later latent frames of a longer clip
+come out worse). It then encodes and decodes every whole clip (17 frames, 64x64)
 of the test split (identities never seen in training) with the EMA weights, from the latent
 mean, and prints `vae_psnr_db` (PSNR over all test pixels, images in [0, 255]) and
-`vae_psnr_first_frame_db`. Goal (issue): vae_psnr_db >= 30.
+`vae_psnr_first_frame_db`, PSNR per latent frame, and the per-channel statistics of the
+normalised latents (the DiT's inputs; mean 0 and std 1 is what the config declares).
+Goal (issue): vae_psnr_db >= 30.
 """
 import argparse
 import os
@@ -41,7 +44,7 @@ def main():
   parser.add_argument("--steps", type=int, default=1500)
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--learning_rate", type=float, default=2e-3)
-  parser.add_argument("--window", type=int, default=9, help="training window: 1 + 4k frames")
+  parser.add_argument("--window", type=int, default=17, help="training window: 1 + 4k frames")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
@@ -62,11 +65,13 @@ def main():
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   nnx.update(vae, state)
   reconstruct = nnx.jit(lambda vae, video: vae.decode(vae.encode(video, chunked=True)[0], chunked=True))
+  normalised_latents = nnx.jit(lambda vae, video: vae.normalize(vae.encode(video, chunked=True)[0]))
   records = ClipRecords(args.data_dir, "demo", "test")
-  errors, first, per_frame = [], [], []
+  errors, first, per_frame, latents = [], [], [], []
   for index in range(len(records)):
     video = records[index]["frames"]
     recon = np.asarray(reconstruct(vae, common.unit_range(jnp.asarray(video))[None]))[0]
+    latents.append(np.asarray(normalised_latents(vae, common.unit_range(jnp.asarray(video))[None])))
     recon = np.clip(np.round((recon + 1.0) * 127.5), 0, 255)
     squared = np.square(recon - video.astype(np.float64))
     errors.append(np.mean(squared))
@@ -80,6 +85,11 @@ def main():
   # learned its causal cache shows it as a fall after the groups it was trained on.
   frame_errors = np.mean(per_frame, axis=0)
   groups = [frame_errors[:1]] + [frame_errors[i:i + 4] for i in range(1, len(frame_errors), 4)]
+  # What the DiT sees: latents normalised by the config's statistics should be ~N(0, 1) per channel.
+  channels = np.concatenate([z.reshape(-1, z.shape[-1]) for z in latents])
+  print(f"latent_channel_mean_abs_max: {np.abs(channels.mean(axis=0)).max():.3f}")
+  print(f"latent_channel_std_min: {channels.std(axis=0).min():.3f}")
+  print(f"latent_channel_std_max: {channels.std(axis=0).max():.3f}")
   print("vae_psnr_by_latent_frame_db: " + " ".join(f"{psnr(np.mean(g)):.2f}" for g in groups))
 
 

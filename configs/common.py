@@ -15,7 +15,9 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   config.model = dit_config.get_config(model_variant)
   config.vae = ml_collections.ConfigDict(dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 4, 4),
                                               num_res_blocks=1, temporal_downsample=(False, True, True)))
-  config.vae_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6))
+  # standardise_weight: pull the normalised latents to per-channel mean 0, std 1 (vae_task.py), so
+  # `vae.latents_mean/std` describe the VAE trained here as they describe Wan's.
+  config.vae_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6, standardise_weight=0.01))
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), expression_dim=512,
                                                  num_controls=16, invariance_weight=1.0))
   config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs

@@ -100,3 +100,14 @@ def test_bad_inputs_and_checkpoints():
   assert back.keys() == state_dict.keys()
   for key, value in state_dict.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_the_standardisation_term_measures_each_channels_distance_from_mean_0_std_1():
+  from fp_jax.train.tasks.vae_task import standardisation  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(7)
+  unit = rng.standard_normal((4, 3, 5, 5, 2))
+  unit = (unit - unit.mean(axis=(0, 1, 2, 3))) / unit.std(axis=(0, 1, 2, 3))  # exactly mean 0, std 1
+  assert float(standardisation(jnp.asarray(unit))) < 1e-6
+  # Channel 0 shifted by 0.5, channel 1 scaled by 3: ((0.5^2 + 0) + (0 + 2^2)) / 2.
+  moved = unit * np.array([1.0, 3.0]) + np.array([0.5, 0.0])
+  np.testing.assert_allclose(float(standardisation(jnp.asarray(moved))), (0.25 + 4.0) / 2, rtol=1e-5)
