@@ -12,7 +12,6 @@ import pytest
 import torch
 from flax import nnx
 
-from data_pipeline.errors import InputError
 from fp_jax.diffusion import flow, samplers
 from fp_jax.export import export_run, import_run, torch_dit, torch_motion
 from fp_jax.train import trainer as trainer_lib
