@@ -159,3 +159,20 @@ def test_converter_names_missing_unexpected_and_mismatched_keys():
   assert back.keys() == state_dict.keys()
   for key, value in state_dict.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("context_shards, major", [(2, "rows"), (3, "columns"), (5, "frames")])
+def test_every_token_layout_gives_the_same_velocity(monkeypatch, context_shards, major):
+  """The token grid's major axis follows the context shard count; the output must not."""
+  from fp_jax.models import dit, token_grid  # pylint: disable=g-import-not-at-top
+  assert token_grid.TokenGrid.for_shards(5, 2, 3, context_shards).order[0] == major
+  reference = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96)
+  model = helpers.converted(reference, **ALL_CONTROLS)
+  _randomise_zero_weights(model, 9)
+  rng = np.random.default_rng(11)
+  latents, timestep, context = random_inputs(rng, 1, 5, 4, 6)  # a 5 x 2 x 3 token grid
+  controls = helpers.control_inputs(rng, 1, 5, 4, 6)
+  forward = lambda: np.asarray(model(jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), **controls))
+  want = forward()  # no mesh: one shard, rows first
+  monkeypatch.setattr(dit, "shards", lambda name: context_shards)
+  assert helpers.relative_error(forward(), want) <= 1e-5

@@ -22,12 +22,8 @@ the controls at video rate (`T = 1 + 4k` frames):
 
 With no controls given, the model is Wan exactly (tested against diffusers).
 
-Tokens are ordered (latent row, frame, column), not Wan's (frame, row, column): attention does
-not depend on the order (the rotary tables follow it), and splitting the sequence over the
-`context` mesh axis then splits latent rows, so a per-frame view `[B, rows, F, columns, D]`
-(per-frame modulation, frame-aligned expression attention) keeps that split whatever the
-number of frames. In Wan's order, 21 latent frames over 4 context shards would cut frames in
-two and every per-frame reshape would gather the whole sequence.
+Tokens are laid out on a `TokenGrid` (fp_jax/models/token_grid.py) whose major axis is one the
+`context` shards divide, not always Wan's frames, so per-frame views keep the context split.
 """
 import jax
 import jax.numpy as jnp
@@ -37,7 +33,8 @@ from data_pipeline.errors import InputError, require
 from fp_jax.models import layers, rope
 from fp_jax.models.dit_block import Block
 from fp_jax.models.dit_config import POSE_DIM, RAY_DIM, DiTConfig
-from fp_jax.parallel.sharding import constrain
+from fp_jax.models.token_grid import AXES, TokenGrid
+from fp_jax.parallel.sharding import constrain, shards
 
 CONTROLS = ("reference", "expression", "pose", "camera")
 
@@ -94,21 +91,21 @@ class DiT(nnx.Module):
 
   # -- shapes --------------------------------------------------------------------------------
 
-  def _patchify(self, x):
-    """`[B, F, H, W, C]` -> tokens `[B, rows * F' * columns, pt*ph*pw*C]` in (row, frame, column)
-    order; each token's features in Wan's (pt, ph, pw, C) order."""
+  def _patchify(self, x, grid):
+    """`[B, F, H, W, C]` -> tokens `[B, L, pt*ph*pw*C]` laid out as `grid`; each token's features
+    in Wan's (pt, ph, pw, C) order."""
     batch, frames, height, width, channels = x.shape
     pt, ph, pw = self.config.patch
     x = x.reshape(batch, frames // pt, pt, height // ph, ph, width // pw, pw, channels)
-    x = x.transpose(0, 3, 1, 5, 2, 4, 6, 7)
+    x = x.transpose(0, *(1 + 2 * axis for axis in grid.permutation), 2, 4, 6, 7)
     return x.reshape(batch, -1, pt * ph * pw * channels)
 
-  def _unpatchify(self, x, frames, height, width):
+  def _unpatchify(self, x, grid):
     pt, ph, pw = self.config.patch
-    batch = x.shape[0]
-    x = x.reshape(batch, height // ph, frames // pt, width // pw, pt, ph, pw, -1)
-    x = x.transpose(0, 2, 4, 1, 5, 3, 6, 7)
-    return x.reshape(batch, frames, height, width, -1)
+    x = x.reshape(x.shape[0], *grid.shape, pt, ph, pw, -1)
+    f, h, w = (1 + grid.order.index(axis) for axis in AXES)
+    x = x.transpose(0, f, 4, h, 5, w, 6, 7)
+    return x.reshape(x.shape[0], grid.frames * pt, grid.rows * ph, grid.columns * pw, -1)
 
   def _check(self, latents, timestep):
     config = self.config
@@ -128,7 +125,7 @@ class DiT(nnx.Module):
       return jnp.ones((batch,), jnp.float32)
     return jnp.asarray(keep[name], jnp.float32).reshape(batch)
 
-  def _fused_conditions(self, latents, reference, normals, keep):
+  def _fused_conditions(self, latents, reference, normals, keep, grid):
     """Reference and normal-map channels (first latent frame: reference only)."""
     config = self.config
     parts = []
@@ -143,16 +140,16 @@ class DiT(nnx.Module):
               f"{None if normals is None else normals.shape}")
       normals = normals.astype(latents.dtype).at[:, 0].set(0)
       parts.append(normals * self._keep(keep, "pose", latents.shape[0])[:, None, None, None, None])
-    return self.condition_embedding(self._patchify(jnp.concatenate(parts, axis=-1)))
+    return self.condition_embedding(self._patchify(jnp.concatenate(parts, axis=-1), grid))
 
-  def _ray_tokens(self, rays, latents, keep, dtype):
+  def _ray_tokens(self, rays, latents, keep, dtype, grid):
     st, sh, sw = self.config.vae_stride
     expected = (*latents.shape[:4], st * sh * sw * RAY_DIM)
     require(tuple(rays.shape) == expected,
             f"rays must be folded onto the latent grid, {list(expected)} for latents "
             f"{list(latents.shape)} (data_pipeline.rays.to_latent_grid of [B, T, H, W, 6] maps), "
             f"got {list(rays.shape)}")
-    tokens = self.ray_embedding(self._patchify(rays.astype(dtype)))
+    tokens = self.ray_embedding(self._patchify(rays.astype(dtype), grid))
     return tokens * self._keep(keep, "camera", latents.shape[0])[:, None, None]
 
   def _per_frame(self, values, frames, name, width):
@@ -192,12 +189,14 @@ class DiT(nnx.Module):
     controls = reference is not None
     dtype = config.compute_dtype or latents.dtype
 
+    pt, ph, pw = config.patch
+    grid = TokenGrid.for_shards(frames // pt, height // ph, width // pw, shards("length"))
     noisy = latents.at[:, 0].set(0) if controls else latents
-    tokens = self.patch_embedding(self._patchify(noisy.astype(dtype)))
+    tokens = self.patch_embedding(self._patchify(noisy.astype(dtype), grid))
     if controls and (config.reference or config.normals):
-      tokens = tokens + self._fused_conditions(latents, reference, normals, keep)
+      tokens = tokens + self._fused_conditions(latents, reference, normals, keep, grid)
     if controls and config.rays and rays is not None:
-      tokens = tokens + self._ray_tokens(rays, latents, keep, dtype)
+      tokens = tokens + self._ray_tokens(rays, latents, keep, dtype, grid)
     tokens = constrain(tokens.astype(dtype), ("batch", "length", "act_embed"))
 
     features = layers.sinusoidal_embedding(timestep.reshape(batch, -1), config.freq_dim)
@@ -213,19 +212,18 @@ class DiT(nnx.Module):
       text = self.text_embedder_2(jax.nn.gelu(self.text_embedder_1(context.astype(dtype)), approximate=True))
     expression_tokens = expression_keep = None
     if controls and config.expression_cross_attention and expression is not None:
-      expression_tokens = self._expression_tokens(expression, frames // config.patch[0]).astype(dtype)
+      expression_tokens = self._expression_tokens(expression, grid.frames).astype(dtype)
       expression_keep = self._keep(keep, "expression", batch)
 
-    grid = (height // config.patch[1], frames // config.patch[0], width // config.patch[2])
-    tables = rope.rope_tables(*grid, config.dim // config.heads, config.rope_theta)
+    tables = rope.rope_tables(grid, config.dim // config.heads, config.rope_theta)
     tokens = self._run_blocks(tokens, grid, modulation, tables, text, expression_tokens, expression_keep)
 
-    head = self.scale_shift_table[...][None, None] + temb[:, :, None]  # [B, F or 1, 2, D]
-    shift, scale = head[:, None, :, None, 0], head[:, None, :, None, 1]  # [B, 1, F or 1, 1, D]
-    out = (layers.layer_norm(tokens.reshape(batch, *grid, config.dim), config.eps) * (1 + scale)
+    head = grid.per_frame(self.scale_shift_table[...][None, None] + temb[:, :, None])  # [B, ., ., ., 2, D]
+    shift, scale = head[..., 0, :], head[..., 1, :]
+    out = (layers.layer_norm(tokens.reshape(batch, *grid.shape, config.dim), config.eps) * (1 + scale)
            + shift).astype(dtype)
     out = self.proj_out(out.reshape(batch, -1, config.dim))
-    return self._unpatchify(out, frames, height, width).astype(jnp.float32)
+    return self._unpatchify(out, grid).astype(jnp.float32)
 
   def _run_blocks(self, tokens, grid, modulation, tables, text, expression_tokens, expression_keep):
     config = self.config

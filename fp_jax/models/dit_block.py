@@ -7,8 +7,8 @@
   x += c_gate   * FFN(LN(x) * (1 + c_scale) + c_shift)              (GELU, tanh approximation)
 
 Modulation is per latent frame: `[B, F, 6, D]` (F = 1 when it does not vary over time). Tokens
-come in the DiT's (row, frame, column) order over `grid = (rows, frames, columns)`, so the
-per-frame view `[B, rows, F, columns, D]` keeps a `context` split of the sequence (over rows).
+are laid out on a `TokenGrid`; per-frame work happens on the grid view `[B, *grid.shape, D]`,
+which keeps a `context` split of the sequence (fp_jax/models/token_grid.py).
 """
 import jax
 import jax.numpy as jnp
@@ -56,14 +56,14 @@ class Block(nnx.Module):
 
   def __call__(self, x, grid, modulation, rope_tables, context=None, expression=None,
                expression_keep=None):
-    """x `[B, L, D]`; grid `(rows, F, columns)`; modulation `[B, F or 1, 6, D]`; expression
-    tokens `[B, F, Te, D]`."""
+    """x `[B, L, D]`; grid a `TokenGrid`; modulation `[B, F or 1, 6, D]`; expression tokens
+    `[B, F, Te, D]`."""
     config = self.config
     batch, length, dim = x.shape
-    mod = self.scale_shift_table[...][None, None] + modulation.astype(jnp.float32)
-    # Each `[B, 1, F, 1, D]`: broadcast over rows and columns of the per-frame view.
-    shift, scale, gate, c_shift, c_scale, c_gate = (mod[:, None, :, None, i] for i in range(6))
-    per_frame = lambda t: t.reshape(batch, *grid, dim)
+    mod = grid.per_frame(self.scale_shift_table[...][None, None] + modulation.astype(jnp.float32))
+    # Each broadcasts over the grid view's rows and columns.
+    shift, scale, gate, c_shift, c_scale, c_gate = (mod[..., i, :] for i in range(6))
+    per_frame = lambda t: t.reshape(batch, *grid.shape, dim)
     flat = lambda t: t.reshape(batch, length, dim)
     x = constrain(x, ("batch", "length", "act_embed"))
 
@@ -94,10 +94,11 @@ class Block(nnx.Module):
     frames, per_frame = tokens.shape[1], tokens.shape[2]
     q, k, v = self.expression_attn.project(h, tokens.reshape(batch, frames * per_frame, dim))
     heads, head_dim = q.shape[-2:]
-    q = q.reshape(batch, *grid, heads, head_dim)
+    q = q.reshape(batch, *grid.shape, heads, head_dim)
     k, v = (t.reshape(batch, frames, per_frame, heads, head_dim) for t in (k, v))
-    logits = jnp.einsum("byfxnd,bftnd->byfxnt", q * jnp.asarray(head_dim ** -0.5, q.dtype), k,
+    g = grid.letters()
+    logits = jnp.einsum(f"b{g}nd,bftnd->b{g}nt", q * jnp.asarray(head_dim ** -0.5, q.dtype), k,
                         preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("byfxnt,bftnd->byfxnd", weights, v).reshape(batch, length, heads, head_dim)
+    out = jnp.einsum(f"b{g}nt,bftnd->b{g}nd", weights, v).reshape(batch, length, heads, head_dim)
     return self.expression_attn.output(out) * keep.astype(h.dtype)[:, None, None]

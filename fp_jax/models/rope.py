@@ -17,15 +17,14 @@ def _angles(positions, dim, theta):
   return np.outer(np.arange(positions, dtype=np.float64), frequencies)
 
 
-def rope_tables(height, frames, width, head_dim, theta=10000.0):
-  """(cos, sin), each `[height * frames * width, head_dim // 2]` float32, for tokens in the
-  DiT's (row, frame, column) order; channels in Wan's (time, height, width) split."""
+def rope_tables(grid, head_dim, theta=10000.0):
+  """(cos, sin), each `[tokens, head_dim // 2]` float32, for tokens laid out as `grid` (a
+  `TokenGrid`); channels in Wan's (time, height, width) split."""
   t_dim, h_dim, w_dim = axis_split(head_dim)
-  rows, frame_index, columns = np.meshgrid(np.arange(height), np.arange(frames), np.arange(width),
-                                           indexing="ij")
-  parts = [_angles(size, dim, theta)[grid.ravel()]
-           for size, dim, grid in zip((frames, height, width), (t_dim, h_dim, w_dim),
-                                      (frame_index, rows, columns))]
+  layout = np.meshgrid(*(np.arange(size) for size in grid.shape), indexing="ij")
+  position = {axis: layout[grid.order.index(axis)].ravel() for axis in grid.order}
+  parts = [_angles(getattr(grid, axis), dim, theta)[position[axis]]
+           for axis, dim in zip(("frames", "rows", "columns"), (t_dim, h_dim, w_dim))]
   angles = np.concatenate(parts, axis=-1)
   return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
 

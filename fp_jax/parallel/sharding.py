@@ -50,3 +50,16 @@ def constrain(x, names):
   if mesh.empty or mesh.size == 1:
     return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names))
+
+
+def shards(name):
+  """How many ways the current mesh and rules split the logical axis `name` (1 outside a mesh)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  axes = dict(spmd.get_logical_axis_rules()).get(name)
+  axes = (axes,) if isinstance(axes, str) else (axes or ())
+  count = 1
+  for axis in axes:
+    count *= mesh.shape[axis] if axis in mesh.axis_names else 1
+  return count
