@@ -13,6 +13,7 @@ def get_config(arg="dit"):
   config = wan_14b.get_config(arg)
   config.mesh = dict(data=1, fsdp=16, context=4, tensor=1)
   config.input.global_batch_size = 16
+  config.optim.mu_dtype = "bfloat16"  # the first moment in half the HBM (the second stays float32)
   # fp_jax/parallel/sharding.py's defaults, but `embed` over fsdp and context.
   config.logical_axis_rules = [
       ("batch", ("data", "fsdp")), ("length", "context"), ("embed", ("fsdp", "context")),

@@ -218,3 +218,26 @@ def test_a_missing_validation_split_fails_before_training(data_dir, tmp_path):
   config.eval.split = "holdout"
   with pytest.raises(InputError, match="holdout"):
     trainer_lib.Trainer(config, str(tmp_path))
+
+
+def test_a_bfloat16_first_moment_is_stored_in_bfloat16_and_steps_like_float32():
+  import optax  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
+  optim = tiny.get_config("dit").optim
+  start = {"kernel": jnp.linspace(-1.0, 1.0, 64, dtype=jnp.float32).reshape(8, 8)}
+  grads = {"kernel": jnp.cos(jnp.arange(64, dtype=jnp.float32)).reshape(8, 8)}
+  moments = lambda state, name: [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+                                 if f".{name}" in jax.tree_util.keystr(path)]
+  final = {}
+  for dtype in ("float32", "bfloat16"):
+    with optim.unlocked():
+      optim.update(mu_dtype=dtype, warmup_steps=0)
+    tx, _ = make_optimizer(optim, 10)
+    params, state = start, tx.init(start)
+    assert moments(state, "mu")[0].dtype == jnp.dtype(dtype) and moments(state, "nu")[0].dtype == jnp.float32
+    for _ in range(3):
+      updates, state = tx.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    final[dtype] = np.asarray(params["kernel"])
+  assert np.abs(final["float32"] - np.asarray(start["kernel"])).max() > 1e-3  # it did move
+  np.testing.assert_allclose(final["bfloat16"], final["float32"], rtol=0, atol=2e-5)

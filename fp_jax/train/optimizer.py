@@ -1,5 +1,6 @@
 """AdamW with warmup and a cosine or constant schedule, global-norm clipping and a decay mask."""
 import jax
+import jax.numpy as jnp
 import optax
 
 from data_pipeline.errors import require
@@ -27,9 +28,11 @@ def decay_mask(params):
 
 
 def make_optimizer(optim, total_steps):
+  require(optim.get("mu_dtype", "float32") in ("float32", "bfloat16"),
+          f"optim.mu_dtype must be float32 or bfloat16, got {optim.get('mu_dtype')!r}")
   schedule = learning_rate_schedule(optim, total_steps)
   return optax.chain(
       optax.clip_by_global_norm(optim.clip_norm),
       optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
-                  mask=decay_mask),
+                  mask=decay_mask, mu_dtype=jnp.dtype(optim.get("mu_dtype", "float32"))),
   ), schedule
