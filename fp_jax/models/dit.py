@@ -58,11 +58,8 @@ class DiT(nnx.Module):
     linear = lambda i, o, axes, **kw: layers.linear(i, o, axes, rngs, dtype=dtype, **kw)
     self.patch_embedding = linear(volume * config.in_channels, dim, (None, "embed"))
     self.time_embedder_1 = linear(config.freq_dim, dim, (None, "embed"))
-    # The per-frame conditioning path carries a few vectors per video: its weights are split over
-    # their outputs, so each chip multiplies by its own slice instead of gathering the whole
-    # matrix (time_proj alone is 5120 x 30720 for the 14B model, 300 MiB in bfloat16).
-    self.time_embedder_2 = linear(dim, dim, (None, "embed"))
-    self.time_proj = linear(dim, 6 * dim, (None, "embed"))
+    self.time_embedder_2 = linear(dim, dim, ("embed", None))
+    self.time_proj = linear(dim, 6 * dim, ("embed", None))
     self.text_embedder_1 = linear(config.text_dim, dim, (None, "embed"))
     self.text_embedder_2 = linear(dim, dim, ("embed", None))
 
@@ -84,13 +81,13 @@ class DiT(nnx.Module):
       self.ray_embedding = linear(volume * t * s * RAY_DIM, dim, (None, "embed"), zero=True)
     if config.expression_adaln:
       self.expression_adaln_1 = linear(config.expression_dim, dim, (None, "embed"))
-      self.expression_adaln_2 = linear(dim, dim, (None, "embed"), zero=True)
+      self.expression_adaln_2 = linear(dim, dim, ("embed", None), zero=True)
     if config.expression_cross_attention:
       self.expression_tokens_1 = linear(config.expression_token_dim, dim, (None, "embed"))
       self.expression_tokens_2 = linear(dim, dim, ("embed", None))
     if config.pose:
       self.pose_embedding_1 = linear(POSE_DIM, dim, (None, "embed"))
-      self.pose_embedding_2 = linear(dim, dim, (None, "embed"), zero=True)
+      self.pose_embedding_2 = linear(dim, dim, ("embed", None), zero=True)
 
   # -- shapes --------------------------------------------------------------------------------
 
