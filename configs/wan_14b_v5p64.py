@@ -13,6 +13,9 @@ def get_config(arg="dit"):
   config = wan_14b.get_config(arg)
   config.mesh = dict(data=1, fsdp=16, context=4, tensor=1)
   config.input.global_batch_size = 16
+  # Ulysses: an all-to-all trades the token split for a head split (10 heads a chip), where plain
+  # splash would gather every video's keys and values on each context chip (docs/scaling.md).
+  config.model.attention = "ulysses_splash"
   config.optim.mu_dtype = "bfloat16"  # the first moment in half the HBM (the second stays float32)
   # fp_jax/parallel/sharding.py's defaults, but `embed` over fsdp and context.
   config.logical_axis_rules = [
