@@ -40,7 +40,7 @@ demo: setup
 	@echo "      videos and panels $(DEMO)/videos, evaluation $(DEMO)/report.md and report.json"
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 clean:
 	rm -rf $(VENV) outputs
