@@ -28,11 +28,11 @@ def decay_mask(params):
 
 
 def make_optimizer(optim, total_steps):
-  require(optim.get("mu_dtype", "float32") in ("float32", "bfloat16"),
-          f"optim.mu_dtype must be float32 or bfloat16, got {optim.get('mu_dtype')!r}")
+  mu_dtype = optim.get("mu_dtype", "float32")  # configs saved before the field read as float32
+  require(mu_dtype in ("float32", "bfloat16"), f"optim.mu_dtype must be float32 or bfloat16, got {mu_dtype!r}")
   schedule = learning_rate_schedule(optim, total_steps)
   return optax.chain(
       optax.clip_by_global_norm(optim.clip_norm),
       optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
-                  mask=decay_mask, mu_dtype=jnp.dtype(optim.get("mu_dtype", "float32"))),
+                  mask=decay_mask, mu_dtype=jnp.dtype(mu_dtype)),
   ), schedule
