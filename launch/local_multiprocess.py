@@ -22,6 +22,12 @@ def free_port():
     return sock.getsockname()[1]
 
 
+def with_device_count(flags, count):
+  """The caller's XLA flags, kept, with this process's simulated CPU device count."""
+  kept = [flag for flag in flags.split() if not flag.startswith("--xla_force_host_platform_device_count")]
+  return " ".join(kept + [f"--xla_force_host_platform_device_count={count}"])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("-n", "--num_processes", type=int, default=2)
@@ -38,7 +44,7 @@ def main():
   for index in range(args.num_processes):
     env = dict(os.environ, FP_COORDINATOR_ADDRESS=address, FP_NUM_PROCESSES=str(args.num_processes),
                FP_PROCESS_ID=str(index), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices_per_process}")
+               XLA_FLAGS=with_device_count(os.environ.get("XLA_FLAGS", ""), args.devices_per_process))
     processes.append(subprocess.Popen(command, env=env))
   status = 0
   while processes:

@@ -93,7 +93,7 @@ def _free_port():
 def test_two_jax_processes_assemble_one_global_batch(data_dir):
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+             XLA_FLAGS=os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2"))
   workers = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "distributed_input_worker.py"),
                                str(port), str(rank), "2", data_dir], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

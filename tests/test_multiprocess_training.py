@@ -6,7 +6,8 @@ import sys
 import jax
 import numpy as np
 
-from fp_jax.train import checkpoints
+from fp_jax.train import checkpoints, trainer
+from tests.test_trainer import train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,22 +25,22 @@ def losses(output):
   return [float(line.split("loss=")[1].split(",")[0]) for line in output.splitlines() if line.startswith("step ")]
 
 
-def run(command, processes):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  if processes > 1:
-    command = [sys.executable, os.path.join(ROOT, "launch", "local_multiprocess.py"), "-n", str(processes),
-               "--devices_per_process", str(8 // processes), "--"] + command
-  else:
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def two_processes(command):
+  command = [sys.executable, os.path.join(ROOT, "launch", "local_multiprocess.py"), "-n", "2",
+             "--devices_per_process", "4", "--"] + command
+  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
 
-def test_two_processes_equal_one_and_resume(data_dir, tmp_path):
-  single = run(fp_train(data_dir, tmp_path / "one", 10), 1)
-  double = run(fp_train(data_dir, tmp_path / "two", 5), 2)  # stop after 5 ...
-  double += run(fp_train(data_dir, tmp_path / "two", 10), 2)  # ... and resume to 10
+def test_two_processes_equal_one_and_resume(data_dir, tmp_path, capsys):
+  # The one-process reference runs here, in the test's own process (8 devices, as conftest set).
+  config = train_config(data_dir, "motion", total_steps=10, checkpoint_every=5)
+  trainer.train(config, str(tmp_path / "one"))
+  single = capsys.readouterr().out
+  double = two_processes(fp_train(data_dir, tmp_path / "two", 5))  # stop after 5 ...
+  double += two_processes(fp_train(data_dir, tmp_path / "two", 10))  # ... and resume to 10
   assert len(losses(single)) == 10 and len(losses(double)) == 10
   np.testing.assert_allclose(losses(double), losses(single), rtol=1e-5)
   one, _ = checkpoints.latest_params(str(tmp_path / "one"), which="params")
@@ -61,7 +62,7 @@ def test_when_one_process_dies_the_other_stops_in_bounded_time(data_dir, tmp_pat
   for index in range(2):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", FP_COORDINATOR_ADDRESS=f"localhost:{port}",
                FP_NUM_PROCESSES="2", FP_PROCESS_ID=str(index), FP_HEARTBEAT_SECONDS="5",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2"))
     processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
   survivor, victim = processes
