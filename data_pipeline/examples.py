@@ -9,8 +9,9 @@ the element's index, so results do not depend on which worker runs it):
 - the explicit head pose (6D rotation, t, s) and the ground-truth expression controls;
 - the driving frames the expression encoder sees: face crops placed by the known head pose;
 - condition-drop flags for classifier-free guidance (see `draw_drop_flags`);
-- with `expression_twins`, the same expressions on another person from another view, cropped
-  alike (`driving_twin`, data_pipeline/expression_twins.py), for the motion trainer.
+- with `expression_twins = k`, k frames of the window (`twin_frames`) worn again by another person
+  seen from another view, cropped alike (`driving_twin`, data_pipeline/expression_twins.py), for
+  the motion trainer. Twins are rendered in the worker, so k sets the input's cost.
 The keys and shapes are listed in docs/data_format.md ("Training examples").
 """
 import grain
@@ -89,7 +90,7 @@ class MakeExample(grain.transforms.RandomMap):
     self._normals = config.normals.to_dict()
     self._rays_dtype = np.dtype(config.rays_dtype)
     self._drop_rates = config.drop.to_dict()
-    self._twins = bool(config.get("expression_twins", False))
+    self._twins = int(config.get("expression_twins", 0))
 
   def random_map(self, index, rng):
     """`index`: a record of the split; it is read here, in the worker."""
@@ -130,8 +131,12 @@ class MakeExample(grain.transforms.RandomMap):
     }
     example.update(draw_drop_flags(rng, self._drop_rates))
     if self._twins:
+      count = len(frames)
+      chosen = np.sort(rng.choice(count, min(self._twins, count), replace=False)).astype(np.int32)
+      example["twin_frames"] = chosen
       example["driving_twin"] = expression_twins.twin_crops(
-          model, window["expression"], rng, height, width, self._records.fps, self._crop_size, self._crop_margin)
+          model, window["expression"][chosen], rng, height, width, self._records.fps, self._crop_size,
+          self._crop_margin)
     return example
 
   def _reference_image(self, index, clip, rng):

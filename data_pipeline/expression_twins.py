@@ -8,7 +8,7 @@ around the face as the driving crops are.
 """
 import numpy as np
 
-from data_pipeline import appearance, controls, face_crop, world
+from data_pipeline import appearance, cameras, controls, face_crop, world
 
 TWIN_REGIMES = ("phone", "studio", "viewsweep", "dynamicsweep")
 
@@ -16,11 +16,12 @@ TWIN_REGIMES = ("phone", "studio", "viewsweep", "dynamicsweep")
 def twin_crops(model, expression, rng, height, width, fps, crop_size, margin):
   """uint8 `[T, crop_size, crop_size, 3]`: `expression [T, C]` on a new random person and view."""
   frames = len(expression)
-  spec = world.ClipSpec(height, width, frames, fps)
+  spec = world.ClipSpec(height, width, 1 + 4 * -(-(frames - 1) // 4), fps)  # clips are 4k + 1 frames long
   person = appearance.sample_identity(model, rng)
   rotation, translation, scale = world.sample_head_motion(rng, frames, fps)
   head_pose = np.concatenate([rotation, translation[:, :, None]], axis=2)
   cams, _ = world.sample_cameras(TWIN_REGIMES[int(rng.integers(len(TWIN_REGIMES)))], rng, spec)
+  cams = cameras.Cameras(cams.intrinsics[:frames], cams.extrinsics[:frames])
   vertices = controls.pose_vertices(model, person.shape, expression, head_pose, scale)
   images = world.renderer_for(model.f.tobytes(), height, width, 1).render_clip(
       vertices, cams.intrinsics, cams.extrinsics, albedo=person.albedo,

@@ -42,3 +42,23 @@ def pose_from_vector(vector):
   require(vector.shape[-1] == POSE_DIM, f"pose vectors have {POSE_DIM} entries, got {vector.shape[-1]}")
   rotation = rotation_from_6d(vector[..., :6])
   return np.concatenate([rotation, vector[..., 6:9, None]], axis=-1), vector[..., 9]
+
+
+def to_camera_frame(vectors, extrinsics):
+  """World-frame pose vectors `[..., 10]` -> the same head seen from cameras `[..., 3, 4]`
+  (OpenCV world-to-camera): `R_c = R R_h`, `t_c = R t_h + t`. The 6D columns rotate like the
+  rotation, so this is exact on raw 6D and works on numpy and jax arrays alike."""
+  xp = vectors.__array_namespace__()
+  rotation, offset = extrinsics[..., :3, :3], extrinsics[..., :3, 3]
+  turn = lambda v: xp.einsum("...ij,...j->...i", rotation, v)
+  return xp.concatenate([turn(vectors[..., 0:3]), turn(vectors[..., 3:6]), turn(vectors[..., 6:9]) + offset,
+                         vectors[..., 9:]], axis=-1)
+
+
+def from_camera_frame(vectors, extrinsics):
+  """The inverse of `to_camera_frame`: camera-frame pose vectors back to the world frame."""
+  xp = vectors.__array_namespace__()
+  rotation, offset = extrinsics[..., :3, :3], extrinsics[..., :3, 3]
+  back = lambda v: xp.einsum("...ji,...j->...i", rotation, v)
+  return xp.concatenate([back(vectors[..., 0:3]), back(vectors[..., 3:6]), back(vectors[..., 6:9] - offset),
+                         vectors[..., 9:]], axis=-1)

@@ -4,27 +4,28 @@ import numpy as np
 from flax import nnx
 
 from configs import tiny
-from data_pipeline import examples
+from data_pipeline import cameras, examples, head_pose
 from data_pipeline.records import ClipRecords
 from fp_jax.train.tasks import motion_task
 from tests.test_input_pipeline import make_config
 
 
 def test_a_twin_wears_the_same_expressions_on_another_person_and_view(data_dir):
-  config = make_config(data_dir, **{"window.num_frames": 5, "expression_twins": True})
+  config = make_config(data_dir, **{"window.num_frames": 5, "expression_twins": 2})
   records = ClipRecords(data_dir, "tiny", "train")
   maker = examples.MakeExample(records, config)
   example = maker.example(0, 0, np.random.default_rng(0))
   again = maker.example(0, 0, np.random.default_rng(0))
   other = maker.example(0, 0, np.random.default_rng(1))
-  twin = example["driving_twin"]
-  assert twin.shape == example["driving"].shape and twin.dtype == np.uint8
+  twin, chosen = example["driving_twin"], example["twin_frames"]
+  assert twin.shape == (2,) + example["driving"].shape[1:] and twin.dtype == np.uint8
+  assert chosen.shape == (2,) and len(set(chosen.tolist())) == 2 and 0 <= chosen.min() and chosen.max() < 5
   np.testing.assert_array_equal(twin, again["driving_twin"])  # the example's seed decides it
-  assert np.mean(np.abs(twin.astype(float) - example["driving"])) > 5  # not the same picture
+  assert np.mean(np.abs(twin.astype(float) - example["driving"][chosen])) > 5  # not the same picture
   assert np.mean(np.abs(twin.astype(float) - other["driving_twin"])) > 5  # another draw, another twin
 
 
-def test_the_invariance_term_is_zero_for_identical_crops_and_positive_otherwise():
+def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():
   config = tiny.get_config("motion")
   config.motion.widths = (8, 16)
   task = motion_task.MotionTask(config)
@@ -32,11 +33,44 @@ def test_the_invariance_term_is_zero_for_identical_crops_and_positive_otherwise(
   rng = np.random.default_rng(0)
   batch = {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
            "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
-           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32)}
+           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
+           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
   plain_loss, plain = task.loss(models, {}, batch, None)
   assert "invariance" not in plain
-  same_loss, same = task.loss(models, {}, dict(batch, driving_twin=batch["driving"]), None)
-  assert float(same["invariance"]) == 0.0 and float(same_loss) == float(plain_loss)
-  other = jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8))
-  _, different = task.loss(models, {}, dict(batch, driving_twin=other), None)
+  # Frames 2 and 0 twinned by exactly those frames: no difference at all.
+  picks = jnp.asarray([[2, 0], [1, 2]], jnp.int32)
+  own = jnp.take_along_axis(batch["driving"], picks[..., None, None, None], axis=1)
+  same_loss, same = task.loss(models, {}, dict(batch, driving_twin=own, twin_frames=picks), None)
+  assert float(same["invariance"]) == 0.0
+  # The twins' readout is scored on the twinned frames' own controls, as a share of their variance.
+  readout = models.readout(models.expression(own))
+  wanted = jnp.take_along_axis(batch["expression"], picks[..., None], axis=1)
+  variance = np.var(np.asarray(batch["expression"]).reshape(-1, 16), axis=0).mean()
+  expected = float(jnp.mean(jnp.square(readout - wanted))) / (variance + 1e-4)
+  np.testing.assert_allclose(float(same["twin_unexplained"]), expected, rtol=1e-4)
+  np.testing.assert_allclose(float(same_loss), float(plain_loss) + expected, rtol=1e-4)
+  other = jnp.asarray(rng.integers(0, 256, (2, 2, 16, 16, 3), dtype=np.uint8))
+  _, different = task.loss(models, {}, dict(batch, driving_twin=other, twin_frames=picks), None)
+  _, shuffled = task.loss(models, {}, dict(batch, driving_twin=own, twin_frames=picks[:, ::-1]), None)
+  assert float(shuffled["invariance"]) > 0.01  # a twin is compared with its own frame only
   assert float(different["invariance"]) > 0.01
+
+
+def test_the_pose_target_is_the_head_as_each_camera_sees_it():
+  # Composed as 4x4 matrices: camera-from-head = camera-from-world @ world-from-head.
+  rng = np.random.default_rng(0)
+  rotation = head_pose.rotation_from_6d(rng.standard_normal((4, 6)))
+  world = np.concatenate([rotation, rng.standard_normal((4, 3, 1))], axis=-1)
+  scale = rng.uniform(0.9, 1.1, 4)
+  views = cameras.turntable(4, 32, 32).extrinsics
+  seen = head_pose.to_camera_frame(head_pose.pose_vector(world, scale), views)
+  square = lambda m: np.concatenate([m, np.broadcast_to([[0, 0, 0, 1.0]], (len(m), 1, 4))], axis=1)
+  expected = (square(views.astype(np.float64)) @ square(world))[:, :3]
+  pose, seen_scale = head_pose.pose_from_vector(seen)
+  np.testing.assert_allclose(pose, expected, atol=1e-5)
+  np.testing.assert_allclose(seen_scale, scale, rtol=1e-6)
+  back = head_pose.from_camera_frame(seen, views)
+  np.testing.assert_allclose(back, head_pose.pose_vector(world, scale), atol=1e-5)
+  # The same arithmetic on jax arrays (the motion task's loss runs it on the device).
+  on_device = head_pose.to_camera_frame(jnp.asarray(head_pose.pose_vector(world, scale)), jnp.asarray(views))
+  np.testing.assert_allclose(np.asarray(on_device), seen, atol=1e-5)

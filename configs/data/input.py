@@ -24,8 +24,9 @@ def get_config(arg="demo"):
   config.normals = ml_collections.ConfigDict(
       dict(source="stored", height=0, width=0, supersample=1, encoding="uint8"))
   config.rays_dtype = "float32"
-  # Motion training: also render each window's expressions on another person and view.
-  config.expression_twins = False
+  # Motion training: this many frames of each window also rendered on another person and view
+  # (0: none); rendering them is most of the motion input's cost.
+  config.expression_twins = 0
   # A latent cache (fp-cache-latents) to read instead of the clips: dit task only; "" = off.
   config.cached_latents = ""
   # Classifier-free guidance: drop everything, the motion signals together, or one condition.

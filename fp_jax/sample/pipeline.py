@@ -256,9 +256,11 @@ def _decode_latents(graphdef, state, latents):
 
 
 def _estimated_pose(vectors):
-  """The pose encoder's `(6D, t, s)` as a head pose, the scale kept within the world's plausible
-  range (an estimate near zero or below would collapse the mesh)."""
-  head_pose, scale = head_pose_lib.pose_from_vector(vectors)
+  """The pose encoder's `(6D, t, s)`, which is seen from the driving camera, as a world-frame head
+  pose: a driving video without tracking is taken as filmed by the frontal camera. The scale is
+  kept within the world's plausible range (an estimate near zero or below would collapse the mesh)."""
+  frontal = cameras_lib.static_frontal(1, 1, 1).extrinsics[0]
+  head_pose, scale = head_pose_lib.pose_from_vector(head_pose_lib.from_camera_frame(vectors, frontal))
   return head_pose, np.clip(scale, *PLAUSIBLE_SCALE)
 
 
