@@ -16,6 +16,7 @@ The keys and shapes are listed in docs/data_format.md ("Training examples").
 """
 import grain
 import numpy as np
+from PIL import Image
 
 from data_pipeline import expression_twins, face_crop, head_pose, rays, renderer, world
 from data_pipeline.errors import require
@@ -24,6 +25,7 @@ from data_pipeline.template_head import build_template
 CONDITIONS = ("reference", "expression", "pose", "camera")
 REFERENCE_MODES = ("same_clip", "cross_clip")
 NORMAL_SOURCES = ("stored", "render")
+CROP_SOURCES = ("frames", "stored", "mixed")
 NORMAL_ENCODINGS = ("uint8", "unit")
 RAY_DTYPES = ("float32", "float16")
 
@@ -87,6 +89,14 @@ class MakeExample(grain.transforms.RandomMap):
     self._reference = config.reference
     self._crop_size = int(config.face_crop.size)
     self._crop_margin = float(config.face_crop.margin)
+    self._crop_source = config.face_crop.get("source", "frames")
+    require(self._crop_source in CROP_SOURCES,
+            f"face_crop.source must be one of {CROP_SOURCES}, got {self._crop_source!r}")
+    if self._crop_source != "frames":
+      require(records.face_size > 0, f"face_crop.source={self._crop_source} needs stored face crops, and "
+              f"{records!r} has none (build with face.size > 0, version 1.2.0 on)")
+      require(abs(records.face_margin - self._crop_margin) < 1e-6,
+              f"face_crop.margin {self._crop_margin} differs from the stored faces' {records.face_margin}")
     self._normals = config.normals.to_dict()
     self._rays_dtype = np.dtype(config.rays_dtype)
     self._drop_rates = config.drop.to_dict()
@@ -120,7 +130,7 @@ class MakeExample(grain.transforms.RandomMap):
                                   ).astype(self._rays_dtype, copy=False),
         "head_pose": head_pose.pose_vector(window["head_pose"], window["head_scale"]),
         "expression": window["expression"],
-        "driving": face_crop.crop(window["frames"], boxes, self._crop_size),
+        "driving": self._driving_crops(clip, frames, window["frames"], boxes, rng),
         "face_boxes": boxes,
         "intrinsics": window["intrinsics"],
         "extrinsics": window["extrinsics"],
@@ -134,10 +144,22 @@ class MakeExample(grain.transforms.RandomMap):
       count = len(frames)
       chosen = np.sort(rng.choice(count, min(self._twins, count), replace=False)).astype(np.int32)
       example["twin_frames"] = chosen
-      example["driving_twin"] = expression_twins.twin_crops(
+      example["driving_twin"], example["twin_pose"] = expression_twins.twin_crops(
           model, window["expression"][chosen], rng, height, width, self._records.fps, self._crop_size,
           self._crop_margin)
     return example
+
+  def _driving_crops(self, clip, frames, video, boxes, rng):
+    """Face crops cut from the frames, or the stored ones rendered at crop resolution ("mixed":
+    either, by a coin toss per example, so the encoders learn both)."""
+    stored = self._crop_source == "stored" or (self._crop_source == "mixed" and rng.random() < 0.5)
+    if not stored:
+      return face_crop.crop(video, boxes, self._crop_size)
+    faces = clip["face"][frames]
+    if faces.shape[1] == self._crop_size:
+      return faces
+    return np.stack([np.asarray(Image.fromarray(face).resize((self._crop_size,) * 2, Image.Resampling.BILINEAR))
+                     for face in faces])
 
   def _reference_image(self, index, clip, rng):
     if self._reference == "cross_clip" and self._records.clips_per_identity > 1:

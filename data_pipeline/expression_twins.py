@@ -8,13 +8,14 @@ around the face as the driving crops are.
 """
 import numpy as np
 
-from data_pipeline import appearance, cameras, controls, face_crop, world
+from data_pipeline import appearance, cameras, controls, face_crop, head_pose as head_pose_lib, world
 
 TWIN_REGIMES = ("phone", "studio", "viewsweep", "dynamicsweep")
 
 
 def twin_crops(model, expression, rng, height, width, fps, crop_size, margin):
-  """uint8 `[T, crop_size, crop_size, 3]`: `expression [T, C]` on a new random person and view."""
+  """`expression [T, C]` on a new random person and view: uint8 crops `[T, crop_size, crop_size, 3]`
+  and the twin's pose vectors `[T, 10]` as its camera sees it (a new person for the pose encoder)."""
   frames = len(expression)
   spec = world.ClipSpec(height, width, 1 + 4 * -(-(frames - 1) // 4), fps)  # clips are 4k + 1 frames long
   person = appearance.sample_identity(model, rng)
@@ -28,4 +29,5 @@ def twin_crops(model, expression, rng, height, width, fps, crop_size, margin):
       lighting=appearance.sample_lighting(rng), background=appearance.sample_background(rng))
   boxes = face_crop.face_boxes(model, person.shape, expression, head_pose, scale, cams.intrinsics,
                                cams.extrinsics, margin)
-  return face_crop.crop(images["rgb"], boxes, crop_size)
+  seen = head_pose_lib.to_camera_frame(head_pose_lib.pose_vector(head_pose, scale), cams.extrinsics)
+  return face_crop.crop(images["rgb"], boxes, crop_size), seen.astype(np.float32)

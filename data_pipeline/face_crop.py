@@ -48,6 +48,18 @@ def face_boxes(model, shape, expression, head_pose, head_scale, intrinsics, extr
   return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
 
 
+def box_intrinsics(intrinsics, boxes, size):
+  """`[T, 3, 3]` intrinsics of cameras that see only each box `[T, 4]`, as `size x size` images:
+  the pixel map of `crop` (box corner to 0, box width to `size`) applied after `intrinsics`."""
+  boxes = np.asarray(boxes, np.float64)
+  zoom = size / (boxes[:, 2] - boxes[:, 0])
+  to_crop = np.zeros((len(boxes), 3, 3))
+  to_crop[:, 0, 0] = to_crop[:, 1, 1] = zoom
+  to_crop[:, 0, 2], to_crop[:, 1, 2] = -boxes[:, 0] * zoom, -boxes[:, 1] * zoom
+  to_crop[:, 2, 2] = 1.0
+  return to_crop @ np.asarray(intrinsics, np.float64)
+
+
 def crop(frames, boxes, size):
   """uint8 `[T, size, size, 3]` crops of `frames [T, H, W, 3]` (bilinear, black outside)."""
   require(size >= 8, f"face crop size must be >= 8, got {size}")

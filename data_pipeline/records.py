@@ -69,6 +69,9 @@ class ClipRecords:
     self.first_identity = int(metadata["first_identity"][split])
     self.fps = float(metadata["fps"])
     self.num_frames, self.height, self.width, _ = info.features["frames"].shape
+    # Stored face crops (version 1.2.0 on, when built with face.size > 0): their size and margin.
+    self.face_size = int(info.features["face"].shape[1]) if "face" in info.features else 0
+    self.face_margin = float(metadata.get("face_margin", 0.0))
     split_info = info.splits[split]
     self.files = [os.fspath(path) for path in split_info.filepaths]
     self.shard_lengths = [int(n) for n in split_info.shard_lengths]

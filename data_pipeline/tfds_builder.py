@@ -32,6 +32,8 @@ class PortraitConfig(tfds.core.BuilderConfig):
   identities: tuple = (32, 4, 4)  # train, validation, test
   clips_per_identity: int = 4
   regime_weights: tuple = (1.0, 1.0, 1.0, 1.0)  # phone, studio, viewsweep, dynamicsweep
+  face_size: int = 0  # > 0: each frame's face crop rendered at this size (`face`)
+  face_margin: float = 1.8
 
   @classmethod
   def from_config(cls, config):
@@ -43,16 +45,21 @@ class PortraitConfig(tfds.core.BuilderConfig):
     require(all(n >= 0 for n in identities) and identities[0] > 0,
             f"identity counts must be >= 0 and train > 0, got {identities}")
     require(config.clips_per_identity >= 1, "clips_per_identity must be >= 1")
+    face = config.get("face", {"size": 0, "margin": 1.8})
+    require(int(face["size"]) == 0 or int(face["size"]) >= 8, f"face.size must be 0 or >= 8, got {face['size']}")
+    require(float(face["margin"]) > 0, f"face.margin must be positive, got {face['margin']}")
     world.ClipSpec(config.height, config.width, config.num_frames, config.fps, config.supersample)
     return cls(name=config.name, version=config.version, seed=int(config.seed),
                height=int(config.height), width=int(config.width), num_frames=int(config.num_frames),
                fps=float(config.fps), supersample=int(config.supersample), identities=identities,
                clips_per_identity=int(config.clips_per_identity), regime_weights=weights,
+               face_size=int(face["size"]), face_margin=float(face["margin"]),
                description=f"{config.name}: {config.height}x{config.width}, {config.num_frames} frames")
 
   @property
   def spec(self):
-    return world.ClipSpec(self.height, self.width, self.num_frames, self.fps, self.supersample)
+    return world.ClipSpec(self.height, self.width, self.num_frames, self.fps, self.supersample,
+                          self.face_size, self.face_margin)
 
   def split_identities(self, split):
     start = sum(self.identities[:SPLITS.index(split)])
@@ -74,9 +81,10 @@ def _make_example(config, key):
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
   """Rendered portrait clips: four camera/motion regimes, known pose, expression and shape."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "Records in (identity, clip) order; identity layout in the metadata."}
+                   "1.1.0": "Records in (identity, clip) order; identity layout in the metadata.",
+                   "1.2.0": "`face`: each frame's face crop rendered at the crop's own resolution."}
   BUILDER_CONFIGS = []  # configs come from configs/data/*.py, any name
 
   def __init__(self, *, use_beam=False, **kwargs):
@@ -89,8 +97,9 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
     t, h, w = config.num_frames, config.height, config.width
     video = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib")
     array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
+    faces = {"face": video(t, config.face_size, config.face_size, 3)} if config.face_size else {}
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
+        features=tfds.features.FeaturesDict(faces | {
             "frames": video(t, h, w, 3),
             "normals": video(t, h, w, 3),
             "mask": video(t, h, w),
@@ -108,6 +117,7 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
         description=__doc__,
         metadata=tfds.core.MetadataDict(
             fps=config.fps, seed=config.seed, clips_per_identity=config.clips_per_identity,
+            face_margin=config.face_margin,
             first_identity={split: config.split_identities(split).start for split in SPLITS}),
         disable_shuffling=True,
     )

@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from data_pipeline import appearance, cameras, controls, curves
+from data_pipeline import appearance, cameras, controls, curves, face_crop
 from data_pipeline.errors import require, require_frame_count, require_resolution
 from data_pipeline.lbs import axis_angle_to_matrix
 from data_pipeline.renderer import Renderer
@@ -26,6 +26,8 @@ class ClipSpec:
   num_frames: int = 17
   fps: float = 25.0
   supersample: int = 1
+  face_size: int = 0  # > 0: also render each frame's face crop at this size (`face`)
+  face_margin: float = 1.8  # the crop box is this times the facial landmarks' extent
 
   def __post_init__(self):
     require_resolution(self.height, self.width)
@@ -151,7 +153,7 @@ def generate_clip(seed, identity, clip_index, regime, spec, model=None):
   background = appearance.sample_background(rng)
   images = _renderer(model, spec).render_clip(vertices, cams.intrinsics, cams.extrinsics,
                                               albedo=person.albedo, lighting=lighting, background=background)
-  return {
+  clip = {
       "frames": images["rgb"],
       "normals": images["normals"],
       "mask": images["mask"],
@@ -166,6 +168,15 @@ def generate_clip(seed, identity, clip_index, regime, spec, model=None):
       "camera_trajectory": trajectory,
       "clip_id": f"id{identity:06d}_clip{clip_index:03d}",
   }
+  if spec.face_size:
+    # The face as a camera zoomed onto its crop box sees it: the detail a crop of a high-resolution
+    # driving video has, which a crop of the small frames cannot give the motion encoders.
+    boxes = face_crop.face_boxes(model, person.shape, expression, head_pose, scale, cams.intrinsics,
+                                 cams.extrinsics, spec.face_margin)
+    zoomed = face_crop.box_intrinsics(cams.intrinsics, boxes, spec.face_size)
+    clip["face"] = renderer_for(model.f.tobytes(), spec.face_size, spec.face_size, spec.supersample).render_clip(
+        vertices, zoomed, cams.extrinsics, albedo=person.albedo, lighting=lighting, background=background)["rgb"]
+  return clip
 
 
 def render_normals(model, shape, expression, head_pose, head_scale, intrinsics, extrinsics, spec):

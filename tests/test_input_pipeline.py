@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs.data import input as input_config
-from data_pipeline import examples, head_pose, input_pipeline, rays
+from configs.data import synthetic
+from data_pipeline import examples, face_crop, head_pose, input_pipeline, rays
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 
@@ -164,8 +165,8 @@ def test_bad_configs_fail_at_start_up(data_dir, overrides, message):
 def _damaged_copy(data_dir, tmp_path, damage):
   target = tmp_path / "damaged"
   subprocess.run(["cp", "-r", data_dir, str(target)], check=True)
-  name = next(f for f in os.listdir(target / "factor_portrait_synthetic/tiny/1.1.0") if "-train." in f)
-  path = target / "factor_portrait_synthetic/tiny/1.1.0" / name
+  version = target / "factor_portrait_synthetic/tiny" / synthetic.get_config("tiny").version
+  path = version / next(f for f in os.listdir(version) if "-train." in f)
   data = bytearray(path.read_bytes())
   path.write_bytes(damage(data))
   return str(target), str(path)
@@ -226,3 +227,24 @@ def test_global_batches_do_not_depend_on_the_number_of_processes(data_dir):
     assert rows(batch) == sorted(rows(shares[0][step]) + rows(shares[1][step]))
     for key in keys:  # row for row: process 0 holds the first half, process 1 the second
       np.testing.assert_array_equal(np.concatenate([shares[0][step][key], shares[1][step][key]]), batch[key])
+
+
+def test_driving_crops_come_from_the_frames_or_the_stored_faces(data_dir):
+  records = ClipRecords(data_dir, "tiny", "train")
+  clip = records[1]
+  assert records.face_size == 16 and records.face_margin == 1.8
+  make = lambda **overrides: examples.MakeExample(records, make_config(data_dir, **overrides))
+  stored = make(**{"face_crop.source": "stored"}).example(1, 0, np.random.default_rng(0))
+  np.testing.assert_array_equal(stored["driving"], clip["face"])
+  cut = make().example(1, 0, np.random.default_rng(0))
+  np.testing.assert_array_equal(cut["driving"], face_crop.crop(clip["frames"], cut["face_boxes"], 16))
+  smaller = make(**{"face_crop.source": "stored", "face_crop.size": 8}).example(1, 0, np.random.default_rng(0))
+  assert smaller["driving"].shape == (5, 8, 8, 3)
+  mixed = make(**{"face_crop.source": "mixed"})
+  kinds = {np.array_equal(mixed.example(1, 0, np.random.default_rng(seed))["driving"], clip["face"])
+           for seed in range(12)}
+  assert kinds == {True, False}  # a coin toss per example
+  with pytest.raises(InputError, match="differs from the stored faces"):
+    make(**{"face_crop.source": "stored", "face_crop.margin": 2.0})
+  with pytest.raises(InputError, match="face_crop.source must be one of"):
+    make(**{"face_crop.source": "video"})

@@ -1,4 +1,4 @@
-"""The motion trainer's expression twins and invariance term."""
+"""The motion trainer: camera-frame pose targets, expression twins and the terms they feed."""
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -23,6 +23,12 @@ def test_a_twin_wears_the_same_expressions_on_another_person_and_view(data_dir):
   np.testing.assert_array_equal(twin, again["driving_twin"])  # the example's seed decides it
   assert np.mean(np.abs(twin.astype(float) - example["driving"][chosen])) > 5  # not the same picture
   assert np.mean(np.abs(twin.astype(float) - other["driving_twin"])) > 5  # another draw, another twin
+  # The twin's pose as its camera sees it: a real rotation, in front of the camera.
+  pose = example["twin_pose"]
+  assert pose.shape == (2, 10) and pose.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(pose[:, :3], axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(np.sum(pose[:, :3] * pose[:, 3:6], axis=1), 0.0, atol=1e-5)
+  assert np.all(pose[:, 8] > 0.3)  # depth along the camera's axis
 
 
 def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():
@@ -40,7 +46,10 @@ def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_other
   # Frames 2 and 0 twinned by exactly those frames: no difference at all.
   picks = jnp.asarray([[2, 0], [1, 2]], jnp.int32)
   own = jnp.take_along_axis(batch["driving"], picks[..., None, None, None], axis=1)
-  same_loss, same = task.loss(models, {}, dict(batch, driving_twin=own, twin_frames=picks), None)
+  own_pose = head_pose.to_camera_frame(jnp.take_along_axis(batch["head_pose"], picks[..., None], axis=1),
+                                       jnp.take_along_axis(batch["extrinsics"], picks[..., None, None], axis=1))
+  twins = dict(driving_twin=own, twin_frames=picks, twin_pose=own_pose)
+  same_loss, same = task.loss(models, {}, dict(batch, **twins), None)
   assert float(same["invariance"]) == 0.0
   # The twins' readout is scored on the twinned frames' own controls, as a share of their variance.
   readout = models.readout(models.expression(own))
@@ -48,10 +57,15 @@ def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_other
   variance = np.var(np.asarray(batch["expression"]).reshape(-1, 16), axis=0).mean()
   expected = float(jnp.mean(jnp.square(readout - wanted))) / (variance + 1e-4)
   np.testing.assert_allclose(float(same["twin_unexplained"]), expected, rtol=1e-4)
-  np.testing.assert_allclose(float(same_loss), float(plain_loss) + expected, rtol=1e-4)
+  # Identical twins with their own frames' poses: the pose error on them is the plain one there.
+  seen = head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"])
+  pose_there = jnp.take_along_axis(models.pose(batch["driving"]) - seen, picks[..., None], axis=1)
+  np.testing.assert_allclose(float(same["twin_pose_mse"]), float(jnp.mean(jnp.square(pose_there))), rtol=1e-4)
+  np.testing.assert_allclose(float(same_loss), float(plain_loss) + expected + float(same["twin_pose_mse"]),
+                             rtol=1e-4)
   other = jnp.asarray(rng.integers(0, 256, (2, 2, 16, 16, 3), dtype=np.uint8))
-  _, different = task.loss(models, {}, dict(batch, driving_twin=other, twin_frames=picks), None)
-  _, shuffled = task.loss(models, {}, dict(batch, driving_twin=own, twin_frames=picks[:, ::-1]), None)
+  _, different = task.loss(models, {}, dict(batch, **dict(twins, driving_twin=other)), None)
+  _, shuffled = task.loss(models, {}, dict(batch, **dict(twins, twin_frames=picks[:, ::-1])), None)
   assert float(shuffled["invariance"]) > 0.01  # a twin is compared with its own frame only
   assert float(different["invariance"]) > 0.01
 

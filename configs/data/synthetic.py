@@ -11,13 +11,16 @@ import ml_collections
 def get_config(arg="demo"):
   config = ml_collections.ConfigDict()
   config.name = arg
-  config.version = "1.1.0"
+  config.version = "1.2.0"
   config.seed = 0
   config.height = 64
   config.width = 64
   config.num_frames = 17  # 4k + 1 for the causal video VAE
   config.fps = 25.0
   config.supersample = 1
+  # Each frame's face crop rendered at this size (0: none), as a crop of a high-resolution driving
+  # video would show it; the motion encoders train on it (`input.face_crop.source`).
+  config.face = ml_collections.ConfigDict(dict(size=64, margin=1.8))
   config.identities = ml_collections.ConfigDict(dict(train=32, validation=4, test=4))
   config.clips_per_identity = 4
   config.regime_weights = ml_collections.ConfigDict(
@@ -30,10 +33,12 @@ def get_config(arg="demo"):
     config.num_frames = 5
     config.identities = ml_collections.ConfigDict(dict(train=3, validation=1, test=1))
     config.clips_per_identity = 2
+    config.face.size = 16
   elif arg == "pod":
     config.height = config.width = 512
     config.num_frames = 81
     config.supersample = 2
+    config.face.size = 224
     config.identities = ml_collections.ConfigDict(dict(train=100_000, validation=500, test=500))
     config.clips_per_identity = 8
     config.beam = True

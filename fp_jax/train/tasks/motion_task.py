@@ -59,6 +59,8 @@ class MotionTask:
       # The twin wears the same controls, so its latent must read out to them as well.
       twin_target = jnp.take_along_axis(expression, frames[..., None], axis=1)
       twin_unexplained = jnp.mean(jnp.square(models.readout(twin) - twin_target)) / (variance + 1e-4)
-      loss = loss + self.config.motion.invariance_weight * invariance + twin_unexplained
-      metrics.update(invariance=invariance, twin_unexplained=twin_unexplained)
+      # Each twin is a person never seen before: the pose encoder learns on them as well.
+      twin_pose_error = jnp.mean(jnp.square(models.pose(batch["driving_twin"]) - batch["twin_pose"]))
+      loss = loss + self.config.motion.invariance_weight * invariance + twin_unexplained + twin_pose_error
+      metrics.update(invariance=invariance, twin_unexplained=twin_unexplained, twin_pose_mse=twin_pose_error)
     return loss, metrics
