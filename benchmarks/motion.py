@@ -1,9 +1,9 @@
 """The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
 
-  python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data]
+  python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
 
-Without --workdir it first trains the motion task (configs/tiny.py:motion, 4 twin frames a
-window) on the demo dataset for --steps steps. It then encodes every frame of every clip (windows
+Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
+frames a window) on the demo dataset for --steps steps. It then encodes every frame of every clip (windows
 starting at frame 0) of the train and test splits (disjoint identities) with the EMA weights, from
 the dataset's stored face crops (as a high-resolution driving video gives them) and again from
 crops cut from the 64x64 frames (the `_frames` lines: what evaluation reads off generated videos),
@@ -91,11 +91,13 @@ def main():
   parser.add_argument("--data_dir", default="outputs/bench/data")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--invariance_weight", type=float, default=None, help="default: the config's")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")
   config.input.data_dir = args.data_dir
-  config.input.expression_twins = 4
+  if args.invariance_weight is not None:
+    config.motion.invariance_weight = args.invariance_weight
   config.total_steps = args.steps
   config.eval.every = 0
   config.checkpoint_every = args.steps

@@ -25,8 +25,8 @@ from data_pipeline.template_head import build_template
 CONDITIONS = ("reference", "expression", "pose", "camera")
 REFERENCE_MODES = ("same_clip", "cross_clip")
 NORMAL_SOURCES = ("stored", "render")
-CROP_SOURCES = ("frames", "stored", "mixed")
 NORMAL_ENCODINGS = ("uint8", "unit")
+CROP_SOURCES = ("frames", "stored", "mixed")
 RAY_DTYPES = ("float32", "float16")
 
 
