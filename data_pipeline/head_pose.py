@@ -56,9 +56,9 @@ def to_camera_frame(vectors, extrinsics):
 
 
 def from_camera_frame(vectors, extrinsics):
-  """The inverse of `to_camera_frame`: camera-frame pose vectors back to the world frame."""
+  """The inverse of `to_camera_frame`: camera-frame pose vectors back to the world frame, i.e.
+  `to_camera_frame` through the inverse cameras `[R^T | -R^T t]`."""
   xp = vectors.__array_namespace__()
-  rotation, offset = extrinsics[..., :3, :3], extrinsics[..., :3, 3]
-  back = lambda v: xp.einsum("...ji,...j->...i", rotation, v)
-  return xp.concatenate([back(vectors[..., 0:3]), back(vectors[..., 3:6]), back(vectors[..., 6:9] - offset),
-                         vectors[..., 9:]], axis=-1)
+  rotation = xp.swapaxes(extrinsics[..., :3, :3], -1, -2)
+  offset = -xp.einsum("...ij,...j->...i", rotation, extrinsics[..., :3, 3])
+  return to_camera_frame(vectors, xp.concatenate([rotation, offset[..., None]], axis=-1))
