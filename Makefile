@@ -21,20 +21,18 @@ $(VENV)/.installed: setup.py
 # Training resumes and finished stages are kept, so a second `make demo` picks up where it stopped.
 TINY := --config=configs/tiny.py
 FROZEN := --config.frozen.vae=$(DEMO)/vae --config.frozen.motion=$(DEMO)/motion
-MODES := static-frontal static-novel camera-sweep all-moving expression-only pose-only
+MODES := static-frontal,static-novel,camera-sweep,all-moving,expression-only,pose-only
 demo: export XLA_FLAGS = --xla_force_host_platform_device_count=8
 demo: setup
-	mkdir -p $(DEMO)/videos
+	mkdir -p $(DEMO)
 	$(BIN)/fp-data --config=configs/data/synthetic.py:demo --data_dir=$(DEMO)/data
 	$(BIN)/fp-preview --data_dir=$(DEMO)/data --name=demo --split=test --out=$(DEMO)/previews
 	$(BIN)/fp-train $(TINY):vae --workdir=$(DEMO)/vae
 	$(BIN)/fp-train $(TINY):motion --workdir=$(DEMO)/motion
 	test -d $(DEMO)/latents || $(BIN)/fp-cache-latents $(TINY):dit --out=$(DEMO)/latents $(FROZEN)
 	$(BIN)/fp-train $(TINY):dit --workdir=$(DEMO)/dit $(FROZEN) --config.input.cached_latents=$(DEMO)/latents
-	for mode in $(MODES); do \
-	  $(BIN)/fp-sample $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --image=clip:test/0@0 --driving=clip:test/5 \
-	      --mode=$$mode --out=$(DEMO)/videos/$$mode.mp4 || exit 1; \
-	done
+	$(BIN)/fp-sample $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --image=clip:test/0@0 --driving=clip:test/5 \
+	    --mode=$(MODES) --out=$(DEMO)/videos
 	$(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --split=test --out=$(DEMO)/report.json
 	@echo "demo: dataset $(DEMO)/data, previews $(DEMO)/previews, runs $(DEMO)/{vae,motion,dit},"
 	@echo "      videos and panels $(DEMO)/videos, evaluation $(DEMO)/report.md and report.json"

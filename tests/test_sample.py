@@ -162,3 +162,23 @@ def test_two_processes_sample_what_one_does(runs, data_dir, tmp_path):
   one = iio.imread(alone["video"], plugin="FFMPEG", index=None).astype(np.int32)
   two = iio.imread(tmp_path / "two.mp4", plugin="FFMPEG", index=None).astype(np.int32)
   assert one.shape == two.shape and np.abs(one - two).mean() < 0.5
+
+
+def test_several_modes_write_a_video_each_into_one_folder(runs, data_dir, tmp_path):
+  out = str(tmp_path / "videos")
+  jobs = [(pipeline.Request(image="clip:test/0@0", driving="clip:test/1", mode=mode), path)
+          for mode, path in run.outputs_for_modes(["static-frontal", "pose-only"], out)]
+  # Every job's input is checked before any is sampled: a bad second job writes nothing at all.
+  bad = jobs[:1] + [(pipeline.Request(image="clip:test/0@0", mode="pose-only"), str(tmp_path / "videos" / "x.mp4"))]
+  with pytest.raises(InputError, match="needs --driving"):
+    run.sample_all(sample_config(data_dir, runs), bad, workdir=str(runs / "dit"), progress=False)
+  assert sorted(os.listdir(tmp_path)) == []
+  written = run.sample_all(sample_config(data_dir, runs), jobs, workdir=str(runs / "dit"), progress=False)
+  assert [w["video"] for w in written] == [os.path.join(out, "static-frontal.mp4"), os.path.join(out, "pose-only.mp4")]
+  first, second = (iio.imread(w["video"], plugin="FFMPEG", index=None) for w in written)
+  assert first.shape == second.shape == (5, 32, 32, 3)
+  for bad_modes, bad_out, message in ((["pose-only", "pose-only"], out, "twice"),
+                                      (["pose-only", "static-frontal"], out + ".mp4", "folder"),
+                                      (["pose-only", ""], out, "empty")):
+    with pytest.raises(InputError, match=message):
+      run.outputs_for_modes(bad_modes, bad_out)

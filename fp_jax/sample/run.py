@@ -17,10 +17,24 @@ from fp_jax.sample import outputs, pipeline
 
 
 def _check_out(out):
+  """An .mp4 path whose folder exists, or is one new folder inside an existing one (several modes
+  write into a folder the run creates only once it has something to put there)."""
   require(out.endswith(".mp4"), f"--out must name an .mp4 file, got {out!r}")
   parent = os.path.dirname(os.path.abspath(out))
-  require(os.path.isdir(parent), f"--out: the folder {parent} does not exist")
-  require(os.access(parent, os.W_OK), f"--out: {parent} is not writable")
+  existing = parent if os.path.isdir(parent) else os.path.dirname(parent)
+  require(os.path.isdir(existing), f"--out: the folder {parent} does not exist")
+  require(os.access(existing, os.W_OK), f"--out: {existing} is not writable")
+
+
+def outputs_for_modes(names, out):
+  """`--mode=a,b,...` -> [(mode, .mp4 path)]: one mode writes `out` itself; several write
+  `out/<mode>.mp4`, `out` being a folder."""
+  require(names and all(names), f"--mode: empty mode name in {','.join(names)!r}")
+  require(len(set(names)) == len(names), f"--mode names a mode twice: {','.join(names)}")
+  if len(names) == 1:
+    return [(names[0], out)]
+  require(not out.endswith(".mp4"), f"--out must name a folder when several modes are sampled, got {out!r}")
+  return [(name, os.path.join(out, f"{name}.mp4")) for name in names]
 
 
 def preview_camera(conditions, out):
@@ -29,20 +43,35 @@ def preview_camera(conditions, out):
   frames = conditions.normals[1:1 + conditions.num_frames]
   ray_maps = rays_lib.visualise(conditions.rays[1:1 + conditions.num_frames])
   path = out[:-len(".mp4")] + ".preview.mp4"
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_video(path, np.concatenate([frames, ray_maps], axis=2), conditions.fps)
   return path
 
 
 def sample(config, request, out, workdir=None, checkpoint=None, preview=False, progress=True):
   """Runs a sampling job; returns the paths written (`{name: path}`)."""
-  _check_out(out)
+  return sample_all(config, [(request, out)], workdir, checkpoint, preview, progress)[0]
+
+
+def sample_all(config, jobs, workdir=None, checkpoint=None, preview=False, progress=True):
+  """Runs `(request, out)` jobs on one loaded model, so they share its compiled steps; every
+  job's inputs are read and checked before the first is sampled, so bad input writes nothing.
+  Returns each job's `{name: path}`."""
+  for _, out in jobs:
+    _check_out(out)
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_from_config(config.logical_axis_rules)
   models = models_lib.load(config, mesh, rules, workdir, checkpoint)
   job = pipeline.Pipeline(config, models, mesh, rules)
-  conditions = job.prepare(request)
+  prepared = [(request, job.prepare(request), out) for request, out in jobs]
   if preview:
-    return {"preview": preview_camera(conditions, out)} if jax.process_index() == 0 else {}
+    return [{"preview": preview_camera(conditions, out)} if jax.process_index() == 0 else {}
+            for _, conditions, out in prepared]
+  return [_sample_one(config, job, models, request, conditions, out, progress)
+          for request, conditions, out in prepared]
+
+
+def _sample_one(config, job, models, request, conditions, out, progress):
   start = time.time()
   latents = job.sample(conditions, request.seed, progress)
   video = job.decode(latents, conditions.num_frames)
