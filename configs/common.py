@@ -15,9 +15,12 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   config.model = dit_config.get_config(model_variant)
   config.vae = ml_collections.ConfigDict(dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 4, 4),
                                               num_res_blocks=1, temporal_downsample=(False, True, True)))
-  # standardise_weight: pull the normalised latents to per-channel mean 0, std 1 (vae_task.py), so
-  # `vae.latents_mean/std` describe the VAE trained here as they describe Wan's.
-  config.vae_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6, standardise_weight=0.01))
+  # mse_weight / l1_weight: the squared error learns faster than L1 (64x64 frames, 200 steps of 8:
+  # held-out 21.4 dB against 19.7 with L1 alone). standardise_weight: pull the
+  # normalised latents to per-channel mean 0, std 1 (vae_task.py), so `vae.latents_mean/std`
+  # describe the VAE trained here as they describe Wan's.
+  config.vae_loss = ml_collections.ConfigDict(dict(l1_weight=0.0, mse_weight=1.0, kl_weight=1e-6,
+                                                   standardise_weight=0.01))
   # expression_weight: ~1 / the controls' variance (0.05 in the synthetic world), so the readout's
   # error counts as much as the pose's. invariance_weight: at 1.0 the twin-invariance term kept the
   # expression encoder from learning (training R^2 0.20 against 0.44 at 0.1 after 600 steps,

@@ -22,13 +22,13 @@ from configs import common
 def get_config(arg="dit"):
   config = common.training_config(arg, input_variant="demo", model_variant="tiny")
   if arg == "vae":
-    # The causal VAE sees 1 + 4 frames (a latent frame for the first, one for the next four):
-    # short windows cost a quarter of the demo clips' 17 and teach the same convolutions.
-    config.input.window.num_frames = 5
+    # Whole 17-frame clips, as the DiT and evaluation use them: a causal VAE trained on shorter
+    # windows reconstructs the later latent frames of a clip ~7 dB worse (benchmarks/vae.py).
+    config.input.global_batch_size = 2
     config.optim.learning_rate = 2e-3
-    config.total_steps = 300  # ~2.5 s a step here (batch 8): the demo's largest stage
+    config.total_steps = 150
   elif arg == "motion":
-    config.total_steps = 400
+    config.total_steps = 250
     # Half the crops rendered at crop resolution, half cut from the 64x64 frames: the encoders
     # learn expression detail and still read the small generated frames evaluation gives them.
     config.input.face_crop.source = "mixed"
