@@ -42,7 +42,8 @@ def main():
   parser.add_argument("--data_dir", default="outputs/bench/data")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--steps", type=int, default=1500)
-  parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--crop", type=int, default=-1, help="training crop size (0: whole frames; -1: the config's)")
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   parser.add_argument("--window", type=int, default=17, help="training window: 1 + 4k frames")
   args = parser.parse_args()
@@ -54,6 +55,8 @@ def main():
     config.input.window.num_frames = args.window
     config.input.global_batch_size = args.batch
     config.optim.learning_rate = args.learning_rate
+    if args.crop >= 0:
+      config.vae_loss.crop = args.crop
     config.total_steps = args.steps
     config.log_every = 100
     config.eval.every = 0

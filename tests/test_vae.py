@@ -111,3 +111,20 @@ def test_the_standardisation_term_measures_each_channels_distance_from_mean_0_st
   # Channel 0 shifted by 0.5, channel 1 scaled by 3: ((0.5^2 + 0) + (0 + 2^2)) / 2.
   moved = unit * np.array([1.0, 3.0]) + np.array([0.5, 0.0])
   np.testing.assert_allclose(float(standardisation(jnp.asarray(moved))), (0.25 + 4.0) / 2, rtol=1e-5)
+
+
+def test_training_crops_cut_one_latent_aligned_window_through_every_frame():
+  from fp_jax.train.tasks.vae_task import random_crops  # pylint: disable=g-import-not-at-top
+  # Each pixel encodes its own position, so a crop shows where it was cut from.
+  rows, columns = np.meshgrid(np.arange(40), np.arange(48), indexing="ij")
+  frame = np.stack([rows, columns, np.zeros_like(rows)], axis=-1).astype(np.float32)
+  video = np.broadcast_to(frame, (6, 5, 40, 48, 3)) + np.arange(5, dtype=np.float32)[None, :, None, None, None] * 100
+  crops = np.asarray(random_crops(jnp.asarray(video), 16, jax.random.key(3)))
+  assert crops.shape == (6, 5, 16, 16, 3)
+  origins = set()
+  for clip in crops:
+    top, left = clip[0, 0, 0, :2]
+    assert top % 8 == 0 and left % 8 == 0 and top + 16 <= 40 and left + 16 <= 48
+    np.testing.assert_array_equal(clip, video[0, :, int(top):int(top) + 16, int(left):int(left) + 16])
+    origins.add((int(top), int(left)))
+  assert len(origins) > 1  # clips get their own windows

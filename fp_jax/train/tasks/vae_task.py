@@ -26,6 +26,17 @@ def standardisation(normalised):
   return jnp.mean(jnp.square(channel_mean) + jnp.square(channel_std - 1.0))
 
 
+def random_crops(video, size, key):
+  """A `size` x `size` window of each `[B, T, H, W, C]` clip (every frame the same window), at
+  offsets on the 8-pixel latent grid, so the strided layers see the phase whole frames give them."""
+  batch, frames, height, width, channels = video.shape
+  keys = jax.random.split(key, 2)
+  rows = jax.random.randint(keys[0], (batch,), 0, (height - size) // 8 + 1) * 8
+  columns = jax.random.randint(keys[1], (batch,), 0, (width - size) // 8 + 1) * 8
+  cut = lambda clip, row, column: jax.lax.dynamic_slice(clip, (0, row, column, 0), (frames, size, size, channels))
+  return jax.vmap(cut)(video, rows, columns)
+
+
 class VAETask:
   name = "vae"
 
@@ -42,6 +53,10 @@ class VAETask:
   def loss(self, vae, frozen, batch, key):
     del frozen
     video = common.unit_range(batch["video"])
+    crop_key, key = jax.random.split(key)
+    crop = int(self.config.vae_loss.crop)
+    if crop and crop < min(video.shape[2:4]):
+      video = random_crops(video, crop, crop_key)
     mean, logvar = vae.encode(video)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
     recon = vae.decode(z, clip=False)
