@@ -39,6 +39,7 @@ class Memory:
   outputs: int
   aliased: int  # outputs written into donated arguments' buffers
   temporaries: int
+  host_temporaries: int = 0  # host memory the step's offloaded residuals occupy (not HBM)
 
   @property
   def total(self):
@@ -76,7 +77,7 @@ def compile_program(program):
 def memory_of(compiled):
   stats = compiled.memory_analysis()
   return Memory(stats.argument_size_in_bytes, stats.output_size_in_bytes, stats.alias_size_in_bytes,
-                stats.temp_size_in_bytes)
+                stats.temp_size_in_bytes, getattr(stats, "host_temp_size_in_bytes", 0))
 
 
 def cost_of(compiled):

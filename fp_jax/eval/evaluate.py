@@ -11,7 +11,9 @@ regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras
   to the codes' spread (1.0: as far as a random other frame).
 
 Baselines: the portrait repeated (`baseline_*`), and the model with one control withheld in
-every guidance branch (`without_expression`, `without_pose`, `without_camera`).
+every guidance branch (`without_expression`, `without_pose`, `without_camera`). The real clip
+through the VAE and back (`vae_ceiling_*`) bounds what any generation in its latent space can
+score.
 """
 import numpy as np
 
@@ -58,6 +60,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     conditions = job.prepare(request)  # once per clip: the model and its ablations share it
     row.update(score(_generate(job, conditions, seed)))
     row.update({f"baseline_{k}": v for k, v in score(np.repeat(real[:1], len(real), axis=0)).items()})
+    row.update({f"vae_ceiling_{k}": v for k, v in score(job.reconstruct(real)).items()})
     for name in ablations:
       row.update({f"without_{name}_{k}": v for k, v in score(_generate(job, conditions, seed, (name,))).items()})
     rows.append(row)

@@ -17,6 +17,8 @@ def markdown(summary, rows, command, seed):
   methods = [("model", "")] + [(f"without {m[len('without_'):-len('_psnr')]}", m[:-len("psnr")])
                                 for m in summary if m.startswith("without_") and m.endswith("_psnr")]
   methods.append(("portrait repeated (baseline)", "baseline_"))
+  if "vae_ceiling_psnr" in summary:
+    methods.append(("real clip through the VAE (ceiling)", "vae_ceiling_"))
   lines = ["# Evaluation: self-reenactment on held-out identities", "",
            f"{len(rows)} clips; reproduce with `{command}` (seed {seed}).", "",
            "| method | " + " | ".join(f"{label} ({better})" for _, label, better in METRICS) + " |",

@@ -28,11 +28,12 @@ Tokens are laid out on a `TokenGrid` (fp_jax/models/token_grid.py) whose major a
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from data_pipeline.errors import InputError, require
 from fp_jax.models import layers, rope
 from fp_jax.models.dit_block import Block
-from fp_jax.models.dit_config import POSE_DIM, RAY_DIM, DiTConfig
+from fp_jax.models.dit_config import LAYER_INPUT, POSE_DIM, RAY_DIM, DiTConfig
 from fp_jax.models.token_grid import AXES, TokenGrid
 from fp_jax.parallel.sharding import constrain, shards
 
@@ -230,6 +231,7 @@ class DiT(nnx.Module):
     graphdef, params = nnx.split(self.blocks)
 
     def layer(x, layer_params):
+      x = checkpoint_name(x, LAYER_INPUT)  # what the `offload_inputs` remat policy moves to the host
       block = nnx.merge(graphdef, layer_params)
       return block(x, grid, modulation, tables, text, expression_tokens, expression_keep)
 

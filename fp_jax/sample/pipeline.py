@@ -242,6 +242,15 @@ class Pipeline:
         previous_step = np.float32(sigmas[index + 1] - sigmas[index])
       return jnp.concatenate([reference[:, None], x], axis=1)
 
+  def reconstruct(self, frames):
+    """uint8 `[1 + 4k, H, W, 3]` frames through the VAE and back: what the VAE alone keeps of a
+    video, the ceiling of anything generated in its latent space."""
+    require(frames.ndim == 4 and (len(frames) - 1) % 4 == 0, f"reconstruct takes 1 + 4k frames, got {frames.shape}")
+    with use_mesh(self.mesh, self.rules):
+      latents = self._encode_video(self._vae_state, self._put(frames[None]))
+      video = self._decode_video(self._vae_state, latents)
+    return np.asarray(jax.device_get(video))[0]
+
   def decode(self, latents, num_frames):
     """uint8 frames `[N, H, W, 3]` of the generated video (the reference's slot dropped)."""
     with use_mesh(self.mesh, self.rules):
