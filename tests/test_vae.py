@@ -128,3 +128,9 @@ def test_training_crops_cut_one_latent_aligned_window_through_every_frame():
     np.testing.assert_array_equal(clip, video[0, :, int(top):int(top) + 16, int(left):int(left) + 16])
     origins.add((int(top), int(left)))
   assert len(origins) > 1  # clips get their own windows
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks.vae_task import VAETask  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config("vae")
+  config.vae_loss.crop = 20  # not on the latent grid
+  with pytest.raises(InputError, match="vae_loss.crop must be 0 or a positive multiple of 8, got 20"):
+    VAETask(config)

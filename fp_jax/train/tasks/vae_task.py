@@ -14,6 +14,7 @@ changes.
 import jax
 import jax.numpy as jnp
 
+from data_pipeline.errors import require
 from fp_jax.train.tasks import common
 
 
@@ -41,6 +42,8 @@ class VAETask:
   name = "vae"
 
   def __init__(self, config):
+    crop = int(config.vae_loss.crop)
+    require(crop >= 0 and crop % 8 == 0, f"vae_loss.crop must be 0 or a positive multiple of 8, got {crop}")
     self.config = config
 
   def make_model(self, rngs):
