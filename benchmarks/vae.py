@@ -1,11 +1,12 @@
 """The small video VAE's reconstruction on held-out identities, at the demo resolution.
 
-  python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--data_dir=outputs/bench/data]
+  python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--data_dir=outputs/bench/data]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
---workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on --window-frame windows (17: the clips' length; a causal VAE trained on shorter
-windows never sees its caches filled with real frames, and later latent frames of a longer clip
-come out worse). It then encodes and decodes every whole clip (17 frames, 64x64)
+--workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
+--window-frame windows (17: the clips' length; a causal VAE trained on shorter windows never sees
+its caches filled with real frames, and later latent frames of a longer clip come out worse), cut
+to --crop x --crop windows (the config's 32 by default; 0: whole frames). It then encodes and decodes every whole clip (17 frames, 64x64)
 of the test split (identities never seen in training) with the EMA weights, from the latent
 mean, and prints `vae_psnr_db` (PSNR over all test pixels, images in [0, 255]) and
 `vae_psnr_first_frame_db`, PSNR per latent frame, and the per-channel statistics of the

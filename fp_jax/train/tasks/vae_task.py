@@ -2,7 +2,7 @@
 pull towards the prior, with the latents held to the per-channel statistics the config declares.
 
 The squared error learns faster early on than L1 alone, whose gradient is the error's sign
-whatever its size (benchmarks/vae.py; figures in configs/common.py).
+whatever its size (figures in configs/common.py).
 
 The DiT sees latents normalised by `config.vae.latents_mean/std` (Wan's by default). A VAE
 trained here would otherwise settle on scales of its own (measured: per-channel std 1.4-4.9 where
