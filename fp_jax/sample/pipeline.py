@@ -248,14 +248,17 @@ class Pipeline:
     require(frames.ndim == 4 and (len(frames) - 1) % 4 == 0, f"reconstruct takes 1 + 4k frames, got {frames.shape}")
     with use_mesh(self.mesh, self.rules):
       latents = self._encode_video(self._vae_state, self._put(frames[None]))
-      video = self._decode_video(self._vae_state, latents)
-    return np.asarray(jax.device_get(video))[0]
+    return self._decoded(latents)
 
   def decode(self, latents, num_frames):
     """uint8 frames `[N, H, W, 3]` of the generated video (the reference's slot dropped)."""
+    return self._decoded(latents)[1:1 + num_frames]
+
+  def _decoded(self, latents):
+    """Every frame of one video's latents `[1, F, h, w, C]`, as uint8 on the host."""
     with use_mesh(self.mesh, self.rules):
       video = self._decode_video(self._vae_state, latents)
-    return np.asarray(jax.device_get(video))[0, 1:1 + num_frames]
+    return np.asarray(jax.device_get(video))[0]
 
 
 def _decode_latents(graphdef, state, latents):
