@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "absl-py==2.5.1",
     "embreex==4.4.0.post1",
+    "threadpoolctl==3.6.0",  # one BLAS thread while several frames render at once
     "imageio==2.38.1",
     "imageio-ffmpeg==0.8.1",
     "pillow==12.3.0",

@@ -4,13 +4,16 @@
 
 Prints `normals_fps` (normal map + depth + mask), `rgb_fps` (everything plus shaded RGB with
 shadow rays) and `raymaps_per_s`, each the median over repeats of rendering a posed,
-moving clip of the template head (scene build, tracing and shading included).
+moving clip of the template head (scene build, tracing and shading included). The headline
+figures render through `RenderPool` (one worker process a core, as the dataset builder does);
+the `*_one_process` lines are `Renderer.render_clip` in this process, for comparison.
 """
 import argparse
 
 import numpy as np
 
 from data_pipeline import appearance, cameras, controls, rays, world
+from data_pipeline.render_pool import RenderPool
 from data_pipeline.renderer import Renderer
 from data_pipeline.template_head import build_template
 from timing import median_seconds  # benchmarks/timing.py
@@ -21,6 +24,7 @@ def main():
   parser.add_argument("--frames", type=int, default=16)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--size", type=int, default=512)
+  parser.add_argument("--workers", type=int, default=0, help="render processes (0: one a core)")
   args = parser.parse_args()
   size, frames = args.size, args.frames
 
@@ -35,14 +39,22 @@ def main():
   person = appearance.sample_identity(model, rng)
   renderer = Renderer(model.f, size, size)
 
-  normals_s = median_seconds(lambda: renderer.render_clip(vertices, cams.intrinsics, cams.extrinsics), args.repeats)
-  rgb_s = median_seconds(lambda: renderer.render_clip(vertices, cams.intrinsics, cams.extrinsics,
-                                                      albedo=person.albedo), args.repeats)
+  def fps(render_clip, **kwargs):
+    seconds = median_seconds(lambda: render_clip(vertices, cams.intrinsics, cams.extrinsics, **kwargs), args.repeats)
+    return frames / seconds
+
+  with RenderPool(model.f, size, size, workers=args.workers or None) as pool:
+    normals_fps, rgb_fps = fps(pool.render_clip), fps(pool.render_clip, albedo=person.albedo)
+    workers = pool.workers
+  normals_one, rgb_one = fps(renderer.render_clip), fps(renderer.render_clip, albedo=person.albedo)
   rays_s = median_seconds(lambda: rays.plucker_rays(cams.intrinsics, cams.extrinsics, size, size), args.repeats)
   print(f"triangles: {len(model.f)}")
   print(f"resolution: {size}x{size}")
-  print(f"normals_fps: {frames / normals_s:.1f}")
-  print(f"rgb_fps: {frames / rgb_s:.1f}")
+  print(f"render_workers: {workers}")
+  print(f"normals_fps: {normals_fps:.1f}")
+  print(f"rgb_fps: {rgb_fps:.1f}")
+  print(f"normals_fps_one_process: {normals_one:.1f}")
+  print(f"rgb_fps_one_process: {rgb_one:.1f}")
   print(f"raymaps_per_s: {frames / rays_s:.1f}")
 
 

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import scipy.sparse
+import threadpoolctl
 from embreex import rtcore, rtcore_scene
 from embreex.mesh_construction import TriangleMesh
 
@@ -20,6 +21,12 @@ from data_pipeline.errors import require, require_finite, require_resolution
 from data_pipeline.rays import camera_directions
 
 _DEVICE = None
+_LAST_SCENE = None  # (faces, vertices, scene) of the last scene built
+
+
+def _remember_scene(faces, vertices, scene):
+  global _LAST_SCENE
+  _LAST_SCENE = (faces, vertices, scene)
 _OPENCV_TO_VIEW = np.array([1.0, -1.0, -1.0], np.float32)
 
 
@@ -48,9 +55,50 @@ class Background:
   bottom: tuple = (0.6, 0.6, 0.6)
 
 
-def encode_normals(normals, hit):
-  encoded = np.rint((normals * _OPENCV_TO_VIEW + 1.0) * 127.5)
-  return np.where(hit[..., None], np.clip(encoded, 0, 255), 0).astype(np.uint8)
+_TILE = 8  # pixels a side of the tiles the culling works in
+
+
+def _tile_pixels(height, width):
+  """Flat pixel indices of every `_TILE` x `_TILE` tile, `[tiles, _TILE**2]`, -1 past the edge."""
+  tiles_y, tiles_x = -(-height // _TILE), -(-width // _TILE)
+  rows = np.arange(tiles_y * _TILE).reshape(tiles_y, 1, _TILE, 1)
+  cols = np.arange(tiles_x * _TILE).reshape(1, tiles_x, 1, _TILE)
+  index = np.where((rows < height) & (cols < width), rows * width + cols, -1)
+  return index.reshape(tiles_y * tiles_x, _TILE * _TILE)
+
+
+def _covered_pixels(uv, faces_by_corner, tile_pixels, height, width):
+  """Flat indices of the pixels in tiles that some triangle's projected bounding box touches
+  (`uv [V, 2]` the vertices' image coordinates, padded a pixel against rounding): a superset of
+  the pixels whose rays can hit the mesh. Boxes are summed in a 2-D difference array."""
+  tiles_y, tiles_x = -(-height // _TILE), -(-width // _TILE)
+  # A vertex's box is the tiles holding the pixel centres within 1.5 pixels of it.
+  low = np.floor((uv - 1.5) / _TILE).astype(np.int32)
+  high = np.floor((uv + 1.5) / _TILE).astype(np.int32)
+  a, b, c = faces_by_corner
+  col0, row0 = np.maximum(np.minimum(np.minimum(low[a], low[b]), low[c]), 0).T
+  col1, row1 = np.minimum(np.maximum(np.maximum(high[a], high[b]), high[c]), [tiles_x - 1, tiles_y - 1]).T
+  inside = (col0 <= col1) & (row0 <= row1)
+  col0, row0, col1, row1 = col0[inside], row0[inside], col1[inside] + 1, row1[inside] + 1
+  stride = tiles_x + 1
+  corners = np.concatenate([row0 * stride + col0, row0 * stride + col1, row1 * stride + col0, row1 * stride + col1])
+  sign = np.repeat(np.array([1.0, -1.0, -1.0, 1.0]), len(col0))
+  counts = np.bincount(corners, sign, minlength=(tiles_y + 1) * stride).reshape(tiles_y + 1, stride)
+  covered = np.cumsum(np.cumsum(counts, axis=0), axis=1)[:tiles_y, :tiles_x] > 0.5
+  pixels = tile_pixels[covered.ravel()].ravel()
+  return pixels[pixels >= 0]
+
+
+def encode_normals(normals, hit=None):
+  """Unit normals (OpenCV camera coordinates) -> uint8 normal map; pixels off `hit` are 0."""
+  encoded = normals * _OPENCV_TO_VIEW
+  encoded += 1.0
+  encoded *= 127.5
+  np.clip(np.rint(encoded, out=encoded), 0, 255, out=encoded)
+  encoded = encoded.astype(np.uint8)
+  if hit is not None:
+    encoded[~hit] = 0
+  return encoded
 
 
 def decode_normals(encoded):
@@ -68,7 +116,8 @@ def normalize(vectors):
 class Renderer:
   """Renders one triangle topology (`faces [F,3]`) at a fixed resolution.
 
-  `threads` Embree ray batches run concurrently (embreex releases the GIL while tracing).
+  `threads` frames (or ray batches of one frame) are in flight at once; embreex holds the GIL
+  while tracing, so they overlap only partly: `RenderPool` renders frames in processes.
   `supersample` renders s x s samples per pixel and box-filters them.
   """
 
@@ -79,6 +128,8 @@ class Renderer:
     require(int(supersample) == supersample and supersample >= 1, "supersample must be an integer >= 1")
     self.faces = faces
     self.height, self.width, self.supersample = int(height), int(width), int(supersample)
+    self._faces_by_corner = np.ascontiguousarray(faces.T)
+    self._tile_pixels = _tile_pixels(self.height * self.supersample, self.width * self.supersample)
     self.threads = threads or min(4, os.cpu_count() or 1)
     self._pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
     num_vertices = int(faces.max()) + 1
@@ -94,8 +145,16 @@ class Renderer:
     return normalize(self._vertex_faces @ face_normals)
 
   def _scene(self, vertices):
+    """The Embree scene of this mesh, reusing the last one built when nothing moved (a frozen
+    pose seen by a moving camera, or the same frame rendered again at another size): building
+    costs about as much as tracing a 512x512 frame."""
+    last = _LAST_SCENE  # one read: other threads may replace it meanwhile
+    if last is not None and np.array_equal(last[1], vertices) and np.array_equal(last[0], self.faces):
+      return last[2]
     scene = rtcore_scene.EmbreeScene(_device(), robust=False)
     TriangleMesh(scene, vertices, self.faces)
+    scene.run(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))  # commits the scene
+    _remember_scene(self.faces, vertices.copy(), scene)
     return scene
 
   def _trace(self, scene, origins, directions, threads):
@@ -131,19 +190,15 @@ class Renderer:
     translation = extrinsics[:, 3].astype(np.float32)
     centre = -rotation.T @ translation
 
-    # Trace only the pixels inside the mesh's projected bounding box.
+    # Trace only the pixels a triangle's projected bounding box covers: every other ray misses.
     cam = vertices @ rotation.T + translation
-    rows, cols = slice(0, height), slice(0, width)
     if np.all(cam[:, 2] > 1e-6):
       projected = cam @ k.T.astype(np.float32)
-      uv = projected[:, :2] / projected[:, 2:]
-      u0, v0 = np.floor(uv.min(axis=0)).astype(int) - 1
-      u1, v1 = np.ceil(uv.max(axis=0)).astype(int) + 1
-      rows = slice(min(max(v0, 0), height), max(min(v1, height), 0))
-      cols = slice(min(max(u0, 0), width), max(min(u1, width), 0))
-    box_rows = np.arange(height)[rows]
-    box_cols = np.arange(width)[cols]
-    directions_cam = camera_directions(k, height, width)[rows, cols].reshape(-1, 3)
+      candidates = _covered_pixels(projected[:, :2] / projected[:, 2:], self._faces_by_corner,
+                                   self._tile_pixels, height, width)
+    else:  # part of the mesh is behind the camera: its projection is unbounded
+      candidates = np.arange(height * width)
+    directions_cam = camera_directions(k, height, width).reshape(-1, 3)[candidates]
 
     pixel = np.zeros(0, np.int64)
     attributes = {}
@@ -153,14 +208,16 @@ class Renderer:
       scene = self._scene(vertices)
       result = self._trace(scene, origins, directions, self.threads if threads is None else threads)
       hits = np.flatnonzero(result["primID"] >= 0)
-      # Flat pixel index of every hit in the full image.
-      pixel = (box_rows[hits // len(box_cols)] * width + box_cols[hits % len(box_cols)])
-      face = self.faces[result["primID"][hits]]
+      pixel = candidates[hits]  # flat index in the full image
       u, v = result["u"][hits], result["v"][hits]
-      bary = np.stack([1.0 - u - v, u, v], axis=1)
+      corners = self.faces.T[:, result["primID"][hits]]  # [3, N] vertex of each hit's corners
+      weights = (1.0 - u - v, u, v)
 
       def interpolate(per_vertex):
-        return np.einsum("nij,ni->nj", np.take(per_vertex, face, axis=0), bary)
+        value = np.take(per_vertex, corners[0], axis=0) * weights[0][:, None]
+        for corner, weight in zip(corners[1:], weights[1:]):
+          value += np.take(per_vertex, corner, axis=0) * weight[:, None]
+        return value
 
       world_normals = normalize(interpolate(self.vertex_normals(vertices)))
       t_hit = result["tfar"][hits]
@@ -181,7 +238,9 @@ class Renderer:
     depth = np.zeros(size, np.float32)
     mask = np.zeros(size, np.uint8)
     if len(pixel):
-      normals[pixel] = encode_normals(attributes["normals"], np.ones(len(pixel), bool))
+      encoded = encode_normals(attributes["normals"])
+      for channel in range(3):  # one channel at a time: a 1-D scatter is faster than a row scatter
+        normals[:, channel][pixel] = encoded[:, channel]
       depth[pixel] = attributes["depth"]
       mask[pixel] = 255
     shape = (self.height, self.width)
@@ -242,7 +301,10 @@ class Renderer:
     if self._pool is None or num_frames == 1:
       frames = [render(t) for t in range(num_frames)]
     else:
-      frames = list(self._pool.map(render, range(num_frames)))
+      # Concurrent frames each waking BLAS's own thread pool for their small matrix products
+      # would fight over the cores.
+      with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        frames = list(self._pool.map(render, range(num_frames)))
     return {key: np.stack([frame[key] for frame in frames]) for key in frames[0]}
 
   def _shade(self, scene, albedo, normals, directions, points, lighting):

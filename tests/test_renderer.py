@@ -1,9 +1,12 @@
+import os
+
 import numpy as np
 import pytest
 
 from data_pipeline import cameras
 from data_pipeline.errors import InputError
 from data_pipeline.rays import camera_directions
+from data_pipeline.render_pool import RenderPool
 from data_pipeline.renderer import Background, Lighting, Renderer, decode_normals
 
 
@@ -107,6 +110,70 @@ def test_rgb_shading_is_albedo_times_light(sphere_scene):
                                               lighting=lit)
   # Lambert: brightest where the normal faces the light (here: the camera).
   assert bright["rgb"][mask][:, 0].max() >= np.rint(0.8 * 0.99 * 255)
+
+
+def _every_pixel_hit(faces, vertices, intrinsics, extrinsics, size):
+  """Which pixels' rays hit the mesh, tracing every pixel straight through embreex."""
+  from embreex import rtcore_scene
+  from embreex.mesh_construction import TriangleMesh
+  scene = rtcore_scene.EmbreeScene()
+  TriangleMesh(scene, np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.int32))
+  rotation, translation = extrinsics[:, :3], extrinsics[:, 3]
+  directions = (camera_directions(intrinsics, size, size).reshape(-1, 3) @ rotation).astype(np.float32)
+  origins = np.broadcast_to(-rotation.T @ translation, directions.shape).astype(np.float32)
+  return (scene.run(origins, np.ascontiguousarray(directions)) >= 0).reshape(size, size)
+
+
+def test_tile_culling_traces_every_pixel_that_can_hit(sphere_scene):
+  # Large and sliver triangles, some leaving the image, some edge-on: only culled pixels are skipped.
+  size = 64
+  cams = cameras.orbit([0.0, 40.0, 170.0], [15.0, -20.0, 5.0], [1.2, 1.0, 1.5], size, size, focal=1.2, target=(0, 0, 0))
+  rng = np.random.default_rng(3)
+  centres = rng.normal(0.0, 0.35, (40, 1, 3))
+  vertices = (centres + rng.normal(0.0, 0.12, (40, 3, 3)) * rng.choice([0.05, 1.0, 3.0], (40, 1, 1))).reshape(-1, 3)
+  faces = np.arange(len(vertices)).reshape(-1, 3)
+  for t in range(len(cams.extrinsics)):
+    out = Renderer(faces, size, size, threads=1).render(vertices, cams.intrinsics[t], cams.extrinsics[t])
+    expected = _every_pixel_hit(faces, vertices, cams.intrinsics[t], cams.extrinsics[t], size)
+    assert expected.sum() > 100
+    np.testing.assert_array_equal(out["mask"] > 0, expected)
+
+
+def test_a_mesh_moved_in_place_is_rendered_anew(sphere_scene):
+  # The last scene is reused only for exactly the same vertices, even when the caller's array changes.
+  _, size, vertices, faces, cams = sphere_scene
+  renderer = Renderer(faces, size, size, threads=1)
+  moving = vertices.copy()
+  first = renderer.render(moving, cams.intrinsics[0], cams.extrinsics[0])
+  np.testing.assert_array_equal(renderer.render(moving, cams.intrinsics[0], cams.extrinsics[0])["depth"], first["depth"])
+  moving += [0.05, 0.0, 0.0]
+  moved = renderer.render(moving, cams.intrinsics[0], cams.extrinsics[0])
+  fresh = Renderer(faces.copy(), size, size, threads=1).render(vertices + [0.05, 0.0, 0.0], cams.intrinsics[0],
+                                                                cams.extrinsics[0])
+  assert not np.array_equal(moved["mask"], first["mask"])
+  for key in fresh:
+    np.testing.assert_array_equal(moved[key], fresh[key])
+
+
+def test_render_pool_gives_the_same_pixels_and_leaves_no_shared_memory(sphere_scene):
+  _, size, vertices, faces, cams = sphere_scene
+  frames = 5
+  moving = np.stack([vertices + [0.02 * t, 0.0, 0.0] for t in range(frames)])
+  intrinsics, extrinsics = np.repeat(cams.intrinsics, frames, 0), np.repeat(cams.extrinsics, frames, 0)
+  albedo = np.random.default_rng(0).uniform(0.2, 0.9, (len(vertices), 3))
+  expected = Renderer(faces, size, size, threads=1).render_clip(moving, intrinsics, extrinsics, albedo=albedo)
+  before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+  with RenderPool(faces, size, size, workers=2) as pool:
+    got = pool.render_clip(moving, intrinsics, extrinsics, albedo=albedo)
+    with pytest.raises(InputError, match="one mesh and one camera per frame"):
+      pool.render_clip(moving[:2], intrinsics, extrinsics)
+    with pytest.raises(InputError, match="NaN"):  # raised in a worker, arrives whole
+      pool.render_clip(np.full_like(moving, np.nan), intrinsics, extrinsics)
+  assert sorted(got) == sorted(expected)
+  for key in expected:
+    np.testing.assert_array_equal(got[key], expected[key])
+  if os.path.isdir("/dev/shm"):
+    assert set(os.listdir("/dev/shm")) <= before
 
 
 def test_bad_render_inputs_are_rejected(sphere_scene):

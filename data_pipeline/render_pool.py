@@ -1,0 +1,107 @@
+"""Renders a clip's frames in worker processes, one `Renderer` each.
+
+embreex holds the GIL while it builds and traces, so threads in one process overlap little of a
+frame; processes render frames side by side. Each worker limits BLAS to one thread: numpy's
+small matrix products would otherwise wake a BLAS thread pool in every worker, and those pools
+spinning against each other made two workers slower than one process. Workers write their
+frames straight into shared memory: sending 2-3 MB a frame back through a pipe cost more than
+rendering it.
+"""
+import concurrent.futures
+import multiprocessing
+from multiprocessing import shared_memory
+import os
+
+import numpy as np
+import threadpoolctl
+
+from data_pipeline.errors import require
+from data_pipeline.renderer import Renderer
+
+_WORKER_RENDERER = None
+
+
+def _start_worker(faces, height, width, supersample):
+  global _WORKER_RENDERER
+  threadpoolctl.threadpool_limits(1)
+  _WORKER_RENDERER = Renderer(faces, height, width, supersample, threads=1)
+
+
+def _output_layout(num_frames, height, width, with_rgb):
+  """(name, shape, dtype, byte offset) of each output array in one shared buffer, and its size."""
+  arrays = [("normals", (num_frames, height, width, 3), np.uint8), ("depth", (num_frames, height, width), np.float32),
+            ("mask", (num_frames, height, width), np.uint8)]
+  if with_rgb:
+    arrays.append(("rgb", (num_frames, height, width, 3), np.uint8))
+  layout, offset = [], 0
+  for name, shape, dtype in arrays:
+    layout.append((name, shape, dtype, offset))
+    offset += int(np.prod(shape)) * np.dtype(dtype).itemsize
+  return layout, offset
+
+
+def _views(buffer, layout):
+  return {name: np.ndarray(shape, dtype, buffer=buffer, offset=offset) for name, shape, dtype, offset in layout}
+
+
+def _render_frames(memory_name, layout, first, vertices, intrinsics, extrinsics, albedo, lighting, background):
+  memory = shared_memory.SharedMemory(name=memory_name)
+  try:
+    outputs = _views(memory.buf, layout)
+    for t in range(len(extrinsics)):
+      frame = _WORKER_RENDERER.render(vertices[t], intrinsics[t], extrinsics[t], albedo, lighting, background)
+      for name, image in frame.items():
+        outputs[name][first + t] = image
+    del outputs  # views must go before the buffer closes
+  finally:
+    memory.close()
+
+
+class RenderPool:
+  """`Renderer.render_clip` spread over `workers` processes (default: one per core).
+
+  Same pixels as one `Renderer`; use it as a context manager or call `close()`.
+  """
+
+  def __init__(self, faces, height, width, supersample=1, workers=None):
+    self._renderer = Renderer(faces, height, width, supersample, threads=1)  # checks the arguments
+    self.workers = int(workers or os.cpu_count() or 1)
+    require(self.workers >= 1, f"workers must be >= 1, got {workers}")
+    # Spawned, not forked: the parent may hold threads (JAX, Grain) that a fork would copy mid-use.
+    self._pool = concurrent.futures.ProcessPoolExecutor(
+        self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+        initargs=(self._renderer.faces, height, width, supersample))
+
+  def render_clip(self, vertices, intrinsics, extrinsics, albedo=None, lighting=None, background=None):
+    """As `Renderer.render_clip`: `T` frames, returned as stacked arrays."""
+    intrinsics, extrinsics, vertices = np.asarray(intrinsics), np.asarray(extrinsics), np.asarray(vertices)
+    num_frames = len(extrinsics)
+    if vertices.ndim == 2:
+      vertices = np.broadcast_to(vertices, (num_frames,) + vertices.shape)
+    require(len(vertices) == num_frames and len(intrinsics) == num_frames,
+            f"need one mesh and one camera per frame: {len(vertices)} meshes, {len(intrinsics)} intrinsics, {num_frames} extrinsics")
+    renderer = self._renderer
+    layout, size = _output_layout(num_frames, renderer.height, renderer.width, albedo is not None)
+    memory = shared_memory.SharedMemory(create=True, size=max(size, 1))
+    try:
+      # Two contiguous runs of frames a worker: few messages, and a slow run cannot idle the rest long.
+      bounds = np.linspace(0, num_frames, min(num_frames, 2 * self.workers) + 1).astype(int)
+      jobs = [self._pool.submit(_render_frames, memory.name, layout, a, vertices[a:b], intrinsics[a:b],
+                                extrinsics[a:b], albedo, lighting, background)
+              for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+      for job in jobs:
+        job.result()
+      images = {name: np.array(view) for name, view in _views(memory.buf, layout).items()}
+    finally:
+      memory.close()
+      memory.unlink()
+    return images
+
+  def close(self):
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
