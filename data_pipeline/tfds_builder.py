@@ -7,10 +7,14 @@ leaves a split a reader would take for complete. Records are stored in (identity
 record `i` of a split is clip `i % clips_per_identity` of its `i // clips_per_identity`-th identity:
 readers find an identity's other clips without an index.
 """
+import concurrent.futures
 import dataclasses
+import multiprocessing
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+import threadpoolctl
 
 from data_pipeline import world
 from data_pipeline.controls import num_controls
@@ -72,10 +76,25 @@ class PortraitConfig(tfds.core.BuilderConfig):
 
 
 def _make_example(config, key):
+  """(record key, clip) for `key = (identity, clip index)`."""
   identity, clip = key
   example = world.generate_clip(config.seed, identity, clip, config.regime(identity, clip), config.spec)
   # An integer key: with shuffling disabled, TFDS (local and Beam) writes records sorted by it.
   return identity * config.clips_per_identity + clip, example
+
+
+def _make_examples_in_processes(config, keys, workers):
+  """`_make_example` over `keys`, in order, rendered by `workers` spawned processes.
+
+  Workers run `world.generate_clip` only, so they never import TensorFlow, and use one BLAS
+  thread each, so their BLAS pools do not fight over the cores."""
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=threadpoolctl.threadpool_limits,
+                                              initargs=(1,)) as pool:
+    clips = pool.map(world.generate_clip, *zip(*[(config.seed, identity, clip, config.regime(identity, clip),
+                                                   config.spec) for identity, clip in keys]))
+    for (identity, clip), example in zip(keys, clips):
+      yield identity * config.clips_per_identity + clip, example
 
 
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
@@ -87,8 +106,9 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
                    "1.2.0": "`face`: each frame's face crop rendered at the crop's own resolution."}
   BUILDER_CONFIGS = []  # configs come from configs/data/*.py, any name
 
-  def __init__(self, *, use_beam=False, **kwargs):
+  def __init__(self, *, use_beam=False, workers=0, **kwargs):
     self._use_beam = use_beam
+    self._workers = int(workers) or os.cpu_count() or 1
     super().__init__(**kwargs)
 
   def _info(self):
@@ -134,13 +154,15 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
     if self._use_beam:
       beam = tfds.core.lazy_imports.apache_beam
       return (beam.Create(keys) | beam.Reshuffle() | beam.Map(lambda key: _make_example(config, key)))
-    return (_make_example(config, key) for key in keys)
+    if self._workers == 1:
+      return (_make_example(config, key) for key in keys)
+    return _make_examples_in_processes(config, keys, self._workers)
 
 
 def make_builder(config, data_dir):
   return FactorPortraitSynthetic(
       config=PortraitConfig.from_config(config), data_dir=data_dir, file_format=config.file_format,
-      use_beam=bool(config.beam))
+      use_beam=bool(config.beam), workers=int(config.get("workers", 0)))
 
 
 def build(config, data_dir):

