@@ -71,6 +71,30 @@ def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, resumed[name], uninterrupted[name])
 
 
+def test_state_parked_in_host_memory_steps_saves_and_resumes_as_on_device(data_dir, tmp_path):
+  offload = {"offload_state": ("ema", "opt_state")}
+  on_device = run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path / "a")
+  run(train_config(data_dir, "motion", total_steps=2, checkpoint_every=2, **offload), tmp_path / "b")
+  trainer = trainer_lib.Trainer(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2, **offload),
+                                str(tmp_path / "b"))
+  try:
+    trainer.run()  # resumes from step 2, restoring into host memory
+    kinds = {part: {leaf.sharding.memory_kind for leaf in jax.tree.leaves(trainer.state[part])}
+             for part in ("params", "ema", "opt_state")}
+    resumed = host(trainer.state)
+  finally:
+    trainer.close()
+  assert kinds == {"params": {"device"}, "ema": {"pinned_host"}, "opt_state": {"pinned_host"}}
+  assert int(resumed["step"]) == 4
+  for name in ("params", "opt_state", "ema"):
+    jax.tree.map(np.testing.assert_array_equal, resumed[name], on_device[name])
+
+
+def test_offloading_an_unknown_state_part_is_a_clear_error(tmp_path):
+  with pytest.raises(InputError, match="offload_state names \\['params'\\]"):
+    trainer_lib.Trainer(train_config(str(tmp_path), "motion", offload_state=("params",)), str(tmp_path))
+
+
 def test_gradient_accumulation_equals_one_big_batch(data_dir, tmp_path):
   """2 micro-batches of B/2 give the gradients of one batch of B (the motion loss is deterministic;
   without twins, whose invariance is measured against each micro-batch's spread)."""

@@ -23,6 +23,7 @@ from fp_jax.parallel import mesh as mesh_lib
 from fp_jax.parallel.global_batches import batch_sharding
 from fp_jax.parallel.sharding import use_mesh
 from fp_jax.train import flops as flops_lib
+from fp_jax.train import offload
 from fp_jax.train.step import TrainStep
 from fp_jax.train.tasks import get_task
 from fp_jax.train.trainer import fresh_state
@@ -112,7 +113,7 @@ def train_program(config, mesh, rules, video):
                    opt_state=optax.tree_utils.tree_map_params(
                        step.tx, lambda _, s: s, shapes["opt_state"], like_params,
                        transform_non_params=lambda _: replicated))
-  state = _abstract(shapes, shardings)
+  state = _abstract(shapes, offload.host_shardings(shardings, step.offloaded))
   batch = _batch_arrays(config, video, batch_size, mesh, config.input.rays_dtype)
   flag = lambda dtype: jax.ShapeDtypeStruct((batch_size,), dtype, sharding=batch_sharding(mesh))
   batch.update({f"drop_{name}": flag(jnp.bool_) for name in ("reference", "expression", "pose", "camera")})

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fp_jax.train import offload
 from fp_jax.train.optimizer import make_optimizer
 
 
@@ -20,6 +21,7 @@ class TrainStep:
     self.config, self.task = config, task
     self.graphdef, self.frozen_graphdef = graphdef, frozen_graphdef
     self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+    self.offloaded = offload.offloaded_parts(config)
 
   def _loss(self, params, frozen_state, batch, key):
     model = nnx.merge(self.graphdef, params)
@@ -45,6 +47,7 @@ class TrainStep:
     return jax.tree.map(lambda x: x / micro, total)
 
   def _train_step(self, state, frozen_state, batch):
+    state = dict(state, **{part: offload.to_device(state[part]) for part in self.offloaded})
     rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
     (loss, metrics), grads = self._gradients(state["params"], frozen_state, batch, key)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
@@ -57,6 +60,7 @@ class TrainStep:
     new = dict(params=params, opt_state=opt_state, ema=ema)
     old = {key_: state[key_] for key_ in new}
     new = _select(finite, new, old)
+    new.update({part: offload.to_host(new[part]) for part in self.offloaded})
     new.update(step=state["step"] + 1, rng=jax.random.key_data(rng),
                skipped=state["skipped"] + (~finite).astype(jnp.int32),
                bad_streak=jnp.where(finite, 0, state["bad_streak"] + 1))

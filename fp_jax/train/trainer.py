@@ -25,6 +25,7 @@ from fp_jax.train import checkpoints as ckpt
 from fp_jax.train.evaluation import Evaluator
 from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
+from fp_jax.train import offload
 from fp_jax.train.step import TrainStep
 from fp_jax.train.tasks import get_task
 from fp_jax.train.watchdog import StepWatchdog
@@ -60,6 +61,7 @@ class Trainer(TrainStep):
   def __init__(self, config, workdir):
     self.config, self.workdir = config, workdir
     self.task = get_task(config)
+    offload.offloaded_parts(config)  # checked before any data is read
     # -- mesh ----------------------------------------------------------------------------------
     self.mesh = mesh_lib.make_mesh(config.mesh)
     self.rules = rules_from_config(config.logical_axis_rules)
@@ -85,7 +87,8 @@ class Trainer(TrainStep):
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
     with use_mesh(self.mesh, self.rules):
       self.state = initial_state(params, self.tx, config.seed)
-    self.shardings = jax.tree.map(lambda x: x.sharding, self.state)
+    self.shardings = offload.host_shardings(jax.tree.map(lambda x: x.sharding, self.state), self.offloaded)
+    self.state = jax.device_put(self.state, self.shardings)
     self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
     self.evaluator = None
     if config.eval.every:
@@ -113,6 +116,12 @@ class Trainer(TrainStep):
     from fp_jax.export import wan_init  # pylint: disable=g-import-not-at-top
     wan_init.load_wan(params, path, self.task.model_config.layers)
     logging.info("initialised from the diffusers checkpoint %s", path)
+
+  def _ema_on_device(self):
+    """The EMA parameters in device memory (a copy when `offload_state` parks them on the host)."""
+    if "ema" not in self.offloaded:
+      return self.state["ema"]
+    return jax.device_put(self.state["ema"], jax.tree.map(lambda s: s.with_memory_kind("device"), self.shardings["ema"]))
 
   # -- restore -------------------------------------------------------------------------------
 
@@ -218,7 +227,7 @@ class Trainer(TrainStep):
                   f"the last good checkpoint is kept in {self.checkpoints.directory}")
           if self.evaluator is not None and step % config.eval.every == 0:
             eval_start = time.perf_counter()
-            validation = self.evaluator.run(step, self.state["ema"], self.frozen_state, writer)
+            validation = self.evaluator.run(step, self._ema_on_device(), self.frozen_state, writer)
             if jax.process_index() == 0:
               _print_step(step, validation)
             watchdog.pet(step)

@@ -1,0 +1,36 @@
+"""Training-state parts parked in host memory between steps (`config.offload_state`).
+
+The EMA and the optimizer's moments are read and written once a step, after the backward pass,
+yet held in HBM the whole step. Kept in pinned host memory, they come onto the chip only for the
+update, when the activations are gone, and the peak of the step (during the backward pass) no
+longer carries them. The price is their trip over the host link each step.
+"""
+import jax
+
+from data_pipeline.errors import require
+
+PARTS = ("ema", "opt_state")
+
+
+def offloaded_parts(config):
+  """The state parts `config.offload_state` names, checked."""
+  parts = tuple(config.get("offload_state", ()) or ())
+  unknown = sorted(set(parts) - set(PARTS))
+  require(not unknown, f"offload_state names {unknown}: it may hold only {list(PARTS)}")
+  return parts
+
+
+def host_shardings(shardings, parts):
+  """`shardings` (of the whole state) with the trees of `parts` in pinned host memory."""
+  moved = {part: jax.tree.map(lambda s: s.with_memory_kind("pinned_host"), shardings[part]) for part in parts}
+  return dict(shardings, **moved)
+
+
+def to_device(tree):
+  """Inside jit: the tree's arrays brought into device memory."""
+  return jax.tree.map(lambda x: jax.device_put(x, jax.memory.Space.Device), tree)
+
+
+def to_host(tree):
+  """Inside jit: the tree's arrays sent to host memory."""
+  return jax.tree.map(lambda x: jax.device_put(x, jax.memory.Space.Host), tree)
