@@ -18,8 +18,11 @@ def get_config(arg="dit"):
   config.model.attention = "ulysses_splash"
   config.optim.mu_dtype = "bfloat16"  # the first moment in half the HBM (the second stays float32)
   # Full rematerialisation, the 40 saved layer inputs (3.1 GiB a chip) parked in host memory:
-  # 18.45 -> 12.78 GiB of HBM a chip (docs/scaling.md).
+  # 18.45 -> 12.78 GiB of HBM a chip.
   config.model.remat = "offload_inputs"
+  # The EMA and AdamW's moments wait in host memory between steps, coming onto the chips only for
+  # the update, after the backward's peak: 12.78 -> 10.04 GiB a chip (docs/scaling.md).
+  config.offload_state = ("ema", "opt_state")
   # fp_jax/parallel/sharding.py's defaults, but `embed` over fsdp and context.
   config.logical_axis_rules = [
       ("batch", ("data", "fsdp")), ("length", "context"), ("embed", ("fsdp", "context")),

@@ -114,7 +114,8 @@ def _report(result, chip, chips, job, config):
   print(f"hbm per chip (GiB): arguments {_gib(memory.arguments)}, outputs {_gib(memory.outputs)} "
         f"({_gib(memory.aliased)} of them in donated arguments' buffers), temporaries "
         f"{_gib(memory.temporaries)}; total {_gib(memory.total)} of {chip.hbm_gib}"
-        + (f"; host memory for offloaded residuals {_gib(memory.host_temporaries)}" if memory.host_temporaries else ""))
+        + (f"; host memory for offloaded residuals {_gib(memory.host_temporaries)}" if memory.host_temporaries else "")
+        + (f"; state parked in host memory {_gib(memory.host_arguments)}" if memory.host_arguments else ""))
   _print_largest(result.largest_arguments)
   print(f"compiler's figures for the scanned program: {result.raw_xla_flops * chips:.4g} FLOPs, "
         f"{result.raw_xla_seconds:.4g} s (one layer's body counted once); Pallas kernels in it: "

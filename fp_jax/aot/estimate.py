@@ -40,6 +40,7 @@ class Memory:
   aliased: int  # outputs written into donated arguments' buffers
   temporaries: int
   host_temporaries: int = 0  # host memory the step's offloaded residuals occupy (not HBM)
+  host_arguments: int = 0  # state parked in host memory between steps (`offload_state`; not HBM)
 
   @property
   def total(self):
@@ -77,7 +78,8 @@ def compile_program(program):
 def memory_of(compiled):
   stats = compiled.memory_analysis()
   return Memory(stats.argument_size_in_bytes, stats.output_size_in_bytes, stats.alias_size_in_bytes,
-                stats.temp_size_in_bytes, getattr(stats, "host_temp_size_in_bytes", 0))
+                stats.temp_size_in_bytes, getattr(stats, "host_temp_size_in_bytes", 0),
+                getattr(stats, "host_argument_size_in_bytes", 0))
 
 
 def cost_of(compiled):
@@ -95,10 +97,12 @@ def _key_name(key):
 
 
 def largest_arguments(program, count=6):
-  """The biggest argument buffers on one chip: (name, bytes), largest first."""
+  """The biggest argument buffers in one chip's HBM: (name, bytes), largest first."""
   sizes = []
   for name, arg in zip(program.arg_names, program.args):
     for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
+      if leaf.sharding.memory_kind == "pinned_host":
+        continue
       size = leaf.dtype.itemsize * math.prod(leaf.sharding.shard_shape(leaf.shape))
       parts = [name] + [_key_name(key) for key in path if _key_name(key) != "value"]
       sizes.append(("/".join(parts), size))
