@@ -42,7 +42,8 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
       eps=1e-8, weight_decay=0.01, clip_norm=1.0, accumulation=1,
       mu_dtype="float32"))  # AdamW's first moment; bfloat16 halves it (pods: HBM per chip)
   config.ema_decay = 0.99
-  # State parts kept in pinned host memory between steps: "ema", "opt_state" (fp_jax/train/offload.py).
+  # State parts kept in pinned host memory between steps: "ema", "opt_state", "params"
+  # (fp_jax/train/offload.py).
   config.offload_state = ()
   config.total_steps = 300
   config.log_every = 10

@@ -20,9 +20,10 @@ def get_config(arg="dit"):
   # Full rematerialisation, the 40 saved layer inputs (3.1 GiB a chip) parked in host memory:
   # 18.45 -> 12.78 GiB of HBM a chip.
   config.model.remat = "offload_inputs"
-  # The EMA and AdamW's moments wait in host memory between steps, coming onto the chips only for
-  # the update, after the backward's peak: 12.78 -> 10.04 GiB a chip (docs/scaling.md).
-  config.offload_state = ("ema", "opt_state")
+  # The whole state (float32 parameters, EMA, AdamW's moments) waits in host memory between steps;
+  # the chips fetch the parameters for the forward's casts and everything again for the update,
+  # after the backward's peak: 12.78 -> 8.94 GiB a chip (docs/scaling.md).
+  config.offload_state = ("ema", "opt_state", "params")
   # fp_jax/parallel/sharding.py's defaults, but `embed` over fsdp and context.
   config.logical_axis_rules = [
       ("batch", ("data", "fsdp")), ("length", "context"), ("embed", ("fsdp", "context")),

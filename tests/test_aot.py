@@ -73,18 +73,19 @@ def test_state_parked_in_host_memory_leaves_the_chips_hbm(v5p):
   devices, _ = v5p
   mesh = mesh_lib.make_mesh(dict(data=1, fsdp=4, context=1, tensor=1), devices)
   memories = {}
-  for parts in ((), ("ema", "opt_state")):
+  for parts in ((), ("ema", "opt_state", "params")):
     config = tiny_config(dict(data=1, fsdp=4, context=1, tensor=1), 4, remat="full", layers=2)
     config.offload_state = parts
     program = programs.build("train", config, mesh, DEFAULT_RULES, VIDEO)
     memories[parts] = estimate.memory_of(estimate.compile_program(program))
   state = program.args[0]
-  assert {leaf.sharding.memory_kind for leaf in jax.tree.leaves(state["ema"])} == {"pinned_host"}
-  assert {leaf.sharding.memory_kind for leaf in jax.tree.leaves(state["params"])} == {"device"}
+  for part in ("ema", "opt_state", "params"):
+    assert {leaf.sharding.memory_kind for leaf in jax.tree.leaves(state[part])} == {"pinned_host"}
+  assert {leaf.sharding.memory_kind for leaf in jax.tree.leaves(program.args[2])} == {"device"}  # the batch
   shards = lambda tree: sum(leaf.dtype.itemsize * np.prod(leaf.sharding.shard_shape(leaf.shape))
                             for leaf in jax.tree.leaves(tree))
-  parked = shards(state["ema"]) + shards(state["opt_state"])
-  on_device, on_host = memories[()], memories[("ema", "opt_state")]
+  parked = shards(state["ema"]) + shards(state["opt_state"]) + shards(state["params"])
+  on_device, on_host = memories[()], memories[("ema", "opt_state", "params")]
   # What leaves HBM arrives in host memory: the parked shards (padded to the chip's tiles).
   assert on_device.host_arguments == 0
   assert on_device.arguments - on_host.arguments == on_host.host_arguments >= parked

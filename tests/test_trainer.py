@@ -72,11 +72,12 @@ def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
 
 
 def test_state_parked_in_host_memory_steps_saves_and_resumes_as_on_device(data_dir, tmp_path):
-  offload = {"offload_state": ("ema", "opt_state")}
+  offload = {"offload_state": ("ema", "opt_state", "params")}
   on_device = run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path / "a")
   run(train_config(data_dir, "motion", total_steps=2, checkpoint_every=2, **offload), tmp_path / "b")
-  trainer = trainer_lib.Trainer(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2, **offload),
-                                str(tmp_path / "b"))
+  resume = train_config(data_dir, "motion", total_steps=4, checkpoint_every=2, **offload)
+  resume.eval.update(every=4, batches=1)  # validation reads the parked EMA
+  trainer = trainer_lib.Trainer(resume, str(tmp_path / "b"))
   try:
     trainer.run()  # resumes from step 2, restoring into host memory
     kinds = {part: {leaf.sharding.memory_kind for leaf in jax.tree.leaves(trainer.state[part])}
@@ -84,15 +85,16 @@ def test_state_parked_in_host_memory_steps_saves_and_resumes_as_on_device(data_d
     resumed = host(trainer.state)
   finally:
     trainer.close()
-  assert kinds == {"params": {"device"}, "ema": {"pinned_host"}, "opt_state": {"pinned_host"}}
+  assert kinds == {"params": {"pinned_host"}, "ema": {"pinned_host"}, "opt_state": {"pinned_host"}}
   assert int(resumed["step"]) == 4
+  assert "validation/loss" in _event_tags(tmp_path / "b")
   for name in ("params", "opt_state", "ema"):
     jax.tree.map(np.testing.assert_array_equal, resumed[name], on_device[name])
 
 
 def test_offloading_an_unknown_state_part_is_a_clear_error(tmp_path):
-  with pytest.raises(InputError, match="offload_state names \\['params'\\]"):
-    trainer_lib.Trainer(train_config(str(tmp_path), "motion", offload_state=("params",)), str(tmp_path))
+  with pytest.raises(InputError, match="offload_state names \\['batch'\\]"):
+    trainer_lib.Trainer(train_config(str(tmp_path), "motion", offload_state=("batch",)), str(tmp_path))
 
 
 def test_gradient_accumulation_equals_one_big_batch(data_dir, tmp_path):

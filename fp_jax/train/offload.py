@@ -9,7 +9,7 @@ import jax
 
 from data_pipeline.errors import require
 
-PARTS = ("ema", "opt_state")
+PARTS = ("ema", "opt_state", "params")
 
 
 def offloaded_parts(config):

@@ -47,9 +47,15 @@ class TrainStep:
     return jax.tree.map(lambda x: x / micro, total)
 
   def _train_step(self, state, frozen_state, batch):
+    host_params = state["params"]
     state = dict(state, **{part: offload.to_device(state[part]) for part in self.offloaded})
     rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
     (loss, metrics), grads = self._gradients(state["params"], frozen_state, batch, key)
+    if "params" in self.offloaded:
+      # Fetch the parameters again for the update, once the gradients exist: the first copy then
+      # dies after the forward's casts instead of waiting through the backward's peak.
+      host_params, grads = jax.lax.optimization_barrier((host_params, grads))
+      state["params"] = offload.to_device(host_params)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
