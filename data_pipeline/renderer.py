@@ -210,7 +210,7 @@ class Renderer:
       hits = np.flatnonzero(result["primID"] >= 0)
       pixel = candidates[hits]  # flat index in the full image
       u, v = result["u"][hits], result["v"][hits]
-      corners = self.faces.T[:, result["primID"][hits]]  # [3, N] vertex of each hit's corners
+      corners = self._faces_by_corner[:, result["primID"][hits]]  # [3, N]: each hit triangle's corners
       weights = (1.0 - u - v, u, v)
 
       def interpolate(per_vertex):

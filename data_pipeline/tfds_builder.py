@@ -79,8 +79,12 @@ def _make_example(config, key):
   """(record key, clip) for `key = (identity, clip index)`."""
   identity, clip = key
   example = world.generate_clip(config.seed, identity, clip, config.regime(identity, clip), config.spec)
+  return _record_key(config, identity, clip), example
+
+
+def _record_key(config, identity, clip):
   # An integer key: with shuffling disabled, TFDS (local and Beam) writes records sorted by it.
-  return identity * config.clips_per_identity + clip, example
+  return identity * config.clips_per_identity + clip
 
 
 def _make_examples_in_processes(config, keys, workers):
@@ -94,7 +98,7 @@ def _make_examples_in_processes(config, keys, workers):
     clips = pool.map(world.generate_clip, *zip(*[(config.seed, identity, clip, config.regime(identity, clip),
                                                    config.spec) for identity, clip in keys]))
     for (identity, clip), example in zip(keys, clips):
-      yield identity * config.clips_per_identity + clip, example
+      yield _record_key(config, identity, clip), example
 
 
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
@@ -108,6 +112,7 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, use_beam=False, workers=0, **kwargs):
     self._use_beam = use_beam
+    require(int(workers) >= 0, f"workers must be >= 0 (0: one a core), got {workers}")
     self._workers = int(workers) or os.cpu_count() or 1
     super().__init__(**kwargs)
 

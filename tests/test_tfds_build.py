@@ -82,6 +82,7 @@ def test_cli_builds_and_writes_previews(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--config.num_frames=6"], "frame count must be 4k+1"),
     (["--config.height=0"], "positive integer"),
+    (["--config.workers=-1"], "workers must be >= 0"),
     (["--data_dir=/nonexistent/parent/data"], "does not exist"),
     (["--data_dir=" + CONFIG], "not a directory"),
 ])
