@@ -47,14 +47,16 @@ def _views(buffer, layout):
 def _render_frames(memory_name, layout, first, vertices, intrinsics, extrinsics, albedo, lighting, background):
   memory = shared_memory.SharedMemory(name=memory_name)
   try:
-    outputs = _views(memory.buf, layout)
-    for t in range(len(extrinsics)):
-      frame = _WORKER_RENDERER.render(vertices[t], intrinsics[t], extrinsics[t], albedo, lighting, background)
-      for name, image in frame.items():
-        outputs[name][first + t] = image
-    del outputs  # views must go before the buffer closes
+    _write_frames(_views(memory.buf, layout), first, vertices, intrinsics, extrinsics, albedo, lighting, background)
   finally:
-    memory.close()
+    memory.close()  # the views died with `_write_frames`, even when it raised
+
+
+def _write_frames(outputs, first, vertices, intrinsics, extrinsics, albedo, lighting, background):
+  for t in range(len(extrinsics)):
+    frame = _WORKER_RENDERER.render(vertices[t], intrinsics[t], extrinsics[t], albedo, lighting, background)
+    for name, image in frame.items():
+      outputs[name][first + t] = image
 
 
 class RenderPool:
