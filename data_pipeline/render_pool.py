@@ -16,7 +16,7 @@ import numpy as np
 import threadpoolctl
 
 from data_pipeline.errors import require
-from data_pipeline.renderer import Renderer
+from data_pipeline.renderer import Renderer, clip_inputs
 
 _WORKER_RENDERER = None
 
@@ -76,12 +76,8 @@ class RenderPool:
 
   def render_clip(self, vertices, intrinsics, extrinsics, albedo=None, lighting=None, background=None):
     """As `Renderer.render_clip`: `T` frames, returned as stacked arrays."""
-    intrinsics, extrinsics, vertices = np.asarray(intrinsics), np.asarray(extrinsics), np.asarray(vertices)
+    vertices, intrinsics, extrinsics = clip_inputs(vertices, intrinsics, extrinsics)
     num_frames = len(extrinsics)
-    if vertices.ndim == 2:
-      vertices = np.broadcast_to(vertices, (num_frames,) + vertices.shape)
-    require(len(vertices) == num_frames and len(intrinsics) == num_frames,
-            f"need one mesh and one camera per frame: {len(vertices)} meshes, {len(intrinsics)} intrinsics, {num_frames} extrinsics")
     renderer = self._renderer
     layout, size = _output_layout(num_frames, renderer.height, renderer.width, albedo is not None)
     memory = shared_memory.SharedMemory(create=True, size=max(size, 1))

@@ -113,6 +113,17 @@ def normalize(vectors):
   return vectors / np.maximum(norm, 1e-12)
 
 
+def clip_inputs(vertices, intrinsics, extrinsics):
+  """A clip's meshes and cameras as arrays of `T` frames (one mesh `[V, 3]` serves every frame)."""
+  intrinsics, extrinsics, vertices = np.asarray(intrinsics), np.asarray(extrinsics), np.asarray(vertices)
+  num_frames = len(extrinsics)
+  if vertices.ndim == 2:
+    vertices = np.broadcast_to(vertices, (num_frames,) + vertices.shape)
+  require(len(vertices) == num_frames and len(intrinsics) == num_frames,
+          f"need one mesh and one camera per frame: {len(vertices)} meshes, {len(intrinsics)} intrinsics, {num_frames} extrinsics")
+  return vertices, intrinsics, extrinsics
+
+
 class Renderer:
   """Renders one triangle topology (`faces [F,3]`) at a fixed resolution.
 
@@ -290,13 +301,8 @@ class Renderer:
   def render_clip(self, vertices, intrinsics, extrinsics, albedo=None, lighting=None, background=None):
     """Renders `T` frames (`vertices [T,V,3]` or `[V,3]`, cameras `[T,...]`), two frames in
     flight so one frame's scene build overlaps another's tracing. Returns stacked arrays."""
-    intrinsics, extrinsics = np.asarray(intrinsics), np.asarray(extrinsics)
-    vertices = np.asarray(vertices)
+    vertices, intrinsics, extrinsics = clip_inputs(vertices, intrinsics, extrinsics)
     num_frames = len(extrinsics)
-    if vertices.ndim == 2:
-      vertices = np.broadcast_to(vertices, (num_frames,) + vertices.shape)
-    require(len(vertices) == num_frames and len(intrinsics) == num_frames,
-            f"need one mesh and one camera per frame: {len(vertices)} meshes, {len(intrinsics)} intrinsics, {num_frames} extrinsics")
     render = lambda t: self.render(vertices[t], intrinsics[t], extrinsics[t], albedo, lighting, background, threads=1)
     if self._pool is None or num_frames == 1:
       frames = [render(t) for t in range(num_frames)]

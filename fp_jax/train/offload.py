@@ -3,7 +3,9 @@
 The EMA and the optimizer's moments are read and written once a step, after the backward pass,
 yet held in HBM the whole step. Kept in pinned host memory, they come onto the chip only for the
 update, when the activations are gone, and the peak of the step (during the backward pass) no
-longer carries them. The price is their trip over the host link each step.
+longer carries them. The float32 parameters likewise: the step fetches them once for the
+forward's casts and again for the update (fp_jax/train/step.py). The price is their trips over
+the host link each step.
 """
 import jax
 
@@ -22,8 +24,12 @@ def offloaded_parts(config):
 
 def host_shardings(shardings, parts):
   """`shardings` (of the whole state) with the trees of `parts` in pinned host memory."""
-  moved = {part: jax.tree.map(lambda s: s.with_memory_kind("pinned_host"), shardings[part]) for part in parts}
-  return dict(shardings, **moved)
+  return dict(shardings, **{part: in_memory(shardings[part], "pinned_host") for part in parts})
+
+
+def in_memory(shardings, kind):
+  """A tree of shardings moved to memory `kind` ("device" or "pinned_host")."""
+  return jax.tree.map(lambda s: s.with_memory_kind(kind), shardings)
 
 
 def to_device(tree):

@@ -121,7 +121,7 @@ class Trainer(TrainStep):
     """The EMA parameters in device memory (a copy when `offload_state` parks them on the host)."""
     if "ema" not in self.offloaded:
       return self.state["ema"]
-    return jax.device_put(self.state["ema"], jax.tree.map(lambda s: s.with_memory_kind("device"), self.shardings["ema"]))
+    return jax.device_put(self.state["ema"], offload.in_memory(self.shardings["ema"], "device"))
 
   # -- restore -------------------------------------------------------------------------------
 
