@@ -30,6 +30,16 @@ def _remember_scene(faces, vertices, scene):
 _OPENCV_TO_VIEW = np.array([1.0, -1.0, -1.0], np.float32)
 
 
+def _index_rows(faces):
+  """The faces as embreex's `TriangleMesh` reads them fastest. It copies the index array one
+  Python item at a time (`faces[i][0]`); on an int array each row read makes a numpy view, on an
+  object array of tuples it is a tuple lookup: 10 ms -> 2 ms of a 512x512 frame's ~45 (11.6k
+  triangles). Made once per topology."""
+  rows = np.empty(len(faces), dtype=object)
+  rows[:] = [tuple(row) for row in faces.tolist()]
+  return rows
+
+
 def _device():
   global _DEVICE
   if _DEVICE is None:
@@ -140,6 +150,7 @@ class Renderer:
     self.faces = faces
     self.height, self.width, self.supersample = int(height), int(width), int(supersample)
     self._faces_by_corner = np.ascontiguousarray(faces.T)
+    self._index_rows = _index_rows(faces)
     self._tile_pixels = _tile_pixels(self.height * self.supersample, self.width * self.supersample)
     self.threads = threads or min(4, os.cpu_count() or 1)
     self._pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
@@ -151,7 +162,7 @@ class Renderer:
         (np.ones(len(rows), np.float32), (rows, cols)), shape=(num_vertices, len(faces)))
 
   def vertex_normals(self, vertices):
-    v = vertices[self.faces]
+    v = np.take(vertices, self.faces, axis=0)
     face_normals = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]).astype(np.float32)
     return normalize(self._vertex_faces @ face_normals)
 
@@ -163,7 +174,7 @@ class Renderer:
     if last is not None and np.array_equal(last[1], vertices) and np.array_equal(last[0], self.faces):
       return last[2]
     scene = rtcore_scene.EmbreeScene(_device(), robust=False)
-    TriangleMesh(scene, vertices, self.faces)
+    TriangleMesh(scene, vertices, self._index_rows)
     scene.run(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))  # commits the scene
     _remember_scene(self.faces, vertices.copy(), scene)
     return scene
@@ -209,7 +220,8 @@ class Renderer:
                                    self._tile_pixels, height, width)
     else:  # part of the mesh is behind the camera: its projection is unbounded
       candidates = np.arange(height * width)
-    directions_cam = camera_directions(k, height, width).reshape(-1, 3)[candidates]
+    # np.take: several times faster than fancy indexing for row gathers.
+    directions_cam = np.take(camera_directions(k, height, width).reshape(-1, 3), candidates, axis=0)
 
     pixel = np.zeros(0, np.int64)
     attributes = {}
@@ -221,14 +233,19 @@ class Renderer:
       hits = np.flatnonzero(result["primID"] >= 0)
       pixel = candidates[hits]  # flat index in the full image
       u, v = result["u"][hits], result["v"][hits]
-      corners = self._faces_by_corner[:, result["primID"][hits]]  # [3, N]: each hit triangle's corners
-      weights = (1.0 - u - v, u, v)
+      corners = np.take(self._faces_by_corner, result["primID"][hits], axis=1)  # [3, N]: hit triangles' corners
+      u, v = u[:, None], v[:, None]
 
       def interpolate(per_vertex):
-        value = np.take(per_vertex, corners[0], axis=0) * weights[0][:, None]
-        for corner, weight in zip(corners[1:], weights[1:]):
-          value += np.take(per_vertex, corner, axis=0) * weight[:, None]
-        return value
+        """`a + u (b - a) + v (c - a)` at each hit, in place: a third of the time of the weighted sum."""
+        a, b, c = (np.take(per_vertex, corner, axis=0) for corner in corners)
+        b -= a
+        b *= u
+        c -= a
+        c *= v
+        a += b
+        a += c
+        return a
 
       world_normals = normalize(interpolate(self.vertex_normals(vertices)))
       t_hit = result["tfar"][hits]
