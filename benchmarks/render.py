@@ -8,8 +8,9 @@ moving clip of the template head (scene build, tracing and shading included). Th
 figures render through `RenderPool` (one worker process a core, as the dataset builder does);
 the `*_one_process` lines are `Renderer.render_clip` in this process, for comparison.
 `scene_build_ms`, `embreex_mesh_ms` (the part of the build spent in embreex's `TriangleMesh`,
-which copies the mesh element by element) and `frame_rest_ms` (culling, tracing, shading) split
-one frame's time on one thread.
+which copies the mesh one Python item at a time; the renderer hands it the faces as tuple rows)
+and `frame_rest_ms` (culling, tracing, shading) split one frame's time on one thread;
+`embreex_mesh_int_faces_ms` is the same copy from a plain int32 face array, for comparison.
 """
 import argparse
 
@@ -22,27 +23,32 @@ from embreex.mesh_construction import TriangleMesh
 
 from data_pipeline import appearance, cameras, controls, rays, world
 from data_pipeline.render_pool import RenderPool
-from data_pipeline.renderer import Renderer
+from data_pipeline.renderer import Renderer, _index_rows
 from data_pipeline.template_head import build_template
 from timing import median_seconds  # benchmarks/timing.py
 
 
 def stage_milliseconds(renderer, vertices, cams):
-  """Median ms per frame on one thread: (scene build, embreex's mesh copy, the rest of the frame)."""
-  build, mesh, rest = [], [], []
+  """Median ms per frame on one thread: (scene build, embreex's mesh copy as the renderer makes it,
+  the same from int faces, the rest of the frame)."""
+  build, mesh, int_faces, rest = [], [], [], []
+  rows = _index_rows(renderer.faces)
   with threadpoolctl.threadpool_limits(1):
     for t in range(len(vertices)):
       frame = np.ascontiguousarray(vertices[t], np.float32)
       start = time.perf_counter()
-      TriangleMesh(rtcore_scene.EmbreeScene(), frame, renderer.faces)
+      TriangleMesh(rtcore_scene.EmbreeScene(), frame, rows)
       mesh.append(time.perf_counter() - start)
+      start = time.perf_counter()
+      TriangleMesh(rtcore_scene.EmbreeScene(), frame, renderer.faces)
+      int_faces.append(time.perf_counter() - start)
       start = time.perf_counter()
       renderer._scene(frame)  # pylint: disable=protected-access
       build.append(time.perf_counter() - start)
       start = time.perf_counter()
       renderer.render(frame, cams.intrinsics[t], cams.extrinsics[t], threads=1)  # reuses that scene
       rest.append(time.perf_counter() - start)
-  return tuple(1e3 * float(np.median(times)) for times in (build, mesh, rest))
+  return tuple(1e3 * float(np.median(times)) for times in (build, mesh, int_faces, rest))
 
 
 def main():
@@ -73,7 +79,7 @@ def main():
     normals_fps, rgb_fps = fps(pool.render_clip), fps(pool.render_clip, albedo=person.albedo)
     workers = pool.workers
   normals_one, rgb_one = fps(renderer.render_clip), fps(renderer.render_clip, albedo=person.albedo)
-  build_ms, mesh_ms, rest_ms = stage_milliseconds(renderer, vertices, cams)
+  build_ms, mesh_ms, int_faces_ms, rest_ms = stage_milliseconds(renderer, vertices, cams)
   rays_s = median_seconds(lambda: rays.plucker_rays(cams.intrinsics, cams.extrinsics, size, size), args.repeats)
   print(f"triangles: {len(model.f)}")
   print(f"resolution: {size}x{size}")
@@ -84,6 +90,7 @@ def main():
   print(f"rgb_fps_one_process: {rgb_one:.1f}")
   print(f"scene_build_ms: {build_ms:.1f}")
   print(f"embreex_mesh_ms: {mesh_ms:.1f}")
+  print(f"embreex_mesh_int_faces_ms: {int_faces_ms:.1f}")
   print(f"frame_rest_ms: {rest_ms:.1f}")
   print(f"raymaps_per_s: {frames / rays_s:.1f}")
 

@@ -1,7 +1,7 @@
 """Renders a clip's frames in worker processes, one `Renderer` each.
 
-embreex holds the GIL while it builds and traces, so threads in one process overlap little of a
-frame; processes render frames side by side. Each worker limits BLAS to one thread: numpy's
+embreex holds the GIL while it copies each frame's mesh in, and numpy's small steps hold it too, so
+threads in one process overlap only the tracing; processes render whole frames side by side. Each worker limits BLAS to one thread: numpy's
 small matrix products would otherwise wake a BLAS thread pool in every worker, and those pools
 spinning against each other made two workers slower than one process. Workers write their
 frames straight into shared memory: sending 2-3 MB a frame back through a pipe cost more than

@@ -85,9 +85,8 @@ def _covered_pixels(uv, faces_by_corner, tile_pixels, height, width):
   # A vertex's box is the tiles holding the pixel centres within 1.5 pixels of it.
   low = np.floor((uv - 1.5) / _TILE).astype(np.int32)
   high = np.floor((uv + 1.5) / _TILE).astype(np.int32)
-  a, b, c = faces_by_corner
-  col0, row0 = np.maximum(np.minimum(np.minimum(low[a], low[b]), low[c]), 0).T
-  col1, row1 = np.minimum(np.maximum(np.maximum(high[a], high[b]), high[c]), [tiles_x - 1, tiles_y - 1]).T
+  col0, row0 = np.maximum(np.take(low, faces_by_corner, axis=0).min(axis=0), 0).T
+  col1, row1 = np.minimum(np.take(high, faces_by_corner, axis=0).max(axis=0), [tiles_x - 1, tiles_y - 1]).T
   inside = (col0 <= col1) & (row0 <= row1)
   col0, row0, col1, row1 = col0[inside], row0[inside], col1[inside] + 1, row1[inside] + 1
   stride = tiles_x + 1
@@ -137,8 +136,9 @@ def clip_inputs(vertices, intrinsics, extrinsics):
 class Renderer:
   """Renders one triangle topology (`faces [F,3]`) at a fixed resolution.
 
-  `threads` frames (or ray batches of one frame) are in flight at once; embreex holds the GIL
-  while tracing, so they overlap only partly: `RenderPool` renders frames in processes.
+  `threads` frames (or ray batches of one frame) are in flight at once. embreex releases the GIL
+  while tracing but holds it while it copies a mesh in, and numpy's many small steps hold it too,
+  so threads overlap only part of a frame: `RenderPool` renders frames in processes.
   `supersample` renders s x s samples per pixel and box-filters them.
   """
 
