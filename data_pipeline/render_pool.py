@@ -11,6 +11,7 @@ import concurrent.futures
 import multiprocessing
 from multiprocessing import shared_memory
 import os
+import secrets
 
 import numpy as np
 import threadpoolctl
@@ -19,6 +20,7 @@ from data_pipeline.errors import require
 from data_pipeline.renderer import Renderer, clip_inputs
 
 _WORKER_RENDERER = None
+SHARED_MEMORY_PREFIX = "fp_render_"  # names a leaked segment (e.g. /dev/shm/fp_render_...) as ours
 
 
 def _start_worker(faces, height, width, supersample):
@@ -80,7 +82,8 @@ class RenderPool:
     num_frames = len(extrinsics)
     renderer = self._renderer
     layout, size = _output_layout(num_frames, renderer.height, renderer.width, albedo is not None)
-    memory = shared_memory.SharedMemory(create=True, size=max(size, 1))
+    memory = shared_memory.SharedMemory(name=f"{SHARED_MEMORY_PREFIX}{os.getpid()}_{secrets.token_hex(6)}",
+                                        create=True, size=max(size, 1))
     try:
       # Two contiguous runs of frames a worker: few messages, and a slow run cannot idle the rest long.
       bounds = np.linspace(0, num_frames, min(num_frames, 2 * self.workers) + 1).astype(int)
