@@ -1,17 +1,22 @@
 """Renders a clip's frames in worker processes, one `Renderer` each.
 
-embreex holds the GIL while it copies each frame's mesh in, and numpy's small steps hold it too, so
-threads in one process overlap only the tracing; processes render whole frames side by side. Each worker limits BLAS to one thread: numpy's
-small matrix products would otherwise wake a BLAS thread pool in every worker, and those pools
-spinning against each other made two workers slower than one process. Workers write their
-frames straight into shared memory: sending 2-3 MB a frame back through a pipe cost more than
-rendering it.
+embreex holds the GIL while it copies each frame's mesh in, and numpy's small steps hold it too,
+so threads in one process overlap only the tracing; processes render whole frames side by side.
+Each worker limits BLAS to one thread: numpy's small matrix products would otherwise wake a BLAS
+thread pool in every worker, and those pools spinning against each other made two workers slower
+than one process.
+
+Workers write their frames straight into one memory-backed file (in /dev/shm where there is
+one) that the caller then maps: the returned arrays are views of it, not copies. Sending 2-3 MB a
+frame back through a pipe cost more than rendering it, and copying them out of shared memory
+afterwards cost ~2 ms a frame that no worker could overlap. The file's name is unlinked before
+`render_clip` returns (or raises); the mapping lives as long as the arrays.
 """
 import concurrent.futures
 import multiprocessing
-from multiprocessing import shared_memory
 import os
 import secrets
+import tempfile
 
 import numpy as np
 import threadpoolctl
@@ -20,7 +25,11 @@ from data_pipeline.errors import require
 from data_pipeline.renderer import Renderer, clip_inputs
 
 _WORKER_RENDERER = None
-SHARED_MEMORY_PREFIX = "fp_render_"  # names a leaked segment (e.g. /dev/shm/fp_render_...) as ours
+SHARED_MEMORY_PREFIX = "fp_render_"  # names a leaked output file (e.g. /dev/shm/fp_render_...) as ours
+
+
+def _output_directory():
+  return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
 def _start_worker(faces, height, width, supersample):
@@ -46,12 +55,9 @@ def _views(buffer, layout):
   return {name: np.ndarray(shape, dtype, buffer=buffer, offset=offset) for name, shape, dtype, offset in layout}
 
 
-def _render_frames(memory_name, layout, first, vertices, intrinsics, extrinsics, albedo, lighting, background):
-  memory = shared_memory.SharedMemory(name=memory_name)
-  try:
-    _write_frames(_views(memory.buf, layout), first, vertices, intrinsics, extrinsics, albedo, lighting, background)
-  finally:
-    memory.close()  # the views died with `_write_frames`, even when it raised
+def _render_frames(path, layout, first, vertices, intrinsics, extrinsics, albedo, lighting, background):
+  outputs = _views(np.memmap(path, np.uint8, "r+"), layout)
+  _write_frames(outputs, first, vertices, intrinsics, extrinsics, albedo, lighting, background)
 
 
 def _write_frames(outputs, first, vertices, intrinsics, extrinsics, albedo, lighting, background):
@@ -82,20 +88,21 @@ class RenderPool:
     num_frames = len(extrinsics)
     renderer = self._renderer
     layout, size = _output_layout(num_frames, renderer.height, renderer.width, albedo is not None)
-    memory = shared_memory.SharedMemory(name=f"{SHARED_MEMORY_PREFIX}{os.getpid()}_{secrets.token_hex(6)}",
-                                        create=True, size=max(size, 1))
+    path = os.path.join(_output_directory(), f"{SHARED_MEMORY_PREFIX}{os.getpid()}_{secrets.token_hex(6)}")
     try:
+      with open(path, "xb") as output:
+        output.truncate(max(size, 1))
       # Two contiguous runs of frames a worker: few messages, and a slow run cannot idle the rest long.
       bounds = np.linspace(0, num_frames, min(num_frames, 2 * self.workers) + 1).astype(int)
-      jobs = [self._pool.submit(_render_frames, memory.name, layout, a, vertices[a:b], intrinsics[a:b],
+      jobs = [self._pool.submit(_render_frames, path, layout, a, vertices[a:b], intrinsics[a:b],
                                 extrinsics[a:b], albedo, lighting, background)
               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
       for job in jobs:
         job.result()
-      images = {name: np.array(view) for name, view in _views(memory.buf, layout).items()}
+      images = _views(np.memmap(path, np.uint8, "r+"), layout)
     finally:
-      memory.close()
-      memory.unlink()
+      if os.path.exists(path):
+        os.unlink(path)
     return images
 
   def close(self):
