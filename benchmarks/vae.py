@@ -1,6 +1,7 @@
 """The small video VAE's reconstruction on held-out identities, at the demo resolution.
 
   python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--data_dir=outputs/bench/data]
+      [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
@@ -47,6 +48,9 @@ def main():
   parser.add_argument("--crop", type=int, default=-1, help="training crop size (0: whole frames; -1: the config's)")
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   parser.add_argument("--window", type=int, default=17, help="training window: 1 + 4k frames")
+  parser.add_argument("--base_dim", type=int, default=0, help="VAE width (0: the config's)")
+  parser.add_argument("--dim_mult", default="", help="per-level width multipliers, e.g. 1,2,4,8 (empty: the config's)")
+  parser.add_argument("--num_res_blocks", type=int, default=0, help="residual blocks a level (0: the config's)")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
@@ -58,6 +62,12 @@ def main():
     config.optim.learning_rate = args.learning_rate
     if args.crop >= 0:
       config.vae_loss.crop = args.crop
+    if args.base_dim:
+      config.vae.base_dim = args.base_dim
+    if args.dim_mult:
+      config.vae.dim_mult = tuple(int(m) for m in args.dim_mult.split(","))
+    if args.num_res_blocks:
+      config.vae.num_res_blocks = args.num_res_blocks
     config.total_steps = args.steps
     config.log_every = 100
     config.eval.every = 0

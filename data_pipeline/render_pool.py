@@ -25,7 +25,7 @@ from data_pipeline.errors import require
 from data_pipeline.renderer import Renderer, clip_inputs
 
 _WORKER_RENDERER = None
-SHARED_MEMORY_PREFIX = "fp_render_"  # names a leaked output file (e.g. /dev/shm/fp_render_...) as ours
+OUTPUT_FILE_PREFIX = "fp_render_"  # names a leaked output file (e.g. /dev/shm/fp_render_...) as ours
 
 
 def _output_directory():
@@ -88,10 +88,10 @@ class RenderPool:
     num_frames = len(extrinsics)
     renderer = self._renderer
     layout, size = _output_layout(num_frames, renderer.height, renderer.width, albedo is not None)
-    path = os.path.join(_output_directory(), f"{SHARED_MEMORY_PREFIX}{os.getpid()}_{secrets.token_hex(6)}")
+    path = os.path.join(_output_directory(), f"{OUTPUT_FILE_PREFIX}{os.getpid()}_{secrets.token_hex(6)}")
+    with open(path, "xb") as output:
+      output.truncate(max(size, 1))
     try:
-      with open(path, "xb") as output:
-        output.truncate(max(size, 1))
       # Two contiguous runs of frames a worker: few messages, and a slow run cannot idle the rest long.
       bounds = np.linspace(0, num_frames, min(num_frames, 2 * self.workers) + 1).astype(int)
       jobs = [self._pool.submit(_render_frames, path, layout, a, vertices[a:b], intrinsics[a:b],
@@ -101,8 +101,7 @@ class RenderPool:
         job.result()
       images = _views(np.memmap(path, np.uint8, "r+"), layout)
     finally:
-      if os.path.exists(path):
-        os.unlink(path)
+      os.unlink(path)
     return images
 
   def close(self):

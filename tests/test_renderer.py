@@ -6,7 +6,7 @@ import pytest
 from data_pipeline import cameras
 from data_pipeline.errors import InputError
 from data_pipeline.rays import camera_directions
-from data_pipeline.render_pool import SHARED_MEMORY_PREFIX, RenderPool
+from data_pipeline.render_pool import OUTPUT_FILE_PREFIX, RenderPool
 from data_pipeline.renderer import Background, Lighting, Renderer, decode_normals
 
 
@@ -172,7 +172,7 @@ def test_render_pool_gives_the_same_pixels_and_leaves_no_shared_memory(sphere_sc
   for key in expected:
     np.testing.assert_array_equal(got[key], expected[key])
   if os.path.isdir("/dev/shm"):  # other tests' processes may hold segments of their own meanwhile
-    assert not [name for name in os.listdir("/dev/shm") if name.startswith(SHARED_MEMORY_PREFIX)]
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(OUTPUT_FILE_PREFIX)]
 
 
 def test_bad_render_inputs_are_rejected(sphere_scene):
