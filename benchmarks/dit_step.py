@@ -9,6 +9,10 @@ times, `ratio_vs_diffusers` (their step time over ours), the model FLOPs of one 
 analytically: 3x the forward's matmuls and attention), our achieved FLOP/s, a matmul peak
 measured in the same run (a 2048^3 fp32 jnp.dot) and `matmul_peak_share`, and our step's peak
 memory from XLA's memory analysis.
+
+Where the gap is: one layer's self-attention (forward + backward at the bench shapes: our
+`einsum` kernel against PyTorch's scaled_dot_product_attention) and one feed-forward (matmul,
+GELU(tanh), matmul), timed alone in each framework, as `attention_fwd_bwd_*` and `ffn_fwd_bwd_*`.
 """
 import argparse
 import os
@@ -102,6 +106,34 @@ def theirs(size, batch, steps):
   return median_seconds(run, steps, warmups=2)
 
 
+def parts_ms(size, tokens, steps):
+  """fwd+bwd ms of one layer's self-attention and feed-forward: (ours, torch) for each."""
+  from fp_jax.parallel.attention import einsum_attention  # pylint: disable=g-import-not-at-top
+  d, heads, f = size["dim"], size["heads"], size["ffn_dim"]
+  rng = np.random.default_rng(1)
+  q, k, v = (rng.standard_normal((BATCH, tokens, heads, d // heads)).astype(np.float32) for _ in range(3))
+  x = rng.standard_normal((BATCH * tokens, d)).astype(np.float32)
+  w1, w2 = (0.02 * rng.standard_normal(shape).astype(np.float32) for shape in ((d, f), (f, d)))
+  attention = jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.square(einsum_attention(q, k, v))), argnums=(0, 1, 2)))
+  ffn = jax.jit(jax.grad(lambda x, w1, w2: jnp.sum(jnp.square(jax.nn.gelu(x @ w1, approximate=True) @ w2)),
+                         argnums=(0, 1, 2)))
+  jq, jk, jv, jx, jw1, jw2 = map(jnp.asarray, (q, k, v, x, w1, w2))
+  ours_attention = median_seconds(lambda: jax.block_until_ready(attention(jq, jk, jv)), steps, warmups=2)
+  ours_ffn = median_seconds(lambda: jax.block_until_ready(ffn(jx, jw1, jw2)), steps, warmups=2)
+  tq, tk, tv = (torch.from_numpy(a).transpose(1, 2).contiguous().requires_grad_() for a in (q, k, v))
+  tx, tw1, tw2 = (torch.from_numpy(a).requires_grad_() for a in (x, w1, w2))
+
+  def torch_attention():
+    torch.square(torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)).sum().backward()
+
+  def torch_ffn():
+    torch.square(torch.nn.functional.gelu(tx @ tw1, approximate="tanh") @ tw2).sum().backward()
+
+  their_attention = median_seconds(torch_attention, steps, warmups=2)
+  their_ffn = median_seconds(torch_ffn, steps, warmups=2)
+  return [1000 * t for t in (ours_attention, their_attention, ours_ffn, their_ffn)]
+
+
 def matmul_peak(steps):
   a = jnp.ones((2048, 2048), jnp.float32)
   dot = jax.jit(lambda x, y: x @ y)
@@ -128,6 +160,7 @@ def main():
   our_time, our_memory = ours(size, batch, args.steps)
   their_time = theirs(size, batch, args.steps)
   flops = step_flops(size, tokens, TEXT)
+  attention_ours, attention_torch, ffn_ours, ffn_torch = parts_ms(size, tokens, args.steps)
   print(f"tokens: {tokens}")
   print(f"ours_step_time: {our_time * 1000:.0f} ms")
   print(f"diffusers_step_time: {their_time * 1000:.0f} ms")
@@ -137,6 +170,10 @@ def main():
   print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
   print(f"matmul_peak_share: {flops / our_time / peak:.2f}")
   print(f"ours_peak_memory: {our_memory / 2**20:.0f} MiB")
+  print(f"attention_fwd_bwd_ours: {attention_ours:.0f} ms")
+  print(f"attention_fwd_bwd_torch_sdpa: {attention_torch:.0f} ms")
+  print(f"ffn_fwd_bwd_ours: {ffn_ours:.0f} ms")
+  print(f"ffn_fwd_bwd_torch: {ffn_torch:.0f} ms")
 
 
 if __name__ == "__main__":
