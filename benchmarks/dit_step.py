@@ -2,7 +2,8 @@
 
   python benchmarks/dit_step.py [--steps=5]
 
-Both run the Wan core (no portrait controls) at the `bench` size of configs/models/dit.py:
+Both run the Wan core (no portrait controls) at the `bench` size of configs/models/dit.py (ours
+with that config's layer layout, unrolled):
 8 layers, dim 512, 8 heads, ffn 2048, on 1280 video tokens (5 x 32 x 32 latents, patch 1x2x2),
 batch 2, with a 64-token text context, fp32, on this machine's CPU. Prints the median step
 times, `ratio_vs_diffusers` (their step time over ours), the model FLOPs of one step (counted
@@ -50,9 +51,9 @@ def step_flops(size, tokens, text):
   return 3 * BATCH * layers * per_layer
 
 
-def ours(size, batch, steps):
+def ours(size, batch, steps, scan_layers):
   config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
-                     attention="einsum")
+                     attention="einsum", scan_layers=scan_layers)
   mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
   model = create_dit(config, mesh)
   with use_mesh(mesh):
@@ -146,8 +147,8 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
-  size = dict(dit_configs.get_config("bench"))
-  size = {key: size[key] for key in ("dim", "heads", "layers", "ffn_dim", "text_dim")}
+  bench = dit_configs.get_config("bench")
+  size = {key: bench[key] for key in ("dim", "heads", "layers", "ffn_dim", "text_dim")}
   rng = np.random.default_rng(0)
   batch = {
       "latents": jnp.asarray(rng.standard_normal((BATCH, FRAMES, HEIGHT, WIDTH, 16)), jnp.float32),
@@ -157,7 +158,7 @@ def main():
   }
   tokens = FRAMES * (HEIGHT // 2) * (WIDTH // 2)
   peak = matmul_peak(args.steps)
-  our_time, our_memory = ours(size, batch, args.steps)
+  our_time, our_memory = ours(size, batch, args.steps, bench.scan_layers)
   their_time = theirs(size, batch, args.steps)
   flops = step_flops(size, tokens, TEXT)
   attention_ours, attention_torch, ffn_ours, ffn_torch = parts_ms(size, tokens, args.steps)
