@@ -23,7 +23,7 @@ from embreex.mesh_construction import TriangleMesh
 
 from data_pipeline import appearance, cameras, controls, rays, world
 from data_pipeline.render_pool import RenderPool
-from data_pipeline.renderer import Renderer, _index_rows
+from data_pipeline.renderer import Renderer
 from data_pipeline.template_head import build_template
 from timing import median_seconds  # benchmarks/timing.py
 
@@ -32,7 +32,7 @@ def stage_milliseconds(renderer, vertices, cams):
   """Median ms per frame on one thread: (scene build, embreex's mesh copy as the renderer makes it,
   the same from int faces, the rest of the frame)."""
   build, mesh, int_faces, rest = [], [], [], []
-  rows = _index_rows(renderer.faces)
+  rows = renderer._index_rows  # pylint: disable=protected-access  # the renderer's own copy
   with threadpoolctl.threadpool_limits(1):
     for t in range(len(vertices)):
       frame = np.ascontiguousarray(vertices[t], np.float32)

@@ -232,9 +232,8 @@ class Renderer:
       result = self._trace(scene, origins, directions, self.threads if threads is None else threads)
       hits = np.flatnonzero(result["primID"] >= 0)
       pixel = candidates[hits]  # flat index in the full image
-      u, v = result["u"][hits], result["v"][hits]
+      u, v = result["u"][hits, None], result["v"][hits, None]
       corners = np.take(self._faces_by_corner, result["primID"][hits], axis=1)  # [3, N]: hit triangles' corners
-      u, v = u[:, None], v[:, None]
 
       def interpolate(per_vertex):
         """`a + u (b - a) + v (c - a)` at each hit, in place: a third of the time of the weighted sum."""
