@@ -11,9 +11,10 @@ analytically: 3x the forward's matmuls and attention), our achieved FLOP/s, a ma
 measured in the same run (a 2048^3 fp32 jnp.dot) and `matmul_peak_share`, and our step's peak
 memory from XLA's memory analysis.
 
-Where the gap is: one layer's self-attention (forward + backward at the bench shapes: our
-`einsum` kernel against PyTorch's scaled_dot_product_attention) and one feed-forward (matmul,
-GELU(tanh), matmul), timed alone in each framework, as `attention_fwd_bwd_*` and `ffn_fwd_bwd_*`.
+Where the gap is: one layer's self-attention (forward + backward at the bench shapes: the bench
+config's kernel, `blockwise`, against PyTorch's scaled_dot_product_attention) and one
+feed-forward (matmul, GELU(tanh), matmul), timed alone in each framework, as
+`attention_fwd_bwd_*` and `ffn_fwd_bwd_*`.
 """
 import argparse
 import os
@@ -51,9 +52,9 @@ def step_flops(size, tokens, text):
   return 3 * BATCH * layers * per_layer
 
 
-def ours(size, batch, steps, scan_layers):
+def ours(size, batch, steps, scan_layers, attention):
   config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
-                     attention="einsum", scan_layers=scan_layers)
+                     attention=attention, scan_layers=scan_layers)
   mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
   model = create_dit(config, mesh)
   with use_mesh(mesh):
@@ -107,15 +108,16 @@ def theirs(size, batch, steps):
   return median_seconds(run, steps, warmups=2)
 
 
-def parts_ms(size, tokens, steps):
+def parts_ms(size, tokens, steps, attention):
   """fwd+bwd ms of one layer's self-attention and feed-forward: (ours, torch) for each."""
-  from fp_jax.parallel.attention import einsum_attention  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.attention import get_kernel  # pylint: disable=g-import-not-at-top
   d, heads, f = size["dim"], size["heads"], size["ffn_dim"]
   rng = np.random.default_rng(1)
   q, k, v = (rng.standard_normal((BATCH, tokens, heads, d // heads)).astype(np.float32) for _ in range(3))
   x = rng.standard_normal((BATCH * tokens, d)).astype(np.float32)
   w1, w2 = (0.02 * rng.standard_normal(shape).astype(np.float32) for shape in ((d, f), (f, d)))
-  attention = jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.square(einsum_attention(q, k, v))), argnums=(0, 1, 2)))
+  kernel = get_kernel(attention)
+  attention = jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.square(kernel(q, k, v))), argnums=(0, 1, 2)))
   ffn = jax.jit(jax.grad(lambda x, w1, w2: jnp.sum(jnp.square(jax.nn.gelu(x @ w1, approximate=True) @ w2)),
                          argnums=(0, 1, 2)))
   jq, jk, jv, jx, jw1, jw2 = map(jnp.asarray, (q, k, v, x, w1, w2))
@@ -158,10 +160,10 @@ def main():
   }
   tokens = FRAMES * (HEIGHT // 2) * (WIDTH // 2)
   peak = matmul_peak(args.steps)
-  our_time, our_memory = ours(size, batch, args.steps, bench.scan_layers)
+  our_time, our_memory = ours(size, batch, args.steps, bench.scan_layers, bench.attention)
   their_time = theirs(size, batch, args.steps)
   flops = step_flops(size, tokens, TEXT)
-  attention_ours, attention_torch, ffn_ours, ffn_torch = parts_ms(size, tokens, args.steps)
+  attention_ours, attention_torch, ffn_ours, ffn_torch = parts_ms(size, tokens, args.steps, bench.attention)
   print(f"tokens: {tokens}")
   print(f"ours_step_time: {our_time * 1000:.0f} ms")
   print(f"diffusers_step_time: {their_time * 1000:.0f} ms")

@@ -24,7 +24,7 @@ def get_config(arg="tiny"):
   config.expression = "cross_attention"
   config.expression_dim = 512
   config.pose = True
-  config.attention = "einsum" if arg in ("tiny", "bench") else "splash"
+  config.attention = {"tiny": "einsum", "bench": "blockwise"}.get(arg, "splash")
   config.dtype = "float32" if arg in ("tiny", "bench") else "bfloat16"
   config.remat = "none" if arg in ("tiny", "bench") else "save_matmuls"
   # Scanned: one compiled block for every layer (compile time on pods). The CPU `bench` size

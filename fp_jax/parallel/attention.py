@@ -1,12 +1,15 @@
 """Attention kernels, chosen by name: `einsum`, `xla`, `splash` (TPU), `ulysses` (context parallel).
 
 Every kernel takes q `[B, Lq, N, D]`, k and v `[B, Lk, N, D]` and returns `[B, Lq, N, D]`.
-- `einsum`: einsum, fp32 softmax, einsum; the fastest on CPU.
+- `einsum`: einsum, fp32 softmax, einsum: the whole score tensor at once (simple; tiny shapes).
+- `blockwise`: one (head, query block) tile of scores at a time, O(L) memory, recomputing
+  backward (fp_jax/parallel/blockwise_attention.py); the fastest on CPU at video lengths. Under
+  a mesh it runs per shard, as `splash` does.
 - `xla`: `jax.nn.dot_product_attention` (XLA's fused attention; cuDNN on GPU).
 - `splash`: Pallas splash attention for TPU (`interpret=True` runs it on CPU for tests). A Mosaic
-  kernel cannot be partitioned by XLA, so under a mesh it runs in a `shard_map`: examples split
-  over the batch axes, heads over `tensor`, queries over `context` (each shard's queries attend
-  to every key: keys and values are gathered over `context`).
+  kernel cannot be partitioned by XLA, so under a mesh it runs in a `shard_map` (`per_shard`):
+  examples split over the batch axes, heads over `tensor`, queries over `context` (each shard's
+  queries attend to every key: keys and values are gathered over `context`).
 - `ulysses`: tokens sharded over the mesh's `context` axis; an all-to-all trades the token split
   for a head split, attention runs on full sequences, and a second all-to-all trades back.
 - `ulysses_splash`: `ulysses` with splash attention on the full sequences (TPU).
@@ -19,6 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from data_pipeline.errors import InputError
+from fp_jax.parallel.blockwise_attention import blockwise_attention
 
 
 def einsum_attention(q, k, v):
@@ -45,10 +49,9 @@ def _split(mesh, axes, size):
   return axes if len(axes) > 1 else axes[0]
 
 
-def splash_attention(q, k, v, interpret=False, block=SPLASH_BLOCK):
-  """Pallas splash attention; under a multi-device mesh, one kernel per shard (see above)."""
+def per_shard(local, q, k, v):
+  """`local(q, k, v)` on each shard's own arrays (see above): a kernel XLA must not partition."""
   mesh = jax.sharding.get_abstract_mesh()
-  local = functools.partial(splash_kernel, interpret=interpret, block=block)
   if mesh.empty or mesh.size == 1 or mesh.are_all_axes_manual:  # one device, or inside a shard_map
     return local(q, k, v)
   batch = _split(mesh, ("data", "fsdp"), q.shape[0])
@@ -56,6 +59,16 @@ def splash_attention(q, k, v, interpret=False, block=SPLASH_BLOCK):
   q_spec = PartitionSpec(batch, _split(mesh, ("context",), q.shape[1]), heads, None)
   kv_spec = PartitionSpec(batch, None, heads, None)
   return jax.shard_map(local, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec, check_vma=False)(q, k, v)
+
+
+def splash_attention(q, k, v, interpret=False, block=SPLASH_BLOCK):
+  """Pallas splash attention; under a multi-device mesh, one kernel per shard (see above)."""
+  return per_shard(functools.partial(splash_kernel, interpret=interpret, block=block), q, k, v)
+
+
+def blockwise(q, k, v):
+  """Blockwise attention (fp_jax/parallel/blockwise_attention.py), one loop per shard."""
+  return per_shard(blockwise_attention, q, k, v)
 
 
 def splash_kernel(q, k, v, interpret=False, block=SPLASH_BLOCK):
@@ -108,6 +121,7 @@ def ulysses_attention(q, k, v, inner=einsum_attention, axis="context"):
 KERNELS = {
     "einsum": einsum_attention,
     "xla": xla_attention,
+    "blockwise": blockwise,
     "splash": splash_attention,
     "ulysses": ulysses_attention,
     "ulysses_splash": functools.partial(ulysses_attention, inner=splash_kernel),
