@@ -30,9 +30,15 @@ def rope_tables(grid, head_dim, theta=10000.0):
 
 
 def apply_rope(x, cos, sin):
-  """Rotates `x [B, L, N, D]` by tables `[L, D/2]` (float32 math, result in x's dtype)."""
+  """Rotates `x [B, L, N, D]` by tables `[L, D/2]` (float32 math, result in x's dtype).
+
+  As one elementwise expression, `x * cos' + swap(x) * sin'`, with each pair's partners swapped
+  by reversing a size-2 axis and the tables repeated per pair (`sin'` signed `-, +`): XLA fuses
+  it into one pass forward and one backward, where slicing the pairs apart and stacking them
+  again cost a slice, a stack and their padded gradients.
+  """
   pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
-  first, second = pairs[..., 0], pairs[..., 1]
-  cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-  rotated = jnp.stack([first * cos - second * sin, first * sin + second * cos], axis=-1)
+  cos = jnp.repeat(cos, 2, axis=-1).reshape(1, cos.shape[0], 1, -1, 2)
+  sin = (sin[..., None] * jnp.asarray([-1.0, 1.0], jnp.float32)).reshape(1, sin.shape[0], 1, -1, 2)
+  rotated = pairs * cos + pairs[..., ::-1] * sin
   return rotated.reshape(x.shape).astype(x.dtype)
