@@ -240,6 +240,11 @@ class DiT(nnx.Module):
     if config.scan_layers:
       tokens, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), tokens, params)
       return tokens
+    # Unrolled: each stacked weight is split into its layers by one op, whose gradient is one
+    # concatenation; indexing layer by layer instead pads every layer's gradient to the whole
+    # stack and sums them (layers^2 weight-sized passes).
+    split = jax.tree.map(lambda p: jnp.split(p, config.layers), params)
     for index in range(config.layers):
-      tokens = layer(tokens, jax.tree.map(lambda p: p[index], params))
+      tokens = layer(tokens, jax.tree.map(lambda parts: parts[index][0], split,  # pylint: disable=cell-var-from-loop
+                                          is_leaf=lambda x: isinstance(x, list)))
     return tokens
