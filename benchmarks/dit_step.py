@@ -1,6 +1,6 @@
 """DiT train step (forward + backward + AdamW): ours (JAX) against diffusers' Wan (PyTorch).
 
-  python benchmarks/dit_step.py [--steps=5]
+  python benchmarks/dit_step.py [--steps=7]
 
 Both run the Wan core (no portrait controls) at the `bench` size of configs/models/dit.py (ours
 with that config's layer layout, unrolled):
@@ -8,8 +8,11 @@ with that config's layer layout, unrolled):
 batch 2, with a 64-token text context, fp32, on this machine's CPU. Prints the median step
 times, `ratio_vs_diffusers` (their step time over ours), the model FLOPs of one step (counted
 analytically: 3x the forward's matmuls and attention), our achieved FLOP/s, a matmul peak
-measured in the same run (a 2048^3 fp32 jnp.dot) and `matmul_peak_share`, and our step's peak
-memory from XLA's memory analysis.
+(a 2048^3 fp32 jnp.dot) and `matmul_peak_share`, and our step's peak memory from XLA's memory
+analysis. The two steps and the matmul take turns, once each per round, for --steps rounds
+(diffusers in a process of its own); the ratio and the share are medians of the per-round
+figures, so both sides of each comparison ran in the same minutes (this machine's speed drifts
+by a third within minutes).
 
 Where the gap is: one layer's self-attention (forward + backward at the bench shapes: the bench
 config's kernel, `blockwise`, against PyTorch's scaled_dot_product_attention) and one
@@ -18,6 +21,7 @@ feed-forward (matmul, GELU(tanh), matmul), timed alone in each framework, as
 """
 import argparse
 import os
+import multiprocessing
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -52,7 +56,8 @@ def step_flops(size, tokens, text):
   return 3 * BATCH * layers * per_layer
 
 
-def ours(size, batch, steps, scan_layers, attention):
+def ours(size, batch, scan_layers, attention):
+  """Our train step as a timed callable, and its peak memory."""
   config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
                      attention=attention, scan_layers=scan_layers)
   mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
@@ -83,10 +88,11 @@ def ours(size, batch, steps, scan_layers, attention):
 
   peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
           - memory.alias_size_in_bytes)
-  return median_seconds(run, steps, warmups=2), peak
+  return run, peak
 
 
-def theirs(size, batch, steps):
+def theirs(size, batch):
+  """diffusers' train step as a timed callable."""
   from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   model = WanTransformer3DModel(
@@ -105,7 +111,7 @@ def theirs(size, batch, steps):
     loss.backward()
     optimizer.step()
 
-  return median_seconds(run, steps, warmups=2)
+  return run
 
 
 def parts_ms(size, tokens, steps, attention):
@@ -137,16 +143,48 @@ def parts_ms(size, tokens, steps, attention):
   return [1000 * t for t in (ours_attention, their_attention, ours_ffn, their_ffn)]
 
 
-def matmul_peak(steps):
+def matmul():
   a = jnp.ones((2048, 2048), jnp.float32)
   dot = jax.jit(lambda x, y: x @ y)
-  seconds = median_seconds(lambda: dot(a, a).block_until_ready(), steps * 3, warmups=2)
-  return 2 * 2048 ** 3 / seconds
+  return lambda: dot(a, a).block_until_ready()
+
+
+def diffusers_worker(connection, size, batch):
+  """diffusers' step in a process of its own, timed on request: run in the benchmark's process,
+  its allocations between our steps slowed ours by a third (pages handed back and faulted in
+  anew), so each framework keeps its own memory and only the cores are shared."""
+  torch.set_num_threads(os.cpu_count())
+  run = theirs(size, batch)
+  median_seconds(run, 1, warmups=2)
+  connection.send("ready")
+  while connection.recv() == "step":
+    connection.send(median_seconds(run, 1, warmups=0))
+
+
+def interleaved(our_step, peak_matmul, size, batch, rounds):
+  """Seconds of our step, diffusers' step and three matmuls in each round, taking turns within a
+  round, so that every round compares them in the same minutes of a machine whose speed drifts."""
+  context = multiprocessing.get_context("spawn")
+  connection, child_end = context.Pipe()
+  worker = context.Process(target=diffusers_worker, daemon=True,
+                           args=(child_end, size, {k: np.asarray(v) for k, v in batch.items()}))
+  worker.start()
+  connection.recv()
+  median_seconds(our_step, 1, warmups=2)
+  rows = []
+  for _ in range(rounds):
+    ours_seconds = median_seconds(our_step, 1, warmups=0)
+    connection.send("step")
+    rows.append([ours_seconds, connection.recv(),
+                 median_seconds(lambda: [peak_matmul() for _ in range(3)], 1, warmups=0)])
+  connection.send("stop")
+  worker.join()
+  return np.asarray(rows)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=7)
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
   bench = dit_configs.get_config("bench")
@@ -159,19 +197,21 @@ def main():
       "target": jnp.asarray(rng.standard_normal((BATCH, FRAMES, HEIGHT, WIDTH, 16)), jnp.float32),
   }
   tokens = FRAMES * (HEIGHT // 2) * (WIDTH // 2)
-  peak = matmul_peak(args.steps)
-  our_time, our_memory = ours(size, batch, args.steps, bench.scan_layers, bench.attention)
-  their_time = theirs(size, batch, args.steps)
+  our_step, our_memory = ours(size, batch, bench.scan_layers, bench.attention)
+  peak_of = lambda seconds: 2 * 2048 ** 3 / seconds
+  times = interleaved(our_step, matmul(), size, batch, args.steps)
+  our_time, their_time = np.median(times[:, 0]), np.median(times[:, 1])
+  peak = np.median(peak_of(times[:, 2] / 3))
   flops = step_flops(size, tokens, TEXT)
   attention_ours, attention_torch, ffn_ours, ffn_torch = parts_ms(size, tokens, args.steps, bench.attention)
   print(f"tokens: {tokens}")
   print(f"ours_step_time: {our_time * 1000:.0f} ms")
   print(f"diffusers_step_time: {their_time * 1000:.0f} ms")
-  print(f"ratio_vs_diffusers: {their_time / our_time:.2f}")
+  print(f"ratio_vs_diffusers: {np.median(times[:, 1] / times[:, 0]):.2f}")
   print(f"step_flops: {flops / 1e9:.1f} GFLOP")
   print(f"ours_flops_per_s: {flops / our_time / 1e9:.1f} GFLOP/s")
   print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
-  print(f"matmul_peak_share: {flops / our_time / peak:.2f}")
+  print(f"matmul_peak_share: {np.median(flops / times[:, 0] / peak_of(times[:, 2] / 3)):.2f}")
   print(f"ours_peak_memory: {our_memory / 2**20:.0f} MiB")
   print(f"attention_fwd_bwd_ours: {attention_ours:.0f} ms")
   print(f"attention_fwd_bwd_torch_sdpa: {attention_torch:.0f} ms")
