@@ -10,8 +10,9 @@ the element's index, so results do not depend on which worker runs it):
 - the driving frames the expression encoder sees: face crops placed by the known head pose;
 - condition-drop flags for classifier-free guidance (see `draw_drop_flags`);
 - with `expression_twins = k`, k frames of the window (`twin_frames`) worn again by another person
-  seen from another view, cropped alike (`driving_twin`, data_pipeline/expression_twins.py), for
-  the motion trainer. Twins are rendered in the worker, so k sets the input's cost.
+  seen from another view (`twin_people`: one person for them all, or one each), cropped alike
+  (`driving_twin`, data_pipeline/expression_twins.py), for the motion trainer. Twins are
+  rendered in the worker, so k sets the input's cost.
 The keys and shapes are listed in docs/data_format.md ("Training examples").
 """
 import grain
@@ -101,6 +102,9 @@ class MakeExample(grain.transforms.RandomMap):
     self._rays_dtype = np.dtype(config.rays_dtype)
     self._drop_rates = config.drop.to_dict()
     self._twins = int(config.get("expression_twins", 0))
+    self._twin_people = config.get("twin_people", "one")
+    require(self._twin_people in expression_twins.TWIN_PEOPLE,
+            f"twin_people must be one of {expression_twins.TWIN_PEOPLE}, got {self._twin_people!r}")
 
   def random_map(self, index, rng):
     """`index`: a record of the split; it is read here, in the worker."""
@@ -144,9 +148,9 @@ class MakeExample(grain.transforms.RandomMap):
       count = len(frames)
       chosen = np.sort(rng.choice(count, min(self._twins, count), replace=False)).astype(np.int32)
       example["twin_frames"] = chosen
-      example["driving_twin"], example["twin_pose"] = expression_twins.twin_crops(
+      example["driving_twin"], example["twin_pose"] = expression_twins.twins(
           model, window["expression"][chosen], rng, height, width, self._records.fps, self._crop_size,
-          self._crop_margin)
+          self._crop_margin, self._twin_people)
     return example
 
   def _driving_crops(self, clip, frames, video, boxes, rng):

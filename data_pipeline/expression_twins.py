@@ -5,12 +5,28 @@ asking that a driving crop and its twin give the same latent. Only a synthetic w
 twins exactly: the expression coefficients are kept, everything else is drawn anew (shape,
 albedo, lighting, background, head motion, camera) and rendered in the worker, then cropped
 around the face as the driving crops are.
+
+`people="one"` puts all the twinned frames on one new person; `"each"` gives every twinned frame a
+person of its own. The frames of one person are nearly the same picture, so the encoders can
+learn a person's look instead of reading the expression; a new person on every crop leaves them
+nothing to memorise (held-out expression R^2 rose from below zero to 0.2 that way in an
+experiment outside the trainer: 8000 people x 2 frames against 700 people x 17).
 """
 import numpy as np
 
 from data_pipeline import appearance, cameras, controls, face_crop, head_pose as head_pose_lib, world
 
 TWIN_REGIMES = ("phone", "studio", "viewsweep", "dynamicsweep")
+TWIN_PEOPLE = ("one", "each")
+
+
+def twins(model, expression, rng, height, width, fps, crop_size, margin, people="one"):
+  """`twin_crops` on one new person for all frames, or on a new person for each frame."""
+  if people == "one":
+    return twin_crops(model, expression, rng, height, width, fps, crop_size, margin)
+  crops, poses = zip(*(twin_crops(model, expression[i:i + 1], rng, height, width, fps, crop_size, margin)
+                       for i in range(len(expression))))
+  return np.concatenate(crops), np.concatenate(poses)
 
 
 def twin_crops(model, expression, rng, height, width, fps, crop_size, margin):

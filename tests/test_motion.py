@@ -1,10 +1,12 @@
 """The motion trainer: camera-frame pose targets, expression twins and the terms they feed."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from configs import tiny
-from data_pipeline import cameras, examples, head_pose
+from data_pipeline import appearance, cameras, examples, head_pose
+from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 from fp_jax.train.tasks import motion_task
 from tests.test_input_pipeline import make_config
@@ -29,6 +31,28 @@ def test_a_twin_wears_the_same_expressions_on_another_person_and_view(data_dir):
   np.testing.assert_allclose(np.linalg.norm(pose[:, :3], axis=1), 1.0, atol=1e-5)
   np.testing.assert_allclose(np.sum(pose[:, :3] * pose[:, 3:6], axis=1), 0.0, atol=1e-5)
   assert np.all(pose[:, 8] > 0.3)  # depth along the camera's axis
+
+
+def test_each_twinned_frame_can_be_a_person_of_its_own(data_dir, monkeypatch):
+  """`twin_people="each"` draws a new person for every twinned frame, `"one"` one for them all."""
+  people = []
+  draw = appearance.sample_identity
+  monkeypatch.setattr(appearance, "sample_identity", lambda *args: people.append(1) or draw(*args))
+  records = ClipRecords(data_dir, "tiny", "train")
+  made = {}
+  for choice in ("one", "each"):
+    config = make_config(data_dir, **{"window.num_frames": 5, "expression_twins": 3, "twin_people": choice})
+    maker = examples.MakeExample(records, config)
+    people.clear()
+    made[choice] = maker.example(0, 0, np.random.default_rng(0))
+    assert len(people) == {"one": 1, "each": 3}[choice]
+  one, each = made["one"], made["each"]
+  np.testing.assert_array_equal(each["twin_frames"], one["twin_frames"])
+  assert each["driving_twin"].shape == one["driving_twin"].shape and each["twin_pose"].shape == (3, 10)
+  assert np.mean(np.abs(each["driving_twin"][1:].astype(float) - one["driving_twin"][1:])) > 5
+  config.twin_people = "many"
+  with pytest.raises(InputError, match="twin_people must be one of"):
+    examples.MakeExample(records, config)
 
 
 def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():

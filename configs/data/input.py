@@ -29,6 +29,8 @@ def get_config(arg="demo"):
   # Motion training: this many frames of each window also rendered on another person and view
   # (0: none); rendering them is most of the motion input's cost.
   config.expression_twins = 0
+  # "one": the twinned frames on one new person; "each": a new person for every twinned frame.
+  config.twin_people = "one"
   # A latent cache (fp-cache-latents) to read instead of the clips: dit task only; "" = off.
   config.cached_latents = ""
   # Classifier-free guidance: drop everything, the motion signals together, or one condition.
