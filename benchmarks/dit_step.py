@@ -20,8 +20,8 @@ feed-forward (matmul, GELU(tanh), matmul), timed alone in each framework, as
 `attention_fwd_bwd_*` and `ffn_fwd_bwd_*`.
 """
 import argparse
-import os
 import multiprocessing
+import os
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -150,9 +150,8 @@ def matmul():
 
 
 def diffusers_worker(connection, size, batch):
-  """diffusers' step in a process of its own, timed on request: run in the benchmark's process,
-  its allocations between our steps slowed ours by a third (pages handed back and faulted in
-  anew), so each framework keeps its own memory and only the cores are shared."""
+  """diffusers' step in a process of its own, timed on request: neither framework's allocator or
+  thread pool touches the other's between turns; only the cores are shared."""
   torch.set_num_threads(os.cpu_count())
   run = theirs(size, batch)
   median_seconds(run, 1, warmups=2)

@@ -1,6 +1,7 @@
 """The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
 
   python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
+      [--expression_twins=K] [--twin_people=one|each]
 
 Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
 frames a window) on the demo dataset for --steps steps. It then encodes every frame of every clip (windows
@@ -92,12 +93,18 @@ def main():
   parser.add_argument("--workdir", default="")
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--invariance_weight", type=float, default=None, help="default: the config's")
+  parser.add_argument("--expression_twins", type=int, default=None, help="default: the config's")
+  parser.add_argument("--twin_people", default=None, choices=("one", "each"), help="default: the config's")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")
   config.input.data_dir = args.data_dir
   if args.invariance_weight is not None:
     config.motion.invariance_weight = args.invariance_weight
+  if args.expression_twins is not None:
+    config.input.expression_twins = args.expression_twins
+  if args.twin_people is not None:
+    config.input.twin_people = args.twin_people
   config.total_steps = args.steps
   config.eval.every = 0
   config.checkpoint_every = args.steps
