@@ -33,7 +33,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from data_pipeline import examples, head_pose  # pylint: disable=g-import-not-at-top
+from data_pipeline import examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import motion_task  # pylint: disable=g-import-not-at-top
@@ -94,7 +94,7 @@ def main():
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--invariance_weight", type=float, default=None, help="default: the config's")
   parser.add_argument("--expression_twins", type=int, default=None, help="default: the config's")
-  parser.add_argument("--twin_people", default=None, choices=("one", "each"), help="default: the config's")
+  parser.add_argument("--twin_people", default=None, choices=expression_twins.TWIN_PEOPLE, help="default: the config's")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")

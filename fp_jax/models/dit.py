@@ -243,8 +243,8 @@ class DiT(nnx.Module):
     # Unrolled: each stacked weight is split into its layers by one op, whose gradient is one
     # concatenation; indexing layer by layer instead pads every layer's gradient to the whole
     # stack and sums them (layers^2 weight-sized passes).
-    split = jax.tree.map(lambda p: jnp.split(p, config.layers), params)
+    stacked, structure = jax.tree.flatten(params)
+    split = [jnp.split(weight, config.layers) for weight in stacked]
     for index in range(config.layers):
-      tokens = layer(tokens, jax.tree.map(lambda parts: parts[index][0], split,  # pylint: disable=cell-var-from-loop
-                                          is_leaf=lambda x: isinstance(x, list)))
+      tokens = layer(tokens, structure.unflatten([parts[index][0] for parts in split]))
     return tokens

@@ -29,17 +29,19 @@ def _pad_queries(x, block):
   return jnp.pad(x, ((0, 0), (0, -x.shape[1] % block)) + ((0, 0),) * (x.ndim - 2))
 
 
-def _read_head(x, index):
-  """Head `index` (example-major) of `x [B, L, N, ...]` as `[L, ...]`."""
+def _head_start(x, index):
+  """Where head `index` (example-major) of `x [B, L, N, ...]` starts."""
   example, head = jnp.divmod(index, x.shape[2])
-  start = (example, 0, head) + (0,) * (x.ndim - 3)
-  return jax.lax.dynamic_slice(x, start, (1, x.shape[1], 1) + x.shape[3:])[0, :, 0]
+  return (example, 0, head) + (0,) * (x.ndim - 3)
+
+
+def _read_head(x, index):
+  """Head `index` of `x [B, L, N, ...]` as `[L, ...]`."""
+  return jax.lax.dynamic_slice(x, _head_start(x, index), (1, x.shape[1], 1) + x.shape[3:])[0, :, 0]
 
 
 def _write_head(x, index, value):
-  example, head = jnp.divmod(index, x.shape[2])
-  start = (example, 0, head) + (0,) * (x.ndim - 3)
-  return jax.lax.dynamic_update_slice(x, value[None, :, None].astype(x.dtype), start)
+  return jax.lax.dynamic_update_slice(x, value[None, :, None].astype(x.dtype), _head_start(x, index))
 
 
 def _scores(a, b):
@@ -86,10 +88,6 @@ def _forward(q, k, v, block):
   return out, (q, k, v, out, logsumexp)
 
 
-def _forward_rule(q, k, v, block):
-  return _forward(q, k, v, block)
-
-
 def _backward_rule(block, residuals, d_out):
   q, k, v, out, logsumexp = residuals
   block = min(block, q.shape[1])
@@ -132,4 +130,4 @@ def _backward_rule(block, residuals, d_out):
   return d_q[:, :q.shape[1]], d_k, d_v
 
 
-blockwise_attention.defvjp(_forward_rule, _backward_rule)
+blockwise_attention.defvjp(_forward, _backward_rule)
