@@ -33,10 +33,18 @@ def v5p():
   return topology.devices("v5p:2x2x1")  # 4 chips, one host
 
 
+def splash_kernel_calls(kernels):
+  """Splash kernels in compiled HLO by kind: forward, fused dkv (which makes dq too), dq."""
+  kinds = {"fwd": 0, "dkv": 0, "dq": 0}
+  for name, count in kernels.items():
+    kinds[name.split("_")[2]] += count
+  return kinds
+
+
 def test_train_step_with_context_parallel_splash_compiles_and_is_estimated(v5p):
   devices, chip = v5p
-  config = tiny_config(dict(data=1, fsdp=2, context=2, tensor=1), 2, attention="splash", remat="offload_inputs",
-                       layers=3)
+  config = tiny_config(dict(data=1, fsdp=2, context=2, tensor=1), 2, attention="splash",
+                       remat="offload_attention", layers=3)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   program = programs.build("train", config, mesh, DEFAULT_RULES, VIDEO)
   # The optimizer's moments and the EMA are sharded as the parameters are.
@@ -47,7 +55,10 @@ def test_train_step_with_context_parallel_splash_compiles_and_is_estimated(v5p):
   assert kernel(adam.mu) == kernel(adam.nu) == kernel(state["ema"]) == kernel(state["params"])
 
   result = estimate.estimate("train", config, mesh, DEFAULT_RULES, VIDEO, chip, log=lambda _: None)
-  assert result.pallas_calls >= 3  # splash forward, and its dq and dkv kernels in the backward
+  # The fused backward (one kernel for dq, dk and dv) and, with the forward kernel's residuals
+  # kept by the remat policy, one forward kernel per backward kernel: nothing runs twice.
+  calls = splash_kernel_calls(result.pallas_kernels)
+  assert calls["dq"] == 0 and calls["fwd"] == calls["dkv"] > 0, result.pallas_kernels
   # Arguments: the state's shards at least, all inputs' at most (jit drops the unused frozen VAE).
   shards = lambda tree: sum(leaf.dtype.itemsize * np.prod(leaf.sharding.shard_shape(leaf.shape))
                             for leaf in jax.tree.leaves(tree))
@@ -60,13 +71,22 @@ def test_train_step_with_context_parallel_splash_compiles_and_is_estimated(v5p):
   # XLA costs the scanned body once: the extrapolation over 3 layers finds more than its raw count.
   xla_flops = result.executed_flops - result.pallas_flops
   assert xla_flops > 1.2 * result.raw_xla_flops * mesh.size
-  # The attention XLA cannot see is counted: 3 layers x (forward, remat forward, 14/4 backward).
-  tokens = 2 * (32 // 16) * (32 // 16)  # latent frames x (latent height / patch) x (latent width / patch)
-  forward = 4 * 2 * tokens * tokens * config.model.dim * 3
-  assert result.pallas_flops == forward * (2 + 14 / 4)
+  # The attention XLA cannot see is counted: 3 layers x (forward, 10/4 fused backward), on the
+  # 8 tokens padded to one 128-token tile.
+  forward = 4 * 2 * 128 * 128 * config.model.dim * 3
+  assert result.pallas_flops == forward * (1 + 10 / 4)
   assert result.pallas_seconds == pytest.approx(result.pallas_flops / (chip.peak_flops * mesh.size))
-  assert result.model_flops < result.executed_flops  # full remat recomputes the forward
+  assert result.model_flops < result.executed_flops  # full remat recomputes the rest of the forward
   assert result.step_seconds > result.xla_seconds > 0
+
+  # Without the attention residuals among what it keeps, the remat runs the forward kernel again.
+  config.model.remat = "offload_inputs"
+  rerun = programs.build("train", config, mesh, DEFAULT_RULES, VIDEO)
+  compiled = estimate.compile_program(rerun)
+  calls = splash_kernel_calls(estimate.pallas_kernels(compiled.as_text()))
+  assert calls["dq"] == 0 and calls["fwd"] == 2 * calls["dkv"] > 0
+  assert estimate.pallas_flops(config, rerun, train=True) == forward * (2 + 10 / 4)
+  assert estimate.memory_of(compiled).host_temporaries < result.memory.host_temporaries
 
 
 def test_state_parked_in_host_memory_leaves_the_chips_hbm(v5p):
@@ -103,11 +123,14 @@ def test_sampling_step_with_ulysses_compiles(v5p):
   assert compiled.memory_analysis().argument_size_in_bytes > 0
 
 
-def test_sharded_splash_matches_einsum_in_interpret_mode():
+@pytest.mark.parametrize("max_blocks", [None, dict(q=128, kv=128, kv_backward=128)])
+def test_sharded_splash_matches_einsum_in_interpret_mode(max_blocks):
+  """Each shard's 68 queries pad to one 128-token tile; the 136 keys to one 256-token tile or,
+  with tiles capped at 128, to two, and the fused backward then sums two partial dq."""
   mesh = mesh_lib.make_mesh({"data": 2, "context": 2, "tensor": 2})
   rng = np.random.default_rng(0)
   q, k, v = (jnp.asarray(rng.standard_normal((2, 136, 4, 32)), jnp.float32) for _ in range(3))
-  splash = functools.partial(attention.splash_attention, interpret=True)
+  splash = functools.partial(attention.splash_attention, interpret=True, max_blocks=max_blocks)
   loss = lambda kernel: lambda q, k, v: jnp.sum(jnp.sin(kernel(q, k, v)))
   want, want_grads = attention.einsum_attention(q, k, v), jax.grad(loss(attention.einsum_attention),
                                                                    argnums=(0, 1, 2))(q, k, v)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fp_jax.models.dit_config import DiTConfig
 from fp_jax.parallel import attention
 from fp_jax.parallel.blockwise_attention import blockwise_attention
 
@@ -60,3 +61,22 @@ def test_backward_memory_is_linear_in_the_sequence():
   assert temp_bytes(attention.einsum_attention, 4096) / temp_bytes(attention.einsum_attention, 2048) > 3.5
   assert temp_bytes(blockwise, 4096) / temp_bytes(blockwise, 2048) < 2.5
   assert temp_bytes(blockwise, 4096) < 1 * 2 * 4096 * 4096 * 4 / 4  # a quarter of one score tensor
+
+
+def test_remat_that_keeps_the_residuals_does_not_rerun_the_forward():
+  """Under `offload_attention` the backward reuses the forward's output and log-sum-exp (kept in
+  host memory); under `full` remat it runs the forward loops again. Same values either way."""
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.standard_normal((1, 64, 2, 16)), jnp.float32) for _ in range(3))
+  weight = jnp.asarray(rng.standard_normal((16, 16)), jnp.float32)
+  layer = lambda q, k, v: jnp.sum(jnp.sin(blockwise_attention(q @ weight, k, v, 16)))
+  loops, results = {}, {}
+  for remat in ("full", "offload_attention"):
+    policy = DiTConfig(dim=32, heads=2, layers=1, ffn_dim=32, remat=remat).remat_policy()
+    step = jax.jit(jax.value_and_grad(jax.checkpoint(layer, policy=policy), argnums=(0, 1, 2)))
+    loops[remat] = step.lower(q, k, v).compile().as_text().count(" while(")
+    results[remat] = step(q, k, v)
+  # The forward is two nested loops (heads, query tiles), as is the backward.
+  assert loops == {"full": 6, "offload_attention": 4}
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), results["full"],
+               results["offload_attention"])

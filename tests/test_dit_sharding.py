@@ -76,7 +76,7 @@ def assert_close(got, want, tolerance=1e-5):
     ({"data": 2, "context": 2, "tensor": 2}, "ulysses", {"remat": "full"}),
     ({"fsdp": 4, "tensor": 2}, "xla", {"scan_layers": False, "remat": "save_matmuls"}),
     ({"fsdp": 2, "tensor": 4}, "einsum", {"remat": "offload_inputs"}),  # layer inputs in host memory
-    ({"data": 2, "fsdp": 2, "tensor": 2}, "blockwise", {}),  # a loop per shard (shard_map)
+    ({"data": 2, "fsdp": 2, "tensor": 2}, "blockwise", {"remat": "offload_attention"}),  # a loop per shard
 ])
 def test_sharded_outputs_and_gradients_equal_single_device(single_device, mesh_sizes, kernel, overrides):
   params, want_out, want_grads = single_device

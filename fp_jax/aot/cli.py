@@ -105,6 +105,10 @@ def main(argv):
   _report(result, chip, mesh.size, job, config)
 
 
+def _kernel_list(kernels):
+  return ", ".join(f"{name} x {count}" for name, count in sorted(kernels.items())) or "none"
+
+
 def _report(result, chip, chips, job, config):
   memory = result.memory
   fits = memory.total <= chip.hbm_gib * GIB
@@ -119,7 +123,7 @@ def _report(result, chip, chips, job, config):
   _print_largest(result.largest_arguments)
   print(f"compiler's figures for the scanned program: {result.raw_xla_flops * chips:.4g} FLOPs, "
         f"{result.raw_xla_seconds:.4g} s (one layer's body counted once); Pallas kernels in it: "
-        f"{result.pallas_calls}")
+        f"{_kernel_list(result.pallas_kernels)}")
   if timed:
     print(f"flops per step: model {result.model_flops:.4g} (MFU basis: no recompute), executed "
           f"{result.executed_flops:.4g} (XLA's count extrapolated over {result.layers} layers, plus "

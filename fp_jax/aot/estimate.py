@@ -11,6 +11,7 @@ donated argument's buffer). Two traps in the compiler's cost figures are correct
 MFU counts model FLOPs (the step traced without rematerialisation, attention as plain matmuls:
 what the model needs, not what the program recomputes) over the estimated time at peak.
 """
+import collections
 import copy
 import dataclasses
 import math
@@ -19,13 +20,13 @@ import jax
 
 from fp_jax.aot import programs
 from fp_jax.models.dit_config import DiTConfig
-from fp_jax.parallel.attention import SPLASH_BLOCK
+from fp_jax.parallel.attention import SPLASH_BLOCK, splash_padded_length
 
 GIB = 2 ** 30
-# Splash attention FLOPs per unit of `batch x q_tokens x k_tokens x dim`: the forward kernel does
-# two products (q k^T, p v), the backward's dkv kernel four (it recomputes q k^T) and its dq kernel
-# three; one product is 2 FLOPs per multiply-add.
-SPLASH_FORWARD, SPLASH_BACKWARD = 4, 14
+# Splash attention FLOPs per unit of `batch x q_tokens x k_tokens x dim` (tokens padded to whole
+# tiles): the forward kernel does two products (q k^T, p v), the fused backward kernel five (q k^T
+# again, then dv, dp, dk, dq); one product is 2 FLOPs per multiply-add.
+SPLASH_FORWARD, SPLASH_BACKWARD = 4, 10
 PALLAS_KERNELS = {"splash": "einsum", "ulysses_splash": "ulysses"}  # -> the same maths in XLA
 
 
@@ -59,7 +60,7 @@ class Estimate:
   raw_xla_flops: float  # the compiler's figures for the scanned program, per chip
   raw_xla_seconds: float
   layers: int
-  pallas_calls: int  # Mosaic (Pallas TPU) kernels in the compiled step
+  pallas_kernels: dict  # Mosaic (Pallas TPU) kernel name -> calls in the compiled step's text
 
   @property
   def step_seconds(self):
@@ -73,6 +74,16 @@ def compile_program(program):
     if "RESOURCE_EXHAUSTED" in str(error):
       raise OutOfMemory(str(error).strip()) from None
     raise
+
+
+def pallas_kernels(hlo_text):
+  """Mosaic kernel calls in compiled HLO text by kernel name (`splash_mha_fwd_...`): how often
+  each appears in the program's text (a scanned body's kernels once)."""
+  calls = collections.Counter()
+  for line in hlo_text.splitlines():
+    if 'custom_call_target="tpu_custom_call"' in line:
+      calls[line.split("=")[0].strip().lstrip("%").rsplit(".", 1)[0]] += 1
+  return dict(calls)
 
 
 def memory_of(compiled):
@@ -123,14 +134,15 @@ def pallas_flops(config, program, train):
   if model.attention not in PALLAS_KERNELS:
     return 0.0
   samples = program.samples * (1 if train else len(programs.HYBRID))
-  units = program.tokens * program.tokens
+  tokens = splash_padded_length(program.tokens)
+  units = tokens * tokens
   expression_tokens = model.expression_dim // model.expression_token_dim
   if model.attention == "splash" and model.expression_cross_attention and expression_tokens >= SPLASH_BLOCK:
-    units += program.tokens * -(-expression_tokens // SPLASH_BLOCK) * SPLASH_BLOCK
+    units += tokens * splash_padded_length(expression_tokens)
   forward = SPLASH_FORWARD * samples * units * model.dim * model.layers
   if not train:
     return float(forward)
-  recomputed = forward if model.remat != "none" else 0  # the forward kernel runs again in backward
+  recomputed = forward if model.remat_reruns_attention else 0  # the forward kernel again in backward
   return float(forward + recomputed + forward * SPLASH_BACKWARD / SPLASH_FORWARD)
 
 
@@ -147,7 +159,7 @@ def estimate(job, config, mesh, rules, video, chip, sample_batch=None, log=print
     raise
   memory = memory_of(compiled)
   raw_flops, raw_seconds = cost_of(compiled)
-  pallas_calls = compiled.as_text().count('custom_call_target="tpu_custom_call"')
+  pallas = pallas_kernels(compiled.as_text())
   del compiled
   log("counting model FLOPs ...")
   attention = PALLAS_KERNELS.get(config.model.attention, config.model.attention)
@@ -155,7 +167,7 @@ def estimate(job, config, mesh, rules, video, chip, sample_batch=None, log=print
   model_flops = programs.build(job, model_config, mesh, rules, video, sample_batch).jaxpr_flops()
   if not time:
     return Estimate(memory, largest, model_flops, float("nan"), float("nan"), 0.0, float("nan"),
-                    raw_flops, raw_seconds, config.model.layers, pallas_calls)
+                    raw_flops, raw_seconds, config.model.layers, pallas)
   costs = []
   for layers in (1, 2):
     log(f"compiling {layers} unrolled layer{'s' if layers > 1 else ''} ...")
@@ -165,6 +177,6 @@ def estimate(job, config, mesh, rules, video, chip, sample_batch=None, log=print
   layers = config.model.layers
   xla_flops = (flops_1 + (layers - 1) * (flops_2 - flops_1)) * chips
   xla_seconds = seconds_1 + (layers - 1) * (seconds_2 - seconds_1)
-  pallas = pallas_flops(config, program, job == "train")
-  return Estimate(memory, largest, model_flops, xla_flops + pallas, xla_seconds, pallas,
-                  pallas / (chip.peak_flops * chips), raw_flops, raw_seconds, layers, pallas_calls)
+  flops = pallas_flops(config, program, job == "train")
+  return Estimate(memory, largest, model_flops, xla_flops + flops, xla_seconds, flops,
+                  flops / (chip.peak_flops * chips), raw_flops, raw_seconds, layers, pallas)

@@ -8,7 +8,7 @@ from data_pipeline.errors import InputError, require
 from fp_jax.parallel import attention
 
 EXPRESSION_MODES = ("none", "adaln", "cross_attention", "both")
-REMAT_POLICIES = ("none", "full", "offload_inputs", "save_matmuls", "offload")
+REMAT_POLICIES = ("none", "full", "offload_inputs", "offload_attention", "save_matmuls", "offload")
 LAYER_INPUT = "layer_input"  # the checkpoint name of each block's input (the remat residual)
 POSE_DIM = 10  # 6D rotation, translation, scale
 RAY_DIM = 6
@@ -94,6 +94,11 @@ class DiTConfig:
       name = "einsum"
     return attention.get_kernel(name)(q, k, v)
 
+  @property
+  def remat_reruns_attention(self):
+    """Whether the backward runs the attention forward again (remat without its residuals)."""
+    return self.remat not in ("none", "offload_attention")
+
   def remat_policy(self):
     return {
         "full": None,
@@ -101,6 +106,11 @@ class DiTConfig:
         # instead of HBM (layers x tokens x dim per chip: 3.1 GiB for wan_14b on 64 chips).
         "offload_inputs": jax.checkpoint_policies.save_and_offload_only_these_names(
             names_which_can_be_saved=[], names_which_can_be_offloaded=[LAYER_INPUT],
+            offload_src="device", offload_dst="pinned_host"),
+        # As `offload_inputs`, and the attention kernel's residuals (its output and log-sum-exp)
+        # wait in host memory too, so the backward does not run the forward kernel again.
+        "offload_attention": jax.checkpoint_policies.save_and_offload_only_these_names(
+            names_which_can_be_saved=[], names_which_can_be_offloaded=[LAYER_INPUT, attention.ATTENTION_RESIDUALS],
             offload_src="device", offload_dst="pinned_host"),
         "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
         "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),

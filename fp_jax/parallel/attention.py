@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from data_pipeline.errors import InputError
-from fp_jax.parallel.blockwise_attention import blockwise_attention
+from fp_jax.parallel.blockwise_attention import RESIDUALS as BLOCKWISE_RESIDUALS, blockwise_attention
 
 
 def einsum_attention(q, k, v):
@@ -37,7 +37,45 @@ def xla_attention(q, k, v):
   return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
 
-SPLASH_BLOCK = 128
+SPLASH_BLOCK = 128  # the smallest splash tile (a TPU lane width); sequences pad to whole tiles
+# Largest tiles: queries, keys in the forward, keys in the fused backward. The fused backward keeps
+# one partial dq per key tile (summed after the kernel), so its key tile is long; 4096 keys of a
+# 128-d head is the longest whose tile set fits a v5p core's 64 MiB of VMEM.
+SPLASH_MAX_BLOCKS = dict(q=512, kv=1024, kv_backward=4096)
+# The checkpoint name of the splash and blockwise kernels' residuals (output and log-sum-exp): a
+# remat policy that keeps them (`offload_attention`) spares the backward a second forward kernel.
+ATTENTION_RESIDUALS = BLOCKWISE_RESIDUALS
+
+
+def splash_tile(length, cap=None):
+  """The base tile for `length` tokens: a multiple of 128 up to `cap` (512); short sequences in one."""
+  return min(cap or SPLASH_MAX_BLOCKS["q"], -(-length // SPLASH_BLOCK) * SPLASH_BLOCK)
+
+
+def splash_padded_length(length, cap=None):
+  """Tokens after padding to whole base tiles (what the kernel computes on)."""
+  tile = splash_tile(length, cap)
+  return -(-length // tile) * tile
+
+
+def _longest_tile(padded, tile, cap):
+  """The longest tile <= `cap`, `tile` times a power of two, that divides `padded` tokens."""
+  while tile * 2 <= cap and padded % (tile * 2) == 0:
+    tile *= 2
+  return tile
+
+
+def splash_block_sizes(q_len, k_len, max_blocks=None):
+  """Splash's tiles for these lengths, each up to `max_blocks` (128 times powers of two), with
+  the fused backward: one kernel for dq, dk and dv, which recomputes the logits once, not twice."""
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel  # pylint: disable=g-import-not-at-top
+  caps = {**SPLASH_MAX_BLOCKS, **(max_blocks or {})}
+  q_tile, k_tile = splash_tile(q_len, caps["q"]), splash_tile(k_len, caps["q"])
+  k_padded = splash_padded_length(k_len, caps["q"])
+  return kernel.BlockSizes(
+      block_q=q_tile, block_kv=_longest_tile(k_padded, k_tile, caps["kv"]), block_kv_compute=k_tile,
+      block_q_dkv=q_tile, block_kv_dkv=_longest_tile(k_padded, k_tile, caps["kv_backward"]),
+      block_kv_dkv_compute=k_tile, use_fused_bwd_kernel=True)
 
 
 def _split(mesh, axes, size):
@@ -61,9 +99,9 @@ def per_shard(local, q, k, v):
   return jax.shard_map(local, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec, check_vma=False)(q, k, v)
 
 
-def splash_attention(q, k, v, interpret=False, block=SPLASH_BLOCK):
+def splash_attention(q, k, v, interpret=False, max_blocks=None):
   """Pallas splash attention; under a multi-device mesh, one kernel per shard (see above)."""
-  return per_shard(functools.partial(splash_kernel, interpret=interpret, block=block), q, k, v)
+  return per_shard(functools.partial(splash_kernel, interpret=interpret, max_blocks=max_blocks), q, k, v)
 
 
 def blockwise(q, k, v):
@@ -71,20 +109,18 @@ def blockwise(q, k, v):
   return per_shard(blockwise_attention, q, k, v)
 
 
-def splash_kernel(q, k, v, interpret=False, block=SPLASH_BLOCK):
-  """Pallas splash attention (non-causal) on local arrays, padding the tokens to whole blocks."""
+def splash_kernel(q, k, v, interpret=False, max_blocks=None):
+  """Pallas splash attention (non-causal) on local arrays, padding the tokens to whole tiles."""
   from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=g-import-not-at-top
       splash_attention_kernel as kernel, splash_attention_mask as masks)
   batch, q_len, heads, dim = q.shape
   k_len = k.shape[1]
-  pad = lambda n: -n % block
-  q_pad, k_pad = pad(q_len), pad(k_len)
+  cap = (max_blocks or {}).get("q")
+  q_pad, k_pad = splash_padded_length(q_len, cap) - q_len, splash_padded_length(k_len, cap) - k_len
   mask = masks.MultiHeadMask([masks.FullMask((q_len + q_pad, k_len + k_pad))] * heads)
-  sizes = kernel.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                            block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                            block_q_dq=block, block_kv_dq=block)
-  splash = kernel.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes,
-                                  interpret=interpret)
+  splash = kernel.make_splash_mha(mask, head_shards=1, q_seq_shards=1,
+                                  block_sizes=splash_block_sizes(q_len, k_len, max_blocks),
+                                  residual_checkpoint_name=ATTENTION_RESIDUALS, interpret=interpret)
   q_ids = jnp.concatenate([jnp.zeros(q_len, jnp.int32), jnp.ones(q_pad, jnp.int32)])
   k_ids = jnp.concatenate([jnp.zeros(k_len, jnp.int32), jnp.full(k_pad, 2, jnp.int32)])
   segments = kernel.SegmentIds(q=q_ids, kv=k_ids)  # padding attends to nothing real

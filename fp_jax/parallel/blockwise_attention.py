@@ -20,9 +20,13 @@ output cotangent is zero, so they add nothing to dk and dv). Keys are never padd
 import functools
 
 import jax
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
 BLOCK = 320  # queries a tile: a [320, Lk] fp32 tile stays in cache at CPU video lengths
+# The checkpoint name of the output and log-sum-exp the backward needs (as splash names its own):
+# a remat policy that keeps them spares the backward a second forward loop.
+RESIDUALS = "attention_residuals"
 
 
 def _pad_queries(x, block):
@@ -84,8 +88,8 @@ def _forward(q, k, v, block):
 
   out, logsumexp = jax.lax.fori_loop(
       0, _heads(q), head, (jnp.zeros_like(q_padded), jnp.zeros((batch, padded_len, heads), jnp.float32)))
-  out = out[:, :q.shape[1]]
-  return out, (q, k, v, out, logsumexp)
+  out = checkpoint_name(out[:, :q.shape[1]], RESIDUALS)
+  return out, (q, k, v, out, checkpoint_name(logsumexp, RESIDUALS))
 
 
 def _backward_rule(block, residuals, d_out):
