@@ -17,9 +17,10 @@ def get_config(arg="dit"):
   # splash would gather every video's keys and values on each context chip (docs/scaling.md).
   config.model.attention = "ulysses_splash"
   config.optim.mu_dtype = "bfloat16"  # the first moment in half the HBM (the second stays float32)
-  # Full rematerialisation, the 40 saved layer inputs (3.1 GiB a chip) parked in host memory:
-  # 18.45 -> 12.78 GiB of HBM a chip.
-  config.model.remat = "offload_inputs"
+  # Full rematerialisation but for attention: the 40 saved layer inputs (3.1 GiB a chip) and
+  # splash's outputs (3.1 GiB) wait in host memory, so the backward reruns no attention kernel
+  # (docs/scaling.md): estimated MFU 0.483 -> 0.572 at 8.94 -> 9.32 GiB of HBM a chip.
+  config.model.remat = "offload_attention"
   # The whole state (float32 parameters, EMA, AdamW's moments) waits in host memory between steps;
   # the chips fetch the parameters for the forward's casts and everything again for the update,
   # after the backward's peak: 12.78 -> 8.94 GiB a chip (docs/scaling.md).

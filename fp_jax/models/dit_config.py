@@ -107,11 +107,27 @@ class DiTConfig:
         "offload_inputs": jax.checkpoint_policies.save_and_offload_only_these_names(
             names_which_can_be_saved=[], names_which_can_be_offloaded=[LAYER_INPUT],
             offload_src="device", offload_dst="pinned_host"),
-        # As `offload_inputs`, and the attention kernel's residuals (its output and log-sum-exp)
-        # wait in host memory too, so the backward does not run the forward kernel again.
-        "offload_attention": jax.checkpoint_policies.save_and_offload_only_these_names(
-            names_which_can_be_saved=[], names_which_can_be_offloaded=[LAYER_INPUT, attention.ATTENTION_RESIDUALS],
-            offload_src="device", offload_dst="pinned_host"),
+        # As `offload_inputs`, and the attention kernel's residuals kept, so the backward does
+        # not run the forward kernel again: see `_keep_attention_residuals`.
+        "offload_attention": _keep_attention_residuals,
         "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
         "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
     }[self.remat]
+
+
+_OFFLOAD = dict(offload_src="device", offload_dst="pinned_host")
+_OFFLOAD_ATTENTION_OUTPUT = jax.checkpoint_policies.save_and_offload_only_these_names(
+    names_which_can_be_saved=[], names_which_can_be_offloaded=[LAYER_INPUT, attention.ATTENTION_RESIDUALS],
+    **_OFFLOAD)
+_SAVE_LOG_SUM_EXP = jax.checkpoint_policies.save_and_offload_only_these_names(
+    names_which_can_be_saved=[attention.ATTENTION_RESIDUALS], names_which_can_be_offloaded=[LAYER_INPUT],
+    **_OFFLOAD)
+
+
+def _keep_attention_residuals(primitive, *avals, **params):
+  """The layer inputs and the attention outputs (rank 4: blockwise's `[B, L, N, D]`, splash's
+  `[B, heads, L, D]`) wait in host memory; the log-sum-exp (rank 3, a head dimension smaller)
+  stays in HBM, where it costs little and where the TPU compiler wants it: it failed a layout
+  check on slices of the layers' log-sum-exp in host memory (`f32[1, 1, 10, 32768]`)."""
+  policy = _OFFLOAD_ATTENTION_OUTPUT if avals and avals[0].ndim == 4 else _SAVE_LOG_SUM_EXP
+  return policy(primitive, *avals, **params)

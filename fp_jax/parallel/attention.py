@@ -39,9 +39,9 @@ def xla_attention(q, k, v):
 
 SPLASH_BLOCK = 128  # the smallest splash tile (a TPU lane width); sequences pad to whole tiles
 # Largest tiles: queries, keys in the forward, keys in the fused backward. The fused backward keeps
-# one partial dq per key tile (summed after the kernel), so its key tile is long; 4096 keys of a
-# 128-d head is the longest whose tile set fits a v5p core's 64 MiB of VMEM.
-SPLASH_MAX_BLOCKS = dict(q=512, kv=1024, kv_backward=4096)
+# one partial dq per key tile (summed after the kernel), so its key tile is long; 2048 keys of a
+# 128-d head is the longest whose tiles fit a v5p core's scoped VMEM (with padding segments).
+SPLASH_MAX_BLOCKS = dict(q=512, kv=1024, kv_backward=2048)
 # The checkpoint name of the splash and blockwise kernels' residuals (output and log-sum-exp): a
 # remat policy that keeps them (`offload_attention`) spares the backward a second forward kernel.
 ATTENTION_RESIDUALS = BLOCKWISE_RESIDUALS
@@ -117,7 +117,7 @@ def splash_kernel(q, k, v, interpret=False, max_blocks=None):
   k_len = k.shape[1]
   cap = (max_blocks or {}).get("q")
   q_pad, k_pad = splash_padded_length(q_len, cap) - q_len, splash_padded_length(k_len, cap) - k_len
-  mask = masks.MultiHeadMask([masks.FullMask((q_len + q_pad, k_len + k_pad))] * heads)
+  mask = masks.MultiHeadMask([masks.FullMask((q_len + q_pad, k_len + k_pad))])
   splash = kernel.make_splash_mha(mask, head_shards=1, q_seq_shards=1,
                                   block_sizes=splash_block_sizes(q_len, k_len, max_blocks),
                                   residual_checkpoint_name=ATTENTION_RESIDUALS, interpret=interpret)
@@ -127,8 +127,13 @@ def splash_kernel(q, k, v, interpret=False, max_blocks=None):
   to_heads_first = lambda x, n: jnp.pad(x, ((0, 0), (0, n), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
   qh = to_heads_first(q * jnp.asarray(dim ** -0.5, q.dtype), q_pad)
   kh, vh = to_heads_first(k, k_pad), to_heads_first(v, k_pad)
-  out = jax.vmap(lambda a, b, c: splash(a, b, c, segment_ids=segments))(qh, kh, vh)
-  return out.transpose(0, 2, 1, 3)[:, :q_len]
+  # One kernel call per head: the fused backward's partial dq (one per key tile) then exist for
+  # one head at a time (10 heads at 32k tokens would hold 1.3 GiB of them). The calls are
+  # unrolled, not a loop: a remat policy may park their residuals in host memory, and the TPU
+  # compiler slices host buffers along one axis only (the layers' scan), not a heads loop too.
+  call = jax.vmap(lambda a, b, c: splash(a, b, c, segment_ids=segments))
+  outs = [call(qh[:, i:i + 1], kh[:, i:i + 1], vh[:, i:i + 1]) for i in range(heads)]
+  return jnp.concatenate(outs, axis=1).transpose(0, 2, 1, 3)[:, :q_len]
 
 
 def ulysses_attention(q, k, v, inner=einsum_attention, axis="context"):
