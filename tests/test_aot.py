@@ -157,3 +157,19 @@ def test_fp_aot_mistakes_are_one_line_errors(args, message):
   errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
   assert "Traceback" not in result.stderr and "fits:" not in result.stdout
+
+
+def test_splash_tiles_at_the_14b_shape_fit_a_v5p_core(v5p):
+  """One context chip's share of wan_14b at 81x480x832 (10 heads of 32,760 tokens after Ulysses):
+  the tiles splash picks compile for a v5p core (its scoped VMEM limits the fused backward's key
+  tile), the forward and the fused backward once per head, and no dq kernel."""
+  devices, _ = v5p
+  sizes = attention.splash_block_sizes(32760, 32760)
+  assert (sizes.block_q, sizes.block_kv, sizes.block_kv_dkv) == (512, 1024, 2048)
+  assert sizes.use_fused_bwd_kernel
+  shape = jax.ShapeDtypeStruct((1, 32760, 10, 128), jnp.bfloat16,
+                               sharding=jax.sharding.SingleDeviceSharding(devices[0]))
+  loss = lambda q, k, v: jnp.sum(attention.splash_kernel(q, k, v).astype(jnp.float32))
+  compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(shape, shape, shape).compile()
+  calls = splash_kernel_calls(estimate.pallas_kernels(compiled.as_text()))
+  assert calls == {"fwd": 10, "dkv": 10, "dq": 0}
