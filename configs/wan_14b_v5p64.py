@@ -17,10 +17,11 @@ def get_config(arg="dit"):
   # splash would gather every video's keys and values on each context chip (docs/scaling.md).
   config.model.attention = "ulysses_splash"
   config.optim.mu_dtype = "bfloat16"  # the first moment in half the HBM (the second stays float32)
-  # Full rematerialisation but for attention: the 40 saved layer inputs (3.1 GiB a chip) and
-  # splash's outputs (3.1 GiB) wait in host memory, so the backward reruns no attention kernel
-  # (docs/scaling.md): estimated MFU 0.483 -> 0.572 at 8.94 -> 9.32 GiB of HBM a chip.
-  config.model.remat = "offload_attention"
+  # Full rematerialisation but for attention and three projections: the 40 saved layer inputs,
+  # splash's outputs and the outputs of the self-attention's output projection and of both FFN
+  # matmuls wait in host memory (20.9 GiB a chip), so the backward reruns neither attention nor
+  # those matmuls (docs/scaling.md): estimated MFU 0.572 -> 0.601 at 8.78 GiB of HBM a chip.
+  config.model.remat = "offload_projections"
   # The whole state (float32 parameters, EMA, AdamW's moments) waits in host memory between steps;
   # the chips fetch the parameters for the forward's casts and everything again for the update,
   # after the backward's peak: 12.78 -> 8.94 GiB a chip (docs/scaling.md).

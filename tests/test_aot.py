@@ -44,7 +44,7 @@ def splash_kernel_calls(kernels):
 def test_train_step_with_context_parallel_splash_compiles_and_is_estimated(v5p):
   devices, chip = v5p
   config = tiny_config(dict(data=1, fsdp=2, context=2, tensor=1), 2, attention="splash",
-                       remat="offload_attention", layers=3)
+                       remat="offload_projections", layers=3)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   program = programs.build("train", config, mesh, DEFAULT_RULES, VIDEO)
   # The optimizer's moments and the EMA are sharded as the parameters are.

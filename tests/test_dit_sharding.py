@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fp_jax.models import layers
 from fp_jax.models.build import create_dit
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.parallel import attention, global_batches, mesh as mesh_lib
@@ -104,3 +105,79 @@ def test_attention_kernels_agree():
   splash = functools.partial(attention.splash_attention, interpret=True)
   np.testing.assert_allclose(splash(q, k[:, :150], v[:, :150]),
                              attention.einsum_attention(q, k[:, :150], v[:, :150]), atol=1e-5)
+
+
+def matmuls(jaxpr):
+  """dot_general equations in a jaxpr, nested jaxprs (scan bodies, remat) included."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == "dot_general"
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", param)
+      if hasattr(inner, "eqns"):
+        count += matmuls(inner)
+  return count
+
+
+def test_remat_policies_that_keep_matmul_outputs_recompute_fewer_and_agree(single_device):
+  """The backward of `full` remat reruns a layer's forward matmuls; `offload_attention` keeps the
+  attention kernel's outputs (its loop matmuls not rerun), `offload_projections` the outputs of
+  the self-attention's output projection and of the FFN's two matmuls as well. Values and
+  gradients stay those of the model without remat."""
+  params, want_out, want_grads = single_device
+  batch = jax.tree.map(jnp.asarray, inputs())
+  counts = {}
+  for remat in ("none", "full", "offload_attention", "offload_projections"):
+    config = DiTConfig(**CONFIG, attention="blockwise", remat=remat)
+    graphdef, state = nnx.split(create_dit(config, mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])))
+    loss = lambda state: loss_fn(nnx.merge(graphdef, state), batch)[0]
+    counts[remat] = matmuls(jax.make_jaxpr(jax.grad(loss))(state).jaxpr)
+    if remat == "offload_projections":
+      out, grads, _ = run(config, {"data": -1}, params, jax.devices()[:1])
+      assert_close(out, want_out)
+      jax.tree.map(assert_close, grads, want_grads)
+  recomputed = {remat: count - counts["none"] for remat, count in counts.items()}
+  assert recomputed["full"] > recomputed["offload_attention"] + 2  # attention's loops and more
+  assert recomputed["offload_attention"] - recomputed["offload_projections"] == 3  # to_out, ffn_in, ffn_out
+
+
+def scan_outputs(jaxpr, shape):
+  """dtypes of the `shape`d outputs of every scan in a jaxpr (nested ones included)."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "scan":
+      found |= {var.aval.dtype for var in eqn.outvars if var.aval.shape == shape}
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", param)
+      if hasattr(inner, "eqns"):
+        found |= scan_outputs(inner, shape)
+  return found
+
+
+def test_bfloat16_layers_scan_over_weights_cast_once(monkeypatch):
+  """Computing in bfloat16, the stacked Dense weights are cast before the layer scan, so the scan
+  stacks the per-layer gradients in bfloat16 (half the memory); outputs and gradients are exactly
+  those of casting inside each layer. Norm scales and modulation tables stay float32."""
+  config = DiTConfig(**CONFIG, dtype="bfloat16")
+  model = create_dit(config, mesh_lib.make_mesh({"data": -1}, jax.devices()[:1]))
+  graphdef, state = nnx.split(model)
+  batch = jax.tree.map(jnp.asarray, inputs())
+  loss = lambda state: loss_fn(nnx.merge(graphdef, state), batch)
+  cast = layers.dense_weights_cast(model.blocks, nnx.state(model.blocks), jnp.bfloat16)
+  assert cast["ffn_in"]["kernel"].value.dtype == cast["attn1"]["to_q"]["bias"].value.dtype == jnp.bfloat16
+  assert cast["norm2"]["bias"].value.dtype == cast["scale_shift_table"].value.dtype == jnp.float32
+  kernel_stack = (config.layers, config.dim, config.ffn_dim)
+
+  def gradients():
+    """(output, gradients, dtypes of the scans' kernel-stack-shaped outputs)."""
+    stacked = scan_outputs(jax.make_jaxpr(jax.grad(lambda s: loss(s)[0]))(state).jaxpr, kernel_stack)
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(state)
+    return out, grads, stacked
+
+  out, grads, stacked = gradients()
+  monkeypatch.setattr(layers, "dense_weights_cast", lambda module, state, dtype: state)
+  plain_out, plain_grads, plain_stacked = gradients()
+  # Cast inside each layer, the backward scan stacks the kernel gradients in float32.
+  assert stacked == {jnp.dtype(jnp.bfloat16)} and jnp.dtype(jnp.float32) in plain_stacked
+  np.testing.assert_array_equal(out, plain_out)
+  jax.tree.map(np.testing.assert_array_equal, grads, plain_grads)

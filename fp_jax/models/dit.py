@@ -229,6 +229,8 @@ class DiT(nnx.Module):
   def _run_blocks(self, tokens, grid, modulation, tables, text, expression_tokens, expression_keep):
     config = self.config
     graphdef, params = nnx.split(self.blocks)
+    if config.compute_dtype is not None:
+      params = layers.dense_weights_cast(self.blocks, params, config.compute_dtype)
 
     def layer(x, layer_params):
       x = checkpoint_name(x, LAYER_INPUT)  # what the `offload_inputs` remat policy moves to the host

@@ -13,8 +13,10 @@ which keeps a `context` split of the sequence (fp_jax/models/token_grid.py).
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from fp_jax.models import layers, rope
+from fp_jax.models.dit_config import FFN_HIDDEN, FFN_OUTPUT, SELF_ATTENTION_OUTPUT
 from fp_jax.parallel.sharding import constrain
 
 
@@ -71,7 +73,7 @@ class Block(nnx.Module):
     q, k, v = self.attn1.project(h, h)
     q, k = rope.apply_rope(q, *rope_tables), rope.apply_rope(k, *rope_tables)
     q, k, v = (constrain(t, ("batch", "length", "act_heads", None)) for t in (q, k, v))
-    out = self.attn1.output(config.self_attention(q, k, v))
+    out = checkpoint_name(self.attn1.output(config.self_attention(q, k, v)), SELF_ATTENTION_OUTPUT)
     x = flat(per_frame(x).astype(jnp.float32) + per_frame(out) * gate).astype(x.dtype)
 
     h = self.norm2(x).astype(x.dtype)
@@ -82,8 +84,8 @@ class Block(nnx.Module):
       x = x + self._expression_attention(h, grid, expression, expression_keep)
 
     h = flat(layers.layer_norm(per_frame(x), config.eps) * (1 + c_scale) + c_shift).astype(x.dtype)
-    hidden = constrain(jax.nn.gelu(self.ffn_in(h), approximate=True), ("batch", "length", "act_mlp"))
-    out = self.ffn_out(hidden)
+    hidden = constrain(checkpoint_name(self.ffn_in(h), FFN_HIDDEN), ("batch", "length", "act_mlp"))
+    out = checkpoint_name(self.ffn_out(jax.nn.gelu(hidden, approximate=True)), FFN_OUTPUT)
     return flat(per_frame(x).astype(jnp.float32) + per_frame(out).astype(jnp.float32) * c_gate
                 ).astype(x.dtype)
 

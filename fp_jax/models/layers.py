@@ -18,6 +18,20 @@ class Dense(nnx.Linear):
     return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
+def dense_weights_cast(module, state, dtype):
+  """`state` (`nnx.split(module)`'s) with every `Dense` layer's kernel and bias in `dtype`, the
+  dtype those layers compute in (norms and tables are left in float32). Cast once before a
+  scan over stacked layers, the layers' gradients come out of the scan in `dtype` as well, and
+  are widened after it: the same values (a `dtype` matmul's weight gradient is a `dtype` array),
+  in half the memory for the stack of per-layer gradients."""
+  dense = {tuple(path) for path, node in nnx.iter_graph(module) if isinstance(node, Dense)}
+
+  def cast(path, leaf):
+    keys = tuple(getattr(key, "key", None) for key in path)
+    return leaf.astype(dtype) if keys[:-2] in dense and keys[-2] in ("kernel", "bias") else leaf
+  return jax.tree_util.tree_map_with_path(cast, state)
+
+
 def linear(in_features, out_features, axes, rngs, *, zero=False, use_bias=True, dtype=None,
            param_dtype=jnp.float32):
   """`nnx.Linear` whose kernel `[in, out]` carries logical axes `axes` (bias: `axes[1]`).
