@@ -107,16 +107,18 @@ def test_attention_kernels_agree():
                              attention.einsum_attention(q, k[:, :150], v[:, :150]), atol=1e-5)
 
 
-def matmuls(jaxpr):
-  """dot_general equations in a jaxpr, nested jaxprs (scan bodies, remat) included."""
-  count = 0
+def equations(jaxpr):
+  """Every equation of a jaxpr, those of nested jaxprs (scan bodies, remat) included."""
   for eqn in jaxpr.eqns:
-    count += eqn.primitive.name == "dot_general"
+    yield eqn
     for param in eqn.params.values():
       inner = getattr(param, "jaxpr", param)
       if hasattr(inner, "eqns"):
-        count += matmuls(inner)
-  return count
+        yield from equations(inner)
+
+
+def matmuls(jaxpr):
+  return sum(eqn.primitive.name == "dot_general" for eqn in equations(jaxpr))
 
 
 def test_remat_policies_that_keep_matmul_outputs_recompute_fewer_and_agree(single_device):
@@ -143,15 +145,8 @@ def test_remat_policies_that_keep_matmul_outputs_recompute_fewer_and_agree(singl
 
 def scan_outputs(jaxpr, shape):
   """dtypes of the `shape`d outputs of every scan in a jaxpr (nested ones included)."""
-  found = set()
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "scan":
-      found |= {var.aval.dtype for var in eqn.outvars if var.aval.shape == shape}
-    for param in eqn.params.values():
-      inner = getattr(param, "jaxpr", param)
-      if hasattr(inner, "eqns"):
-        found |= scan_outputs(inner, shape)
-  return found
+  return {var.aval.dtype for eqn in equations(jaxpr) if eqn.primitive.name == "scan"
+          for var in eqn.outvars if var.aval.shape == shape}
 
 
 def test_bfloat16_layers_scan_over_weights_cast_once(monkeypatch):
