@@ -1,10 +1,11 @@
 """The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
 
   python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
-      [--expression_twins=K] [--twin_people=one|each]
+      [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B]
 
 Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
-frames a window) on the demo dataset for --steps steps. It then encodes every frame of every clip (windows
+frames a window) on the demo dataset for --steps steps; with --fresh_people, on people drawn anew for
+every example (one frame and its twin each, --batch of them a step) instead of the dataset's clips. It then encodes every frame of every clip (windows
 starting at frame 0) of the train and test splits (disjoint identities) with the EMA weights, from
 the dataset's stored face crops (as a high-resolution driving video gives them) and again from
 crops cut from the 64x64 frames (the `_frames` lines: what evaluation reads off generated videos),
@@ -95,6 +96,8 @@ def main():
   parser.add_argument("--invariance_weight", type=float, default=None, help="default: the config's")
   parser.add_argument("--expression_twins", type=int, default=None, help="default: the config's")
   parser.add_argument("--twin_people", default=None, choices=expression_twins.TWIN_PEOPLE, help="default: the config's")
+  parser.add_argument("--fresh_people", type=int, default=0, help="train on this many new people an epoch (0: the clips)")
+  parser.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")
@@ -105,6 +108,9 @@ def main():
     config.input.expression_twins = args.expression_twins
   if args.twin_people is not None:
     config.input.twin_people = args.twin_people
+  config.input.fresh_people = args.fresh_people
+  if args.batch:
+    config.input.global_batch_size = args.batch
   config.total_steps = args.steps
   config.eval.every = 0
   config.checkpoint_every = args.steps

@@ -29,9 +29,11 @@ def twins(model, expression, rng, height, width, fps, crop_size, margin, people=
   return np.concatenate(crops), np.concatenate(poses)
 
 
-def twin_crops(model, expression, rng, height, width, fps, crop_size, margin):
+def twin_crops(model, expression, rng, height, width, fps, crop_size, margin, zoomed=False):
   """`expression [T, C]` on a new random person and view: uint8 crops `[T, crop_size, crop_size, 3]`
-  and the twin's pose vectors `[T, 10]` as its camera sees it (a new person for the pose encoder)."""
+  and the twin's pose vectors `[T, 10]` as its camera sees it (a new person for the pose encoder).
+  The crops are cut from `height x width` frames, or (`zoomed`) rendered by a camera zoomed onto
+  each face box, with the detail a crop of a high-resolution video has."""
   frames = len(expression)
   spec = world.ClipSpec(height, width, 1 + 4 * -(-(frames - 1) // 4), fps)  # clips are 4k + 1 frames long
   person = appearance.sample_identity(model, rng)
@@ -40,10 +42,15 @@ def twin_crops(model, expression, rng, height, width, fps, crop_size, margin):
   cams, _ = world.sample_cameras(TWIN_REGIMES[int(rng.integers(len(TWIN_REGIMES)))], rng, spec)
   cams = cameras.Cameras(cams.intrinsics[:frames], cams.extrinsics[:frames])
   vertices = controls.pose_vertices(model, person.shape, expression, head_pose, scale)
-  images = world.renderer_for(model.f.tobytes(), height, width, 1).render_clip(
-      vertices, cams.intrinsics, cams.extrinsics, albedo=person.albedo,
-      lighting=appearance.sample_lighting(rng), background=appearance.sample_background(rng))
   boxes = face_crop.face_boxes(model, person.shape, expression, head_pose, scale, cams.intrinsics,
                                cams.extrinsics, margin)
+  if zoomed:
+    intrinsics, height, width = face_crop.box_intrinsics(cams.intrinsics, boxes, crop_size), crop_size, crop_size
+  else:
+    intrinsics = cams.intrinsics
+  images = world.renderer_for(model.f.tobytes(), height, width, 1).render_clip(
+      vertices, intrinsics, cams.extrinsics, albedo=person.albedo,
+      lighting=appearance.sample_lighting(rng), background=appearance.sample_background(rng))
   seen = head_pose_lib.to_camera_frame(head_pose_lib.pose_vector(head_pose, scale), cams.extrinsics)
-  return face_crop.crop(images["rgb"], boxes, crop_size), seen.astype(np.float32)
+  crops = images["rgb"] if zoomed else face_crop.crop(images["rgb"], boxes, crop_size)
+  return crops, seen.astype(np.float32)

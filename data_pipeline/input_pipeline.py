@@ -16,7 +16,7 @@ training checkpoint). Turning host batches into global `jax.Array`s is `fp_jax`'
 from absl import flags
 import grain
 
-from data_pipeline import examples, latent_cache
+from data_pipeline import examples, fresh_people, latent_cache
 from data_pipeline.errors import require
 from data_pipeline.records import ClipRecords
 
@@ -38,6 +38,11 @@ def make_dataset(config, process_index=0, process_count=1):
     records = latent_cache.LatentRecords(config.cached_latents, config.split, config.verify)
     latent_cache.check_config(config, records)
     make_example = latent_cache.MakeCachedExample(records, config)
+  elif config.get("fresh_people"):  # people drawn anew per example (the motion task)
+    require(config.fresh_people > 0, f"fresh_people must be >= 0 (0: the dataset's people), got {config.fresh_people}")
+    clips = ClipRecords(config.data_dir, config.dataset, config.split, config.verify)  # the world's size, fps
+    records = range(int(config.fresh_people))
+    make_example = fresh_people.MakeFreshExample(clips, config)
   else:
     records = ClipRecords(config.data_dir, config.dataset, config.split, config.verify)
     examples.check_config(config, records)

@@ -1,11 +1,12 @@
 """The motion trainer: camera-frame pose targets, expression twins and the terms they feed."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from configs import tiny
-from data_pipeline import appearance, cameras, examples, head_pose
+from data_pipeline import appearance, cameras, examples, fresh_people, head_pose, input_pipeline
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 from fp_jax.train.tasks import motion_task
@@ -112,3 +113,48 @@ def test_the_pose_target_is_the_head_as_each_camera_sees_it():
   # The same arithmetic on jax arrays (the motion task's loss runs it on the device).
   on_device = head_pose.to_camera_frame(jnp.asarray(head_pose.pose_vector(world, scale)), jnp.asarray(views))
   np.testing.assert_allclose(np.asarray(on_device), seen, atol=1e-5)
+
+
+def test_fresh_people_are_drawn_anew_per_example_and_split(data_dir):
+  """`input.fresh_people`: every example is one frame of a person of its own, decided by (seed,
+  split, index) alone; the twin wears its expression on yet another person."""
+  config = make_config(data_dir, fresh_people=40, expression_twins=1, global_batch_size=4)
+  records = ClipRecords(data_dir, "tiny", "train")
+  make = lambda **overrides: fresh_people.MakeFreshExample(records, make_config(
+      data_dir, fresh_people=40, expression_twins=1, **overrides))
+  stored = make(**{"face_crop.source": "stored"})
+  first = stored.random_map(3, np.random.default_rng(0))
+  assert first["driving"].shape == first["driving_twin"].shape == (1, 16, 16, 3)
+  assert first["expression"].shape == (1, 16) and first["head_pose"].shape == first["twin_pose"].shape == (1, 10)
+  np.testing.assert_array_equal(first["extrinsics"][0], np.eye(3, 4))  # the world frame is the camera's
+  # The head as the crop sees it: a real rotation, in front of the camera.
+  pose, scale = head_pose.pose_from_vector(np.concatenate([first["head_pose"], first["twin_pose"]]))
+  np.testing.assert_allclose(np.linalg.det(pose[:, :, :3]), 1.0, atol=1e-5)
+  assert np.all(pose[:, 2, 3] > 0.3) and np.all(np.abs(scale - 1) < 0.1)
+  again = stored.random_map(3, np.random.default_rng(99))  # Grain's generator does not matter
+  for key in first:
+    np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+  differ = lambda a, b: np.mean(np.abs(a.astype(float) - b.astype(float))) > 5
+  assert differ(first["driving"], first["driving_twin"])  # the twin is somebody else
+  assert differ(first["driving"], stored.random_map(4, None)["driving"])
+  validation = make(**{"face_crop.source": "stored", "split": "validation"}).random_map(3, None)
+  assert not np.array_equal(validation["expression"], first["expression"])
+  # "mixed" tosses a coin between crops rendered at crop size and crops cut from whole frames.
+  cut, mixed = make(**{"face_crop.source": "frames"}), make(**{"face_crop.source": "mixed"})
+  kinds = set()
+  for index in range(8):
+    picture = mixed.random_map(index, None)["driving"]
+    kinds.add(np.array_equal(picture, stored.random_map(index, None)["driving"]))
+    assert np.array_equal(picture, stored.random_map(index, None)["driving"]) != np.array_equal(
+        picture, cut.random_map(index, None)["driving"])
+  assert kinds == {True, False}
+  # Batched by the pipeline, the motion loss takes them as they are.
+  batch = next(input_pipeline.make_iterator(config))
+  assert batch["driving"].shape == (4, 1, 16, 16, 3) and batch["twin_frames"].shape == (4, 1)
+  task_config = tiny.get_config("motion")
+  task_config.motion.widths = (8, 16)
+  task = motion_task.MotionTask(task_config)
+  loss, metrics = task.loss(task.make_model(nnx.Rngs(0)), {}, jax.tree.map(jnp.asarray, batch), None)
+  assert np.isfinite(float(loss)) and float(metrics["invariance"]) > 0
+  with pytest.raises(InputError, match="fresh_people must be >= 0"):
+    input_pipeline.make_dataset(make_config(data_dir, fresh_people=-1))

@@ -97,6 +97,11 @@ def test_offloading_an_unknown_state_part_is_a_clear_error(tmp_path):
     trainer_lib.Trainer(train_config(str(tmp_path), "motion", offload_state=("batch",)), str(tmp_path))
 
 
+def test_fresh_people_outside_the_motion_task_is_a_clear_error(tmp_path):
+  with pytest.raises(InputError, match="input.fresh_people applies to the motion task only"):
+    trainer_lib.Trainer(train_config(str(tmp_path), "vae", **{"input.fresh_people": 100}), str(tmp_path))
+
+
 def test_gradient_accumulation_equals_one_big_batch(data_dir, tmp_path):
   """2 micro-batches of B/2 give the gradients of one batch of B (the motion loss is deterministic;
   without twins, whose invariance is measured against each micro-batch's spread)."""

@@ -33,6 +33,11 @@ def get_config(arg="demo"):
   # At the demo's 250 motion steps "each" with 8 twins did not beat "one" with 4 (held-out
   # expression R^2 -0.23 against -0.20, pose error 16.3 against 18.0 degrees; benchmarks/motion.py).
   config.twin_people = "one"
+  # Motion training on people drawn anew for every example (one frame each, rendered in the
+  # workers at the dataset's size, fps and crop settings): an epoch of this many people, none seen
+  # twice in a run; 0 reads the dataset's clips. The encoders then cannot memorise the few dataset
+  # identities (data_pipeline/fresh_people.py). Set global_batch_size to the crops a step wants.
+  config.fresh_people = 0
   # A latent cache (fp-cache-latents) to read instead of the clips: dit task only; "" = off.
   config.cached_latents = ""
   # Classifier-free guidance: drop everything, the motion signals together, or one condition.

@@ -71,7 +71,7 @@ class Trainer(TrainStep):
             f"global batch {config.input.global_batch_size} does not split into {accumulation} "
             f"micro-batches over {mesh_lib.batch_shards(self.mesh)} batch shards")
     # -- input ---------------------------------------------------------------------------------
-    self._check_latent_cache()
+    self._check_input()
     host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count())
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
     self.checkpoints = ckpt.manager(workdir, config)
@@ -95,9 +95,12 @@ class Trainer(TrainStep):
       self.evaluator = Evaluator(config, self.task, self.mesh, self.graphdef, self.frozen_graphdef, workdir)
     self.stop_requested = False
 
-  def _check_latent_cache(self):
+  def _check_input(self):
     """A latent cache must come from the frozen weights this run names (else the DiT would
-    learn on one VAE's latents and sample through another)."""
+    learn on one VAE's latents and sample through another). Fresh people are motion examples
+    (one face crop, no video) and suit the motion task alone."""
+    require(not self.config.input.get("fresh_people") or self.config.task == "motion",
+            "input.fresh_people applies to the motion task only")
     cache_dir = self.config.input.get("cached_latents")
     if not cache_dir:
       return

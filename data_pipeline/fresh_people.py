@@ -1,0 +1,72 @@
+"""Motion examples on people drawn anew for every example, rendered in the worker.
+
+The motion encoders trained on the dataset's few identities learn those people instead of their
+expressions: a clip's frames are nearly one picture, so its controls can be memorised from the
+person's look, and on held-out identities expression R^2 stays below zero. With a person of its
+own for every crop there is nothing to memorise (benchmarks/motion.py; measured figures in
+configs/data/input.py).
+
+Example `i` of a split is one frame of a new person, drawn from `(seed, split, i)` alone, so the
+splits hold different people, a run resumes exactly, and the example does not depend on which
+worker renders it. Its expression is one frame of the world's expression curves (blinks and
+speech included, as the clips have them), its head motion, camera, lighting and background drawn
+as the clips draw them (data_pipeline/expression_twins.py). The world frame is the camera's, so
+`head_pose` is the head as the crop sees it and `extrinsics` is the identity. With
+`expression_twins > 0` the same expression is rendered once more on another new person
+(`driving_twin`), for the motion trainer's invariance term.
+
+Keys (one frame, `T = 1`): driving [1, S, S, 3] uint8, expression [1, C], head_pose [1, 10],
+extrinsics [1, 3, 4], and with twins twin_frames [1], driving_twin [1, S, S, 3], twin_pose [1, 10].
+"""
+import zlib
+
+import grain
+import numpy as np
+
+from data_pipeline import expression_twins, world
+from data_pipeline.errors import require
+from data_pipeline.template_head import build_template
+
+SOURCES = ("frames", "stored", "mixed")
+
+
+def split_code(split):
+  """A stable number for a split name: the splits draw their people from disjoint streams."""
+  return zlib.crc32(split.encode())
+
+
+class MakeFreshExample(grain.transforms.RandomMap):
+  """Index -> the motion example of a newly drawn person (picklable: runs in Grain workers)."""
+
+  def __init__(self, records, config):
+    self._seed = int(config.seed)
+    self._split = split_code(config.split)
+    self._height, self._width, self._fps = records.height, records.width, records.fps
+    self._crop_size = int(config.face_crop.size)
+    self._margin = float(config.face_crop.margin)
+    self._source = config.face_crop.get("source", "frames")
+    require(self._source in SOURCES, f"face_crop.source must be one of {SOURCES}, got {self._source!r}")
+    self._twins = int(config.get("expression_twins", 0)) > 0
+
+  def random_map(self, index, rng):
+    # Not Grain's generator, which follows the seed and the stream position alone: the person
+    # comes from (seed, split, index), so validation draws people that training never sees.
+    del rng
+    rng = np.random.default_rng([self._seed, self._split, int(index)])
+    model = build_template()
+    curve = world.sample_expression(model, rng, world.ClipSpec().num_frames, self._fps)
+    expression = curve[int(rng.integers(len(curve)))][None].astype(np.float32)
+    # "stored": rendered at crop resolution, as a high-resolution driving video's crop shows the
+    # face; "frames": cut from frames of the dataset's size, as evaluation cuts generated videos.
+    # (The coin is drawn whatever the source, so a "mixed" example is exactly one of the other two.)
+    coin = rng.random()
+    zoomed = self._source == "stored" or (self._source == "mixed" and coin < 0.5)
+    render = lambda: expression_twins.twin_crops(model, expression, rng, self._height, self._width, self._fps,
+                                                 self._crop_size, self._margin, zoomed)
+    driving, pose = render()
+    example = {"driving": driving, "expression": expression, "head_pose": pose,
+               "extrinsics": np.eye(3, 4, dtype=np.float32)[None], "record": np.int64(index)}
+    if self._twins:
+      example["driving_twin"], example["twin_pose"] = render()
+      example["twin_frames"] = np.zeros(1, np.int32)
+    return example
