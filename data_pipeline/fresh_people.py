@@ -23,11 +23,9 @@ import zlib
 import grain
 import numpy as np
 
-from data_pipeline import expression_twins, world
+from data_pipeline import examples, expression_twins, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
-
-SOURCES = ("frames", "stored", "mixed")
 
 
 def split_code(split):
@@ -45,7 +43,8 @@ class MakeFreshExample(grain.transforms.RandomMap):
     self._crop_size = int(config.face_crop.size)
     self._margin = float(config.face_crop.margin)
     self._source = config.face_crop.get("source", "frames")
-    require(self._source in SOURCES, f"face_crop.source must be one of {SOURCES}, got {self._source!r}")
+    require(self._source in examples.CROP_SOURCES,
+            f"face_crop.source must be one of {examples.CROP_SOURCES}, got {self._source!r}")
     self._twins = int(config.get("expression_twins", 0)) > 0
 
   def random_map(self, index, rng):
