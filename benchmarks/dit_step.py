@@ -17,7 +17,8 @@ by a third within minutes).
 Where the gap is: one layer's self-attention (forward + backward at the bench shapes: the bench
 config's kernel, `blockwise`, against PyTorch's scaled_dot_product_attention) and one
 feed-forward (matmul, GELU(tanh), matmul), timed alone in each framework, as
-`attention_fwd_bwd_*` and `ffn_fwd_bwd_*`.
+`attention_fwd_bwd_*` and `ffn_fwd_bwd_*`; and each step's minor page faults and kernel time
+(`*_page_faults_per_step`, `*_kernel_time_per_step`).
 """
 import argparse
 import multiprocessing
@@ -39,7 +40,7 @@ from fp_jax.models.build import create_dit  # pylint: disable=g-import-not-at-to
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
-from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
+from timing import counted_seconds, median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 
 BATCH, FRAMES, HEIGHT, WIDTH, TEXT = 2, 5, 32, 32, 64
 
@@ -157,12 +158,13 @@ def diffusers_worker(connection, size, batch):
   median_seconds(run, 1, warmups=2)
   connection.send("ready")
   while connection.recv() == "step":
-    connection.send(median_seconds(run, 1, warmups=0))
+    connection.send(counted_seconds(run))
 
 
 def interleaved(our_step, peak_matmul, size, batch, rounds):
   """Seconds of our step, diffusers' step and three matmuls in each round, taking turns within a
-  round, so that every round compares them in the same minutes of a machine whose speed drifts."""
+  round, so that every round compares them in the same minutes of a machine whose speed drifts;
+  then each step's minor page faults and kernel seconds (ours, then diffusers')."""
   context = multiprocessing.get_context("spawn")
   connection, child_end = context.Pipe()
   worker = context.Process(target=diffusers_worker, daemon=True,
@@ -172,10 +174,11 @@ def interleaved(our_step, peak_matmul, size, batch, rounds):
   median_seconds(our_step, 1, warmups=2)
   rows = []
   for _ in range(rounds):
-    ours_seconds = median_seconds(our_step, 1, warmups=0)
+    ours_seconds, ours_faults, ours_kernel = counted_seconds(our_step)
     connection.send("step")
-    rows.append([ours_seconds, connection.recv(),
-                 median_seconds(lambda: [peak_matmul() for _ in range(3)], 1, warmups=0)])
+    their_seconds, their_faults, their_kernel = connection.recv()
+    rows.append([ours_seconds, their_seconds, median_seconds(lambda: [peak_matmul() for _ in range(3)], 1, warmups=0),
+                 ours_faults, ours_kernel, their_faults, their_kernel])
   connection.send("stop")
   worker.join()
   return np.asarray(rows)
@@ -213,6 +216,14 @@ def main():
   print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
   print(f"matmul_peak_share: {np.median(flops / times[:, 0] / peaks):.2f}")
   print(f"ours_peak_memory: {our_memory / 2**20:.0f} MiB")
+  # XLA:CPU takes a step's temporaries as one allocation, which glibc maps afresh every step, and
+  # the kernel faults it in page by page; PyTorch's smaller tensors come back from the heap. Kept
+  # mapped instead (mallopt: one arena, no mmap, no trim), the faults vanish but the step gained at
+  # most ~4% in paired runs: the fresh pages arrive zeroed and in cache, reused ones do not.
+  print(f"ours_page_faults_per_step: {np.median(times[:, 3]):.0f}")
+  print(f"ours_kernel_time_per_step: {np.median(times[:, 4]) * 1000:.0f} ms")
+  print(f"diffusers_page_faults_per_step: {np.median(times[:, 5]):.0f}")
+  print(f"diffusers_kernel_time_per_step: {np.median(times[:, 6]) * 1000:.0f} ms")
   print(f"attention_fwd_bwd_ours: {attention_ours:.0f} ms")
   print(f"attention_fwd_bwd_torch_sdpa: {attention_torch:.0f} ms")
   print(f"ffn_fwd_bwd_ours: {ffn_ours:.0f} ms")
