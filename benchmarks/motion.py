@@ -16,7 +16,9 @@ and prints:
                          each frame's camera sees the head (test);
   identity_probe_acc     a linear identity classifier on the expression latent, fitted on half
                          the clips of each test identity and scored on the other half;
-  identity_probe_chance  1 / number of test identities.
+  identity_probe_chance  1 / number of test identities;
+  expression_r2_NAME     the R^2 of each control alone (test, stored crops): which controls the
+                         latent carries.
 Goals (issue): R^2 >= 0.9, pose error <= 3 degrees, probe within 1.5x chance.
 """
 import argparse
@@ -34,8 +36,9 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from data_pipeline import examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
+from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
+from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
 from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import motion_task  # pylint: disable=g-import-not-at-top
 
@@ -69,6 +72,12 @@ def ridge(features, targets, strength=1e-3):
 
 def r_squared(predicted, truth):
   return 1.0 - np.sum(np.square(predicted - truth)) / np.sum(np.square(truth - truth.mean(0)))
+
+
+def r_squared_by_control(predicted, truth):
+  """R^2 of each control alone: which ones the latent carries (the pooled figure is dominated by
+  the controls that vary most)."""
+  return 1.0 - np.sum(np.square(predicted - truth), axis=0) / np.sum(np.square(truth - truth.mean(0)), axis=0)
 
 
 def pose_error_degrees(predicted, truth):
@@ -141,6 +150,10 @@ def main():
     print(f"train_expression_r2{suffix}: {r_squared(readout(train['latent']), train['expression']):.3f}")
     print(f"train_pose_error_deg{suffix}: {pose_error_degrees(train['pose'], train['true_pose']):.2f}")
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
+    if not suffix:
+      by_control = r_squared_by_control(readout(test["latent"]), test["expression"])
+      for name, value in zip(controls.control_names(build_template()), by_control):
+        print(f"expression_r2_{name}: {value:.3f}")
   print(f"identity_probe_chance: {chance:.3f}")
 
 if __name__ == "__main__":
