@@ -70,14 +70,10 @@ def ridge(features, targets, strength=1e-3):
   return lambda new: (new - mean_x) @ weights + mean_y
 
 
-def r_squared(predicted, truth):
-  return 1.0 - np.sum(np.square(predicted - truth)) / np.sum(np.square(truth - truth.mean(0)))
-
-
-def r_squared_by_control(predicted, truth):
-  """R^2 of each control alone: which ones the latent carries (the pooled figure is dominated by
-  the controls that vary most)."""
-  return 1.0 - np.sum(np.square(predicted - truth), axis=0) / np.sum(np.square(truth - truth.mean(0)), axis=0)
+def r_squared(predicted, truth, axis=None):
+  """Pooled over all controls, or (`axis=0`) each control's own: the pooled figure is dominated by
+  the controls that vary most."""
+  return 1.0 - np.sum(np.square(predicted - truth), axis=axis) / np.sum(np.square(truth - truth.mean(0)), axis=axis)
 
 
 def pose_error_degrees(predicted, truth):
@@ -151,7 +147,7 @@ def main():
     print(f"train_pose_error_deg{suffix}: {pose_error_degrees(train['pose'], train['true_pose']):.2f}")
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
     if not suffix:
-      by_control = r_squared_by_control(readout(test["latent"]), test["expression"])
+      by_control = r_squared(readout(test["latent"]), test["expression"], axis=0)
       for name, value in zip(controls.control_names(build_template()), by_control):
         print(f"expression_r2_{name}: {value:.3f}")
   print(f"identity_probe_chance: {chance:.3f}")

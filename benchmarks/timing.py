@@ -1,4 +1,5 @@
-"""Timing shared by the benchmarks: the median of repeated calls after warm-up calls."""
+"""Timing shared by the benchmarks: the median of repeated calls after warm-up calls, and one
+call's page faults and kernel time."""
 import resource
 import time
 
