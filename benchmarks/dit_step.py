@@ -218,8 +218,8 @@ def main():
   print(f"ours_peak_memory: {our_memory / 2**20:.0f} MiB")
   # XLA:CPU takes a step's temporaries as one allocation, which glibc maps afresh every step, and
   # the kernel faults it in page by page; PyTorch's smaller tensors come back from the heap. Kept
-  # mapped instead (mallopt: one arena, no mmap, no trim), the faults vanish but the step gained at
-  # most ~4% in paired runs: the fresh pages arrive zeroed and in cache, reused ones do not.
+  # mapped instead (mallopt: one arena, no mmap, no trim), the faults vanish but user time rose
+  # about as much as kernel time fell: the step gained at most ~4%, inside this machine's drift.
   print(f"ours_page_faults_per_step: {np.median(times[:, 3]):.0f}")
   print(f"ours_kernel_time_per_step: {np.median(times[:, 4]) * 1000:.0f} ms")
   print(f"diffusers_page_faults_per_step: {np.median(times[:, 5]):.0f}")
