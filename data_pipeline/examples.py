@@ -123,9 +123,8 @@ class MakeExample(grain.transforms.RandomMap):
     window = {key: clip[key][frames] for key in
               ("frames", "intrinsics", "extrinsics", "head_pose", "head_scale", "expression")}
     height, width = window["frames"].shape[1:3]
-    boxes = face_crop.face_boxes(model, clip["shape"], window["expression"], window["head_pose"],
-                                 window["head_scale"], window["intrinsics"], window["extrinsics"],
-                                 self._crop_margin)
+    boxes = face_crop.face_boxes(model, clip["shape"], window["head_pose"], window["head_scale"],
+                                 window["intrinsics"], window["extrinsics"], self._crop_margin)
     example = {
         "video": window["frames"],
         "reference": reference,

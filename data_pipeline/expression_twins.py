@@ -42,8 +42,7 @@ def twin_crops(model, expression, rng, height, width, fps, crop_size, margin, zo
   cams, _ = world.sample_cameras(TWIN_REGIMES[int(rng.integers(len(TWIN_REGIMES)))], rng, spec)
   cams = cameras.Cameras(cams.intrinsics[:frames], cams.extrinsics[:frames])
   vertices = controls.pose_vertices(model, person.shape, expression, head_pose, scale)
-  boxes = face_crop.face_boxes(model, person.shape, expression, head_pose, scale, cams.intrinsics,
-                               cams.extrinsics, margin)
+  boxes = face_crop.face_boxes(model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics, margin)
   if zoomed:
     intrinsics, height, width = face_crop.box_intrinsics(cams.intrinsics, boxes, crop_size), crop_size, crop_size
   else:

@@ -10,6 +10,7 @@ reported before training starts: cheap on local disks, a full read on cloud stor
 import os
 
 from array_record.python.array_record_module import ArrayRecordReader
+import tensorflow_datasets as tfds
 
 from data_pipeline import tfds_builder
 from data_pipeline.errors import InputError, require
@@ -72,6 +73,11 @@ class ClipRecords:
     # Stored face crops (version 1.2.0 on, when built with face.size > 0): their size and margin.
     self.face_size = int(info.features["face"].shape[1]) if "face" in info.features else 0
     self.face_margin = float(metadata.get("face_margin", 0.0))
+    # Before 1.3.0 the stored faces were boxed around the expression: their zoom would disagree
+    # with every crop cut here, at sampling and in evaluation.
+    require(not self.face_size or tfds.core.Version(str(info.version)) >= "1.3.0",
+            f"dataset {info.data_dir} stores face crops boxed around the expression (version "
+            f"{info.version} < 1.3.0); rebuild it with: {BUILD_COMMAND.format(name=name, data_dir=data_dir)}")
     split_info = info.splits[split]
     self.files = [os.fspath(path) for path in split_info.filepaths]
     self.shard_lengths = [int(n) for n in split_info.shard_lengths]

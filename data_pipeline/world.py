@@ -171,8 +171,8 @@ def generate_clip(seed, identity, clip_index, regime, spec, model=None):
   if spec.face_size:
     # The face as a camera zoomed onto its crop box sees it: the detail a crop of a high-resolution
     # driving video has, which a crop of the small frames cannot give the motion encoders.
-    boxes = face_crop.face_boxes(model, person.shape, expression, head_pose, scale, cams.intrinsics,
-                                 cams.extrinsics, spec.face_margin)
+    boxes = face_crop.face_boxes(model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics,
+                                 spec.face_margin)
     zoomed = face_crop.box_intrinsics(cams.intrinsics, boxes, spec.face_size)
     clip["face"] = renderer_for(model.f.tobytes(), spec.face_size, spec.face_size, spec.supersample).render_clip(
         vertices, zoomed, cams.extrinsics, albedo=person.albedo, lighting=lighting, background=background)["rgb"]

@@ -1,4 +1,5 @@
 """The Grain input pipeline: examples, determinism, sharding, resumption and bad input."""
+import json
 import os
 import subprocess
 import sys
@@ -248,3 +249,16 @@ def test_driving_crops_come_from_the_frames_or_the_stored_faces(data_dir):
     make(**{"face_crop.source": "stored", "face_crop.margin": 2.0})
   with pytest.raises(InputError, match="face_crop.source must be one of"):
     make(**{"face_crop.source": "video"})
+
+
+def test_faces_boxed_around_the_expression_ask_for_a_rebuild(data_dir, tmp_path):
+  target = tmp_path / "old"
+  subprocess.run(["cp", "-r", data_dir, str(target)], check=True)
+  versions = target / "factor_portrait_synthetic/tiny"
+  current = synthetic.get_config("tiny").version
+  old = versions / "1.2.0"
+  (versions / current).rename(old)
+  info = json.loads((old / "dataset_info.json").read_text())
+  (old / "dataset_info.json").write_text(json.dumps(dict(info, version="1.2.0")))
+  with pytest.raises(InputError, match=r"face crops boxed around the expression \(version 1.2.0 < 1.3.0\); rebuild"):
+    ClipRecords(str(target), "tiny", "train")

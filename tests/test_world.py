@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from data_pipeline import face_crop, world
+from data_pipeline import controls, face_crop, world
 from data_pipeline.errors import InputError
 from data_pipeline.template_head import build_template
 
@@ -83,14 +83,33 @@ def test_box_intrinsics_map_the_box_onto_the_crop():
     np.testing.assert_allclose(project(z, point), expected, rtol=1e-12)
 
 
+
+def test_face_boxes_follow_the_head_and_hold_the_most_open_face(clips):
+  model = build_template()
+  clip = clips["dynamicsweep"]
+  fields = [clip[key] for key in ("head_pose", "head_scale", "intrinsics", "extrinsics")]
+  boxes = face_crop.face_boxes(model, clip["shape"], *fields)
+  # Every control at the top of its range at once: blend shapes, the jaw wide open, the eyes up-left.
+  extreme = np.full((len(boxes), controls.num_controls(model)), model.expression_range[1])
+  extreme[:, -3:] = 1.0
+  points = controls.pose_vertices(model, clip["shape"], extreme, clip["head_pose"], clip["head_scale"],
+                                  subset=face_crop.landmarks(model))
+  camera = np.einsum("tij,tvj->tvi", clip["extrinsics"][:, :, :3], points) + clip["extrinsics"][:, None, :, 3]
+  pixels = np.einsum("tij,tvj->tvi", clip["intrinsics"], camera)
+  pixels = pixels[..., :2] / pixels[..., 2:]
+  # The box never moves with the expression, yet holds the face at its most open.
+  assert np.all(pixels >= boxes[:, None, :2]) and np.all(pixels <= boxes[:, None, 2:])
+  # It moves with the head and the camera (this clip sweeps both).
+  assert np.ptp(boxes[:, 0]) > 1.0
+
 def test_stored_faces_have_the_detail_of_a_high_resolution_crop():
   model = build_template()
   low = world.generate_clip(7, 0, 0, "dynamicsweep", world.ClipSpec(32, 32, 9, face_size=16))
   high = world.generate_clip(7, 0, 0, "dynamicsweep", world.ClipSpec(128, 128, 9))
   assert low["face"].shape == (9, 16, 16, 3) and low["face"].dtype == np.uint8
   crop_of = lambda clip, images: face_crop.crop(images, face_crop.face_boxes(
-      model, clip["shape"], clip["expression"], clip["head_pose"], clip["head_scale"], clip["intrinsics"],
-      clip["extrinsics"], 1.8), 16)
+      model, clip["shape"], clip["head_pose"], clip["head_scale"], clip["intrinsics"], clip["extrinsics"],
+      1.8), 16)
   sharp = crop_of(high, high["frames"]).astype(float)
   on_face = crop_of(high, np.repeat(high["mask"][..., None], 3, axis=-1))[..., 0] == 255
   stored_error = np.abs(low["face"] - sharp)[on_face].mean()

@@ -22,7 +22,7 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data_pipeline import cameras, controls, face_crop, records
+from data_pipeline import cameras, face_crop, records
 from data_pipeline.errors import InputError, require, require_finite
 from data_pipeline.template_head import build_template
 
@@ -217,8 +217,8 @@ def frontal_box_fraction(height, width, margin):
   model = build_template()
   camera = cameras.static_frontal(1, height, width)
   rest = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)[None]
-  box = face_crop.face_boxes(model, np.zeros(model.num_shape), np.zeros((1, controls.num_controls(model))),
-                             rest, np.ones(1), camera.intrinsics, camera.extrinsics, margin)[0]
+  box = face_crop.face_boxes(model, np.zeros(model.num_shape), rest, np.ones(1), camera.intrinsics,
+                             camera.extrinsics, margin)[0]
   return box / np.array([width, height, width, height], np.float32)
 
 
@@ -229,8 +229,7 @@ def face_crops(frames, tracking, size, margin):
   if tracking is not None and "intrinsics" in tracking:
     model = build_template()
     shape = tracking.get("shape", np.zeros(model.num_shape))
-    expression = tracking.get("expression", np.zeros((len(frames), controls.num_controls(model))))
-    boxes = face_crop.face_boxes(model, shape, expression, tracking["head_pose"], tracking["head_scale"],
+    boxes = face_crop.face_boxes(model, shape, tracking["head_pose"], tracking["head_scale"],
                                  tracking["intrinsics"], tracking["extrinsics"], margin)
   else:
     fraction = frontal_box_fraction(height, width, margin)
