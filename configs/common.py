@@ -41,7 +41,7 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
       learning_rate=1e-3, warmup_steps=20, schedule="cosine", final_fraction=0.1, b1=0.9, b2=0.99,
       eps=1e-8, weight_decay=0.01, clip_norm=1.0, accumulation=1,
       mu_dtype="float32"))  # AdamW's first moment; bfloat16 halves it (pods: HBM per chip)
-  config.ema_decay = 0.99
+  config.ema_decay = 0.99  # the cap: the decay warms up as (1 + step) / (10 + step) (fp_jax/train/step.py)
   # State parts kept in pinned host memory between steps: "ema", "opt_state", "params"
   # (fp_jax/train/offload.py).
   config.offload_state = ()
