@@ -83,7 +83,6 @@ def test_box_intrinsics_map_the_box_onto_the_crop():
     np.testing.assert_allclose(project(z, point), expected, rtol=1e-12)
 
 
-
 def test_face_boxes_follow_the_head_and_hold_the_most_open_face(clips):
   model = build_template()
   clip = clips["dynamicsweep"]
@@ -101,6 +100,7 @@ def test_face_boxes_follow_the_head_and_hold_the_most_open_face(clips):
   assert np.all(pixels >= boxes[:, None, :2]) and np.all(pixels <= boxes[:, None, 2:])
   # It moves with the head and the camera (this clip sweeps both).
   assert np.ptp(boxes[:, 0]) > 1.0
+
 
 def test_stored_faces_have_the_detail_of_a_high_resolution_crop():
   model = build_template()
