@@ -41,12 +41,16 @@ def landmarks(model):
 def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin=1.8):
   """Square crop boxes `[T, 4]` (x0, y0, x1, y1) in pixels, from a clip's stored fields."""
   # The face at rest and with the jaw wide open: the lips' whole travel, so no expression leaves
-  # the box, while the box itself never moves with one.
+  # the box, while the box itself never moves with one. Neither uses a blend shape, so the mesh is
+  # shaped once for both and every frame.
+  head_pose = np.asarray(head_pose, np.float64)
   at_rest = np.zeros((len(head_pose), controls.num_controls(model)))
   jaw_open = at_rest.copy()
   jaw_open[:, controls.control_names(model).index("jaw_open")] = 1.0
-  points = np.concatenate([controls.pose_vertices(model, shape, pose, head_pose, head_scale, subset=landmarks(model))
-                           for pose in (at_rest, jaw_open)], axis=1)
+  rotations = np.concatenate([controls.joint_rotations(model, head_pose[:, :, :3], pose) for pose in (at_rest, jaw_open)])
+  posed = model.pose(shape, np.zeros((1, model.num_expression)), rotations, scale=np.tile(head_scale, 2),
+                     translation=np.tile(head_pose[:, :, 3], (2, 1)), subset=landmarks(model))
+  points = np.concatenate(np.split(posed, 2), axis=1)  # [T, 2 x landmarks, 3]
   extrinsics = np.asarray(extrinsics, np.float64)
   camera = np.einsum("tij,tvj->tvi", extrinsics[:, :, :3], points) + extrinsics[:, None, :, 3]
   require(np.all(camera[..., 2] > 1e-6), "the face is behind the camera in some frame")

@@ -91,7 +91,8 @@ class MeshModel:
 
     Args:
       shape: [S] identity coefficients.
-      expression: [T, E] expression coefficients.
+      expression: [T, E] expression coefficients, or [1, E]: one expression for every frame, the
+        mesh shaped once.
       joint_rotations: [T, J, 3, 3] local joint rotations.
       scale: optional [T] global scale.
       translation: optional [T, 3] global translation.
@@ -99,7 +100,7 @@ class MeshModel:
     shape, expression = self.check_coefficients(shape, expression)
     expression = np.atleast_2d(expression)
     joint_rotations = np.asarray(joint_rotations, dtype=np.float64)
-    num_frames = expression.shape[0]
+    num_frames = joint_rotations.shape[0] if expression.shape[0] == 1 else expression.shape[0]
     require(joint_rotations.shape == (num_frames, self.num_joints, 3, 3),
             f"joint rotations must be [{num_frames}, {self.num_joints}, 3, 3], got {joint_rotations.shape}")
     require_finite("joint rotations", joint_rotations)
@@ -107,6 +108,7 @@ class MeshModel:
     v_shaped = (self.v_template + shape_offsets)[None] + lbs.blend_shapes(
         expression, self.shapedirs[:, :, self.num_shape:])
     joints = np.einsum("jv,tvc->tjc", self.J_regressor, v_shaped)
+    v_shaped, joints = (np.broadcast_to(x, (num_frames, *x.shape[1:])) for x in (v_shaped, joints))
     weights, posedirs = self.weights, self.posedirs
     if subset is not None:
       v_shaped, weights, posedirs = v_shaped[:, subset], weights[subset], posedirs[subset]

@@ -75,6 +75,19 @@ def test_head_rotation_turns_the_skull_by_exactly_R(model):
   np.testing.assert_allclose(posed[torso], model.v_template[torso], atol=1e-12)
 
 
+def test_one_expression_for_every_frame_poses_as_if_repeated(model):
+  rng = np.random.default_rng(0)
+  shape = rng.normal(size=model.num_shape)
+  expression = rng.uniform(0.0, 0.5, (1, model.num_expression))
+  rotations = lbs.axis_angle_to_matrix(rng.normal(0, 0.2, (4, model.num_joints, 3)).reshape(-1, 3))
+  rotations = rotations.reshape(4, model.num_joints, 3, 3)
+  once = model.pose(shape, expression, rotations, scale=np.full(4, 1.1), translation=np.ones((4, 3)))
+  repeated = model.pose(shape, np.repeat(expression, 4, axis=0), rotations, scale=np.full(4, 1.1),
+                        translation=np.ones((4, 3)))
+  assert once.shape == (4, model.v_template.shape[0], 3)
+  np.testing.assert_array_equal(once, repeated)
+
+
 def test_out_of_range_coefficients_are_rejected(model):
   rotations = np.tile(np.eye(3), (1, model.num_joints, 1, 1))
   with pytest.raises(InputError, match="shape coefficient out of range"):
