@@ -1,7 +1,8 @@
 """The small video VAE's reconstruction on held-out identities, at the demo resolution.
 
   python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--data_dir=outputs/bench/data]
-      [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1]
+      [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
+      [--residual --patch_size=2 --decoder_base_dim=0]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
@@ -51,6 +52,10 @@ def main():
   parser.add_argument("--base_dim", type=int, default=0, help="VAE width (0: the config's)")
   parser.add_argument("--dim_mult", default="", help="per-level width multipliers, e.g. 1,2,4,8 (empty: the config's)")
   parser.add_argument("--num_res_blocks", type=int, default=0, help="residual blocks a level (0: the config's)")
+  parser.add_argument("--temporal_downsample", default="", help="per downsampling, 1 halves time, e.g. 1,1")
+  parser.add_argument("--residual", action="store_true", help="Wan 2.2's blocks with parameter-free shortcuts")
+  parser.add_argument("--patch_size", type=int, default=0, help="pixel patches folded into channels (0: the config's)")
+  parser.add_argument("--decoder_base_dim", type=int, default=-1, help="decoder width (-1: the config's)")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
@@ -68,6 +73,14 @@ def main():
       config.vae.dim_mult = tuple(int(m) for m in args.dim_mult.split(","))
     if args.num_res_blocks:
       config.vae.num_res_blocks = args.num_res_blocks
+    if args.temporal_downsample:
+      config.vae.temporal_downsample = tuple(bool(int(t)) for t in args.temporal_downsample.split(","))
+    if args.residual:
+      config.vae.residual = True
+    if args.patch_size:
+      config.vae.patch_size = args.patch_size
+    if args.decoder_base_dim >= 0:
+      config.vae.decoder_base_dim = args.decoder_base_dim
     config.total_steps = args.steps
     config.log_every = 100
     config.eval.every = 0

@@ -13,8 +13,11 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   config.seed = 0
   config.input = input_config.get_config(input_variant)
   config.model = dit_config.get_config(model_variant)
+  # residual, patch_size, decoder_base_dim: Wan 2.2's VAE layout (fp_jax/models/vae.py); Wan 2.1's
+  # is residual=False, patch_size=1, decoder_base_dim=0 (the encoder's width).
   config.vae = ml_collections.ConfigDict(dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 4, 4),
-                                              num_res_blocks=1, temporal_downsample=(False, True, True)))
+                                              num_res_blocks=1, temporal_downsample=(False, True, True),
+                                              residual=False, patch_size=1, decoder_base_dim=0))
   # mse_weight / l1_weight: the squared error learns faster than L1 (64x64 frames, 200 steps of 8:
   # held-out 21.4 dB against 19.7 with L1 alone). standardise_weight: pull the
   # normalised latents to per-channel mean 0, std 1 (vae_task.py), so `vae.latents_mean/std`

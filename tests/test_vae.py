@@ -1,4 +1,6 @@
 """The causal video VAE: parity with diffusers' AutoencoderKLWan, chunked = whole clip, errors."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,11 +13,15 @@ from fp_jax.export import diffusers_vae
 from fp_jax.models.vae import VAEConfig, VideoVAE
 
 
-def diffusers_vae_model(base_dim, z_dim, dim_mult, num_res_blocks, seed=0):
+def diffusers_vae_model(base_dim, z_dim, dim_mult, num_res_blocks, seed=0, temporal=(False, True, True),
+                        **wan_2_2):
+  """A random diffusers VAE; `wan_2_2`: is_residual, patch_size, decoder_base_dim."""
   from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
+  patch = wan_2_2.get("patch_size") or 1
   model = AutoencoderKLWan(base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult),
-                           num_res_blocks=num_res_blocks, temperal_downsample=[False, True, True]).eval()
+                           num_res_blocks=num_res_blocks, temperal_downsample=list(temporal),
+                           in_channels=3 * patch * patch, out_channels=3 * patch * patch, **wan_2_2).eval()
   with torch.no_grad():  # diffusers zero-initialises nothing here, but make every weight matter
     for parameter in model.parameters():
       parameter.add_(0.05 * torch.randn_like(parameter))
@@ -25,7 +31,11 @@ def diffusers_vae_model(base_dim, z_dim, dim_mult, num_res_blocks, seed=0):
 def converted(reference):
   config = reference.config
   ours = VideoVAE(VAEConfig(base_dim=config.base_dim, z_dim=config.z_dim, dim_mult=tuple(config.dim_mult),
-                            num_res_blocks=config.num_res_blocks), rngs=nnx.Rngs(0))
+                            num_res_blocks=config.num_res_blocks,
+                            temporal_downsample=tuple(config.temperal_downsample),
+                            latents_mean=(0.0,) * config.z_dim, latents_std=(1.0,) * config.z_dim,
+                            residual=config.is_residual, patch_size=config.patch_size or 1,
+                            decoder_base_dim=config.decoder_base_dim or 0), rngs=nnx.Rngs(0))
   state = nnx.state(ours, nnx.Param)
   params = jax.tree.map(np.asarray, state.to_pure_dict())
   diffusers_vae.from_diffusers({k: v.numpy() for k, v in reference.state_dict().items()}, params)
@@ -64,8 +74,51 @@ def test_encode_and_decode_match_diffusers(base_dim, dim_mult, blocks, frames, h
   assert relative_error(decode(ours, jnp.asarray(want_mean)), want_video) <= 1e-4
 
 
-def test_chunked_encode_and_decode_equal_the_whole_clip():
-  ours = converted(diffusers_vae_model(8, 16, (1, 2, 2, 2), 1))
+WAN_2_2_CASES = {
+    # Wan 2.2's layout at a small width: 16x spatial (2x2 pixel patches, three downsamplings), a
+    # wider decoder, an odd latent width; non-square.
+    "wan_2_2": dict(base_dim=8, z_dim=12, dim_mult=(1, 2, 4, 4), num_res_blocks=2, temporal=(False, True, True),
+                    is_residual=True, patch_size=2, decoder_base_dim=12),
+    # 8x spatial from patches and two downsamplings, both also in time (a Wan 2.1-sized latent).
+    "patch_8x": dict(base_dim=8, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temporal=(True, True),
+                     is_residual=True, patch_size=2),
+    # The residual blocks alone, without patches; the first level doubles the width, so its shortcut
+    # averages pairs of channels and their order (row, column) matters.
+    "residual_only": dict(base_dim=4, z_dim=8, dim_mult=(2, 2, 4, 4), num_res_blocks=1, temporal=(False, True, True),
+                          is_residual=True),
+}
+
+
+@pytest.mark.parametrize("case, frames, height, width", [
+    ("wan_2_2", 9, 32, 80), ("patch_8x", 5, 24, 16), ("residual_only", 1, 16, 24)])
+def test_wan_2_2_layouts_encode_and_decode_as_diffusers(case, frames, height, width):
+  reference = diffusers_vae_model(**WAN_2_2_CASES[case])
+  ours = converted(reference)
+  video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, height, width, 3)).astype(np.float32)
+  with torch.no_grad():
+    posterior = reference.encode(to_torch(video)).latent_dist
+    want_mean, want_logvar = to_numpy(posterior.mean), to_numpy(posterior.logvar)
+    want_video = to_numpy(reference.decode(to_torch(want_mean)).sample)
+  mean, logvar = nnx.jit(lambda vae, x: vae.encode(x))(ours, jnp.asarray(video))
+  stride = ours.config.spatial_stride
+  assert mean.shape == (2, 1 + (frames - 1) // 4, height // stride, width // stride, reference.config.z_dim)
+  assert relative_error(mean, want_mean) <= 1e-4
+  assert relative_error(logvar, want_logvar) <= 1e-4
+  assert relative_error(nnx.jit(lambda vae, z: vae.decode(z))(ours, jnp.asarray(want_mean)), want_video) <= 1e-4
+  exported = dict(diffusers_vae.to_diffusers(jax.tree.map(np.asarray, nnx.state(ours, nnx.Param).to_pure_dict()),
+                                             {k: v.shape for k, v in reference.state_dict().items()}))
+  from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
+  config = dataclasses.asdict(ours.config)
+  assert AutoencoderKLWan(**diffusers_vae.diffusers_config(config)).load_state_dict(
+      {k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
+
+
+@pytest.mark.parametrize("layout", ["wan_2_1", "wan_2_2"])
+def test_chunked_encode_and_decode_equal_the_whole_clip(layout):
+  if layout == "wan_2_1":
+    ours = converted(diffusers_vae_model(8, 16, (1, 2, 2, 2), 1))
+  else:  # the shortcuts' time padding and first-frame cut, chunk by chunk
+    ours = converted(diffusers_vae_model(**WAN_2_2_CASES["patch_8x"]))
   video = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 17, 16, 24, 3)), jnp.float32)
   whole = nnx.jit(lambda vae, x: vae.encode(x))(ours, video)
   chunked = nnx.jit(lambda vae, x: vae.encode(x, chunked=True))(ours, video)
@@ -87,6 +140,15 @@ def test_bad_inputs_and_checkpoints():
     ours.encode(jnp.zeros((1, 5, 16, 16)))
   with pytest.raises(InputError, match="multiples of 8"):
     ours.encode(jnp.zeros((1, 5, 12, 16, 3)))
+  with pytest.raises(InputError, match=r"temporal_downsample needs one entry per downsampling \(2 for dim_mult"):
+    VideoVAE(VAEConfig(base_dim=4, dim_mult=(1, 2, 2), temporal_downsample=(False, True, True)), rngs=nnx.Rngs(0))
+  with pytest.raises(InputError, match="need z_dim = 8 entries, got 16 and 16"):
+    VideoVAE(VAEConfig(base_dim=4, z_dim=8), rngs=nnx.Rngs(0))
+  with pytest.raises(InputError, match="cannot average 16 folded channels down to 32"):
+    VideoVAE(VAEConfig(base_dim=4, dim_mult=(1, 2, 4, 8), residual=True), rngs=nnx.Rngs(0))
+  patched = VideoVAE(VAEConfig(base_dim=4, residual=True, patch_size=2), rngs=nnx.Rngs(0))
+  with pytest.raises(InputError, match="multiples of 16, got 24x32"):
+    patched.encode(jnp.zeros((1, 5, 24, 32, 3)))
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
   params = jax.tree.map(np.asarray, nnx.state(ours, nnx.Param).to_pure_dict())
   broken = dict(state_dict)
@@ -132,5 +194,9 @@ def test_training_crops_cut_one_latent_aligned_window_through_every_frame():
   from fp_jax.train.tasks.vae_task import VAETask  # pylint: disable=g-import-not-at-top
   config = tiny.get_config("vae")
   config.vae_loss.crop = 20  # not on the latent grid
-  with pytest.raises(InputError, match="vae_loss.crop must be 0 or a positive multiple of 8, got 20"):
+  with pytest.raises(InputError, match=r"vae_loss.crop must be 0 or a positive multiple of 8 \(the VAE's stride\), got 20"):
+    VAETask(config)
+  config.vae.update(patch_size=2, residual=True)  # 16x: Wan 2.2's stride
+  config.vae_loss.crop = 24
+  with pytest.raises(InputError, match=r"multiple of 16 \(the VAE's stride\), got 24"):
     VAETask(config)

@@ -1,4 +1,9 @@
-"""Wan 2.1's causal video VAE in Flax NNX: 8x spatial, 4x temporal, 16 latent channels.
+"""Wan's causal video VAE in Flax NNX: 2.1's (8x spatial, 4x temporal, 16 latent channels) and 2.2's.
+
+Wan 2.2's (`residual=True`, `patch_size=2`: 16x spatial, 48 channels at its published size) folds
+2x2 pixels into channels before the encoder and back after the decoder, and wraps every
+resampling block in a parameter-free shortcut (channels averaged down, or repeated up), so each
+block learns a residual on a fixed resampling of its input.
 
 `1 + 4k` frames map to `1 + k` latent frames. `encode`/`decode` run the whole clip at once, or
 chunk by chunk with a feature cache (`chunked=True`: the first frame, then 4 frames at a time to
@@ -13,7 +18,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from data_pipeline.errors import require
-from fp_jax.models.vae_layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm
+from fp_jax.models.vae_layers import (AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, average_down,
+                                     duplicate_up, patchify, unpatchify)
 
 WAN_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
@@ -30,6 +36,17 @@ class VAEConfig:
   temporal_downsample: tuple = (False, True, True)
   latents_mean: tuple = WAN_LATENTS_MEAN
   latents_std: tuple = WAN_LATENTS_STD
+  residual: bool = False  # Wan 2.2's down and up blocks, with parameter-free shortcuts
+  patch_size: int = 1  # pixels folded into channels around the encoder and decoder (Wan 2.2: 2)
+  decoder_base_dim: int = 0  # 0: base_dim (Wan 2.2's decoder is wider than its encoder)
+
+  @property
+  def spatial_stride(self):
+    return self.patch_size * 2 ** (len(self.dim_mult) - 1)
+
+  @property
+  def temporal_stride(self):
+    return 2 ** sum(bool(t) for t in self.temporal_downsample)
 
 
 class MidBlock(nnx.Module):
@@ -47,14 +64,19 @@ class Encoder(nnx.Module):
 
   def __init__(self, config, rngs):
     dims = [config.base_dim * m for m in (1,) + tuple(config.dim_mult)]
-    self.conv_in = CausalConv3d(3, dims[0], 3, rngs)
+    self.conv_in = CausalConv3d(3 * config.patch_size ** 2, dims[0], 3, rngs)
     blocks = []
     for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      mode = None
+      if level != len(config.dim_mult) - 1:
+        mode = "downsample3d" if config.temporal_downsample[level] else "downsample2d"
+      if config.residual:
+        blocks.append(ResidualDownBlock(in_dim, out_dim, config.num_res_blocks, mode, rngs))
+        continue
       for _ in range(config.num_res_blocks):
         blocks.append(ResidualBlock(in_dim, out_dim, rngs))
         in_dim = out_dim
-      if level != len(config.dim_mult) - 1:
-        mode = "downsample3d" if config.temporal_downsample[level] else "downsample2d"
+      if mode:
         blocks.append(Resample(out_dim, mode, rngs))
     self.down_blocks = nnx.List(blocks)
     self.mid_block = MidBlock(dims[-1], rngs)
@@ -67,6 +89,55 @@ class Encoder(nnx.Module):
       x = block(x, cache, first)
     x = self.mid_block(x, cache)
     return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
+
+
+class ResidualDownBlock(nnx.Module):
+  """Wan 2.2: residual blocks and the downsampling, plus the input averaged down to the output's
+  shape (time halved too for `downsample3d`)."""
+
+  def __init__(self, in_dim, out_dim, num_res_blocks, mode, rngs):
+    resnets = []
+    for _ in range(num_res_blocks):
+      resnets.append(ResidualBlock(in_dim, out_dim, rngs))
+      in_dim = out_dim
+    self.resnets = nnx.List(resnets)
+    self.downsampler = nnx.data(Resample(out_dim, mode, rngs) if mode else None)
+    self.out_dim = out_dim
+    self.factors = (2 if mode == "downsample3d" else 1, 2 if mode else 1)
+    folded = resnets[0].norm1.gamma.shape[0] * self.factors[0] * self.factors[1] ** 2
+    require(folded % out_dim == 0, f"a residual VAE level cannot average {folded} folded channels down to "
+            f"{out_dim} (widths from vae.base_dim and vae.dim_mult)")
+
+  def __call__(self, x, cache=None, first=True):
+    shortcut = average_down(x, self.out_dim, *self.factors)
+    for resnet in self.resnets:
+      x = resnet(x, cache)
+    if self.downsampler is not None:
+      x = self.downsampler(x, cache, first)
+    return x + shortcut
+
+
+class ResidualUpBlock(nnx.Module):
+  """Wan 2.2: residual blocks and the upsampling (keeping the width), plus the input repeated up to
+  the output's shape."""
+
+  def __init__(self, in_dim, out_dim, num_res_blocks, mode, rngs):
+    resnets = []
+    for _ in range(num_res_blocks + 1):
+      resnets.append(ResidualBlock(in_dim, out_dim, rngs))
+      in_dim = out_dim
+    self.resnets = nnx.List(resnets)
+    self.upsampler = nnx.data(Resample(out_dim, mode, rngs, up_dim=out_dim) if mode else None)
+    self.out_dim = out_dim
+    self.time_factor = 2 if mode == "upsample3d" else 1
+
+  def __call__(self, x, cache=None, first=True):
+    shortcut = x
+    for resnet in self.resnets:
+      x = resnet(x, cache)
+    if self.upsampler is None:
+      return x
+    return self.upsampler(x, cache, first) + duplicate_up(shortcut, self.out_dim, self.time_factor, 2, first)
 
 
 class UpBlock(nnx.Module):
@@ -89,20 +160,22 @@ class Decoder(nnx.Module):
 
   def __init__(self, config, rngs):
     mult = tuple(config.dim_mult)
-    dims = [config.base_dim * m for m in (mult[-1],) + mult[::-1]]
+    dims = [(config.decoder_base_dim or config.base_dim) * m for m in (mult[-1],) + mult[::-1]]
     upsample = tuple(config.temporal_downsample)[::-1]
     self.conv_in = CausalConv3d(config.z_dim, dims[0], 3, rngs)
     self.mid_block = MidBlock(dims[0], rngs)
     blocks = []
     for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
-      in_dim = in_dim // 2 if level > 0 else in_dim
       mode = None
       if level != len(mult) - 1:
         mode = "upsample3d" if upsample[level] else "upsample2d"
-      blocks.append(UpBlock(in_dim, out_dim, config.num_res_blocks, mode, rngs))
+      if config.residual:
+        blocks.append(ResidualUpBlock(in_dim, out_dim, config.num_res_blocks, mode, rngs))
+      else:  # Wan 2.1's upsampling halves the width, so every level after the first starts at half
+        blocks.append(UpBlock(in_dim // 2 if level > 0 else in_dim, out_dim, config.num_res_blocks, mode, rngs))
     self.up_blocks = nnx.List(blocks)
     self.norm_out = RMSNorm(dims[-1])
-    self.conv_out = CausalConv3d(dims[-1], 3, 3, rngs)
+    self.conv_out = CausalConv3d(dims[-1], 3 * config.patch_size ** 2, 3, rngs)
 
   def __call__(self, z, cache=None, first=True):
     x = self.mid_block(self.conv_in(z, cache), cache)
@@ -117,6 +190,12 @@ INITIAL_LOGVAR = -6.0
 class VideoVAE(nnx.Module):
 
   def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
+    require(len(config.temporal_downsample) == len(config.dim_mult) - 1,
+            f"vae.temporal_downsample needs one entry per downsampling ({len(config.dim_mult) - 1} for "
+            f"dim_mult {tuple(config.dim_mult)}), got {tuple(config.temporal_downsample)}")
+    require(len(config.latents_mean) == config.z_dim and len(config.latents_std) == config.z_dim,
+            f"vae.latents_mean and latents_std need z_dim = {config.z_dim} entries, got "
+            f"{len(config.latents_mean)} and {len(config.latents_std)}")
     self.config = config
     self.encoder = Encoder(config, rngs)
     self.quant_conv = CausalConv3d(2 * config.z_dim, 2 * config.z_dim, 1, rngs)
@@ -129,13 +208,16 @@ class VideoVAE(nnx.Module):
   # -- encode --------------------------------------------------------------------------------
 
   def encode(self, video, chunked=False):
-    """Video in [-1, 1], `[B, 1 + 4k, H, W, 3]` -> (mean, logvar), each `[B, 1 + k, H/8, W/8, z]`."""
+    """Video in [-1, 1], `[B, 1 + 4k, H, W, 3]` -> (mean, logvar), each `[B, 1 + k, H/8, W/8, z]`
+    (4 and 8: the config's temporal and spatial strides)."""
     require(video.ndim == 5 and video.shape[-1] == 3,
             f"video must be [B, T, H, W, 3], got shape {video.shape}")
-    frames = video.shape[1]
-    require(frames >= 1 and (frames - 1) % 4 == 0, f"video frame count must be 1 + 4k, got {frames}")
-    require(video.shape[2] % 8 == 0 and video.shape[3] % 8 == 0,
-            f"video height and width must be multiples of 8, got {video.shape[2]}x{video.shape[3]}")
+    frames, time_stride, space_stride = video.shape[1], self.config.temporal_stride, self.config.spatial_stride
+    require(frames >= 1 and (frames - 1) % time_stride == 0,
+            f"video frame count must be 1 + {time_stride}k, got {frames}")
+    require(video.shape[2] % space_stride == 0 and video.shape[3] % space_stride == 0,
+            f"video height and width must be multiples of {space_stride}, got {video.shape[2]}x{video.shape[3]}")
+    video = patchify(video, self.config.patch_size)
     if not chunked:
       moments = self.encoder(video)
     else:
@@ -144,7 +226,7 @@ class VideoVAE(nnx.Module):
       if frames == 1:
         moments = first
       else:
-        chunks = video[:, 1:].reshape(video.shape[0], -1, 4, *video.shape[2:]).swapaxes(0, 1)
+        chunks = video[:, 1:].reshape(video.shape[0], -1, time_stride, *video.shape[2:]).swapaxes(0, 1)
 
         def step(cache, chunk):
           cache = dict(cache)
@@ -160,7 +242,7 @@ class VideoVAE(nnx.Module):
   # -- decode --------------------------------------------------------------------------------
 
   def decode(self, latents, chunked=False, clip=True):
-    """Latents `[B, 1 + k, h, w, z]` -> video `[B, 1 + 4k, 8h, 8w, 3]`, clipped to [-1, 1]
+    """Latents `[B, 1 + k, h, w, z]` -> video `[B, 1 + 4k, 8h, 8w, 3]` (the config's strides), clipped to [-1, 1]
     (`clip=False` for training: clipping would stop the gradient of every saturated pixel)."""
     require(latents.ndim == 5 and latents.shape[-1] == self.config.z_dim,
             f"latents must be [B, F, h, w, {self.config.z_dim}], got shape {latents.shape}")
@@ -180,6 +262,7 @@ class VideoVAE(nnx.Module):
         cache, rest = jax.lax.scan(step, cache, z[:, 1:].swapaxes(0, 1))
         rest = rest.swapaxes(0, 1).reshape(z.shape[0], -1, *rest.shape[3:])
         video = jnp.concatenate([first, rest], axis=1)
+    video = unpatchify(video, self.config.patch_size)
     return jnp.clip(video, -1.0, 1.0) if clip else video
 
   # -- latent normalisation (what the DiT sees) ------------------------------------------------

@@ -132,9 +132,9 @@ class Resample(nnx.Module):
   then nearest 2x upsampling and a 3x3 conv to C/2 channels.
   """
 
-  def __init__(self, dim, mode, rngs):
+  def __init__(self, dim, mode, rngs, up_dim=None):
     self.mode = mode
-    out_dim = dim // 2 if mode.startswith("up") else dim
+    out_dim = (up_dim or dim // 2) if mode.startswith("up") else dim  # Wan 2.2's blocks keep `dim`
     self.resample = nnx.Param(he_normal(rngs.params(), (3, 3, dim, out_dim)))
     self.resample_bias = nnx.Param(jnp.zeros((out_dim,)))
     self.time_conv = nnx.data(None)
@@ -183,3 +183,52 @@ class Resample(nnx.Module):
       doubled = doubled.reshape(batch, frames, height, width, 2, channels // 2)
       parts.append(doubled.transpose(0, 1, 4, 2, 3, 5).reshape(batch, 2 * frames, height, width, -1))
     return jnp.concatenate(parts, axis=1)
+
+
+# -- Wan 2.2: parameter-free shortcuts around the resampling blocks, and pixel patches -----------
+
+
+def average_down(x, out_dim, factor_t, factor_s):
+  """Space- and time-to-channels by (`factor_t`, `factor_s`, `factor_s`), then the mean of each group
+  of consecutive channels down to `out_dim` (diffusers' `AvgDown3D`). Time is zero-padded in front
+  to a multiple of `factor_t`, so the first frame stands alone as the causal path's does."""
+  pad = -x.shape[1] % factor_t
+  if pad:
+    x = jnp.pad(x, ((0, 0), (pad, 0), (0, 0), (0, 0), (0, 0)))
+  batch, frames, height, width, channels = x.shape
+  x = x.reshape(batch, frames // factor_t, factor_t, height // factor_s, factor_s, width // factor_s, factor_s,
+                channels)
+  x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)  # channel order (C, t, h, w), as diffusers flattens it
+  x = x.reshape(*x.shape[:4], out_dim, -1)
+  return jnp.mean(x, axis=-1)
+
+
+def duplicate_up(x, out_dim, factor_t, factor_s, first):
+  """The inverse layout of `average_down`: channels repeated, then spread over (time, height, width)
+  (diffusers' `DupUp3D`). A clip's first latent frame becomes one frame, as on the causal path."""
+  batch, frames, height, width, channels = x.shape
+  x = jnp.repeat(x, out_dim * factor_t * factor_s * factor_s // channels, axis=-1)
+  x = x.reshape(batch, frames, height, width, out_dim, factor_t, factor_s, factor_s)
+  x = x.transpose(0, 1, 5, 2, 6, 3, 7, 4)
+  x = x.reshape(batch, frames * factor_t, height * factor_s, width * factor_s, out_dim)
+  return x[:, factor_t - 1:] if first else x
+
+
+def patchify(video, patch):
+  """`[B, T, H, W, C]` -> `[B, T, H/p, W/p, C*p*p]`, channel order (C, column offset, row offset)
+  as diffusers' Wan 2.2 VAE folds pixels."""
+  if patch == 1:
+    return video
+  batch, frames, height, width, channels = video.shape
+  x = video.reshape(batch, frames, height // patch, patch, width // patch, patch, channels)
+  x = x.transpose(0, 1, 2, 4, 6, 5, 3)
+  return x.reshape(batch, frames, height // patch, width // patch, channels * patch * patch)
+
+
+def unpatchify(x, patch):
+  if patch == 1:
+    return x
+  batch, frames, height, width, channels = x.shape
+  x = x.reshape(batch, frames, height, width, channels // (patch * patch), patch, patch)
+  x = x.transpose(0, 1, 2, 6, 3, 5, 4)
+  return x.reshape(batch, frames, height * patch, width * patch, -1)

@@ -27,13 +27,13 @@ def standardisation(normalised):
   return jnp.mean(jnp.square(channel_mean) + jnp.square(channel_std - 1.0))
 
 
-def random_crops(video, size, key):
+def random_crops(video, size, key, grid=8):
   """A `size` x `size` window of each `[B, T, H, W, C]` clip (every frame the same window), at
-  offsets on the 8-pixel latent grid, so the strided layers see the phase whole frames give them."""
+  offsets on the `grid`-pixel latent grid, so the strided layers see the phase whole frames give them."""
   batch, frames, height, width, channels = video.shape
   keys = jax.random.split(key, 2)
-  rows = jax.random.randint(keys[0], (batch,), 0, (height - size) // 8 + 1) * 8
-  columns = jax.random.randint(keys[1], (batch,), 0, (width - size) // 8 + 1) * 8
+  rows = jax.random.randint(keys[0], (batch,), 0, (height - size) // grid + 1) * grid
+  columns = jax.random.randint(keys[1], (batch,), 0, (width - size) // grid + 1) * grid
   cut = lambda clip, row, column: jax.lax.dynamic_slice(clip, (0, row, column, 0), (frames, size, size, channels))
   return jax.vmap(cut)(video, rows, columns)
 
@@ -42,8 +42,9 @@ class VAETask:
   name = "vae"
 
   def __init__(self, config):
-    crop = int(config.vae_loss.crop)
-    require(crop >= 0 and crop % 8 == 0, f"vae_loss.crop must be 0 or a positive multiple of 8, got {crop}")
+    crop, self.grid = int(config.vae_loss.crop), common.vae_config(config).spatial_stride
+    require(crop >= 0 and crop % self.grid == 0,
+            f"vae_loss.crop must be 0 or a positive multiple of {self.grid} (the VAE's stride), got {crop}")
     self.config = config
 
   def make_model(self, rngs):
@@ -59,7 +60,7 @@ class VAETask:
     crop_key, key = jax.random.split(key)
     crop = int(self.config.vae_loss.crop)
     if crop and crop < min(video.shape[2:4]):
-      video = random_crops(video, crop, crop_key)
+      video = random_crops(video, crop, crop_key, self.grid)
     mean, logvar = vae.encode(video)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
     recon = vae.decode(z, clip=False)
