@@ -48,6 +48,7 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--crop", type=int, default=-1, help="training crop size (0: whole frames; -1: the config's)")
   parser.add_argument("--learning_rate", type=float, default=2e-3)
+  parser.add_argument("--log_every", type=int, default=100, help="training metrics every N steps")
   parser.add_argument("--window", type=int, default=17, help="training window: 1 + 4k frames")
   parser.add_argument("--base_dim", type=int, default=0, help="VAE width (0: the config's)")
   parser.add_argument("--dim_mult", default="", help="per-level width multipliers, e.g. 1,2,4,8 (empty: the config's)")
@@ -82,7 +83,7 @@ def main():
     if args.decoder_base_dim >= 0:
       config.vae.decoder_base_dim = args.decoder_base_dim
     config.total_steps = args.steps
-    config.log_every = 100
+    config.log_every = args.log_every
     config.eval.every = 0
     config.checkpoint_every = args.steps
     trainer.train(config, workdir)

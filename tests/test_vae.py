@@ -131,6 +131,27 @@ def test_chunked_encode_and_decode_equal_the_whole_clip(layout):
   assert relative_error(decoded_chunked, decoded) <= 1e-5
 
 
+def test_a_fresh_vae_is_an_image_autoencoder_with_nearest_resampling_in_time():
+  """Initialised from scratch, every causal kernel weighs only the newest frame and the time
+  resamplers copy it: the latents read frames 0, 4, 8, ... alone and each latent frame decodes to
+  repeated frames. Trained weights then learn to mix frames."""
+  vae = VideoVAE(VAEConfig(base_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1), rngs=nnx.Rngs(0))
+  encode = nnx.jit(lambda vae, x: vae.encode(x)[0])
+  video = np.random.default_rng(0).uniform(-1, 1, (1, 9, 16, 16, 3)).astype(np.float32)
+  latents = np.asarray(encode(vae, jnp.asarray(video)))
+  between = video.copy()
+  between[:, [1, 2, 3, 5, 6, 7]] = np.random.default_rng(1).uniform(-1, 1, (1, 6, 16, 16, 3))
+  np.testing.assert_allclose(np.asarray(encode(vae, jnp.asarray(between))), latents, atol=1e-6)
+  newest = video.copy()
+  newest[:, 4] = 0.0
+  changed = np.abs(np.asarray(encode(vae, jnp.asarray(newest))) - latents).max(axis=(0, 2, 3, 4))
+  assert changed[0] < 1e-6 and changed[1] > 1e-3  # frame 4 is latent frame 1's, not 0's
+  decoded = np.asarray(nnx.jit(lambda vae, z: vae.decode(z))(vae, jnp.asarray(latents)))
+  for group in (decoded[0, 1:5], decoded[0, 5:9]):
+    np.testing.assert_allclose(group, np.broadcast_to(group[:1], group.shape), atol=1e-6)
+  assert np.abs(decoded[0, 1] - decoded[0, 5]).max() > 1e-3
+
+
 def test_bad_inputs_and_checkpoints():
   reference = diffusers_vae_model(4, 16, (1, 2, 2, 2), 1)
   ours = converted(reference)

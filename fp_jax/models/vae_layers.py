@@ -43,6 +43,21 @@ def he_normal(key, shape):
   return jax.random.normal(key, shape) * (2.0 / fan_in) ** 0.5
 
 
+def newest_frame_normal(key, shape):
+  """`he_normal` over one frame's taps, all on the newest frame: a causal video convolution that
+  starts as the same image convolution on every frame (kernels "inflated" from 2D), so the young
+  VAE learns each frame's content before it learns to mix frames."""
+  return jnp.zeros(shape).at[-1].set(he_normal(key, shape[1:]))
+
+
+def newest_frame_identity(shape):
+  """A `[kt, 1, 1, C, k*C]` time kernel that copies the newest frame's channels into each of its
+  k output groups: the temporal resamplers start as nearest resampling in time."""
+  taps, _, _, channels, out_channels = shape
+  copies = jnp.tile(jnp.eye(channels), (1, out_channels // channels))
+  return jnp.zeros(shape).at[taps - 1, 0, 0].set(copies)
+
+
 class CausalConv3d(nnx.Module):
   """Zero-pads time only in front (`kt - 1` frames, or the cached frames instead)."""
 
@@ -50,7 +65,13 @@ class CausalConv3d(nnx.Module):
                zero=False):
     kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
     shape = (*kernel, in_dim, out_dim)
-    self.kernel = nnx.Param(jnp.zeros(shape) if zero else he_normal(rngs.params(), shape))
+    if zero:
+      initial = jnp.zeros(shape)
+    elif kernel[1:] == (1, 1) and kernel[0] > 1:
+      initial = newest_frame_identity(shape)
+    else:
+      initial = newest_frame_normal(rngs.params(), shape)
+    self.kernel = nnx.Param(initial)
     self.bias = nnx.Param(jnp.zeros((out_dim,)))
     self.stride = tuple(stride)
     pad = (kernel[1] // 2) if spatial_padding is None else spatial_padding
