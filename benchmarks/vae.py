@@ -47,7 +47,7 @@ def main():
   parser.add_argument("--steps", type=int, default=1500)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--crop", type=int, default=-1, help="training crop size (0: whole frames; -1: the config's)")
-  parser.add_argument("--learning_rate", type=float, default=2e-3)
+  parser.add_argument("--learning_rate", type=float, default=0.0, help="0: the config's")
   parser.add_argument("--log_every", type=int, default=100, help="training metrics every N steps")
   parser.add_argument("--window", type=int, default=17, help="training window: 1 + 4k frames")
   parser.add_argument("--base_dim", type=int, default=0, help="VAE width (0: the config's)")
@@ -65,7 +65,8 @@ def main():
     config.input.data_dir = args.data_dir
     config.input.window.num_frames = args.window
     config.input.global_batch_size = args.batch
-    config.optim.learning_rate = args.learning_rate
+    if args.learning_rate:
+      config.optim.learning_rate = args.learning_rate
     if args.crop >= 0:
       config.vae_loss.crop = args.crop
     if args.base_dim:
