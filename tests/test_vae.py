@@ -167,6 +167,8 @@ def test_bad_inputs_and_checkpoints():
     VideoVAE(VAEConfig(base_dim=4, z_dim=8), rngs=nnx.Rngs(0))
   with pytest.raises(InputError, match="cannot average 16 folded channels down to 32"):
     VideoVAE(VAEConfig(base_dim=4, dim_mult=(1, 2, 4, 8), residual=True), rngs=nnx.Rngs(0))
+  with pytest.raises(InputError, match="cannot share 16 unfolded channels among 32"):  # the encoder fits
+    VideoVAE(VAEConfig(base_dim=4, dim_mult=(1, 1, 8, 8), residual=True), rngs=nnx.Rngs(0))
   patched = VideoVAE(VAEConfig(base_dim=4, residual=True, patch_size=2), rngs=nnx.Rngs(0))
   with pytest.raises(InputError, match="multiples of 16, got 24x32"):
     patched.encode(jnp.zeros((1, 5, 24, 32, 3)))

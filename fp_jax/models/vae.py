@@ -96,17 +96,17 @@ class ResidualDownBlock(nnx.Module):
   shape (time halved too for `downsample3d`)."""
 
   def __init__(self, in_dim, out_dim, num_res_blocks, mode, rngs):
+    self.factors = (2 if mode == "downsample3d" else 1, 2 if mode else 1)
+    folded = in_dim * self.factors[0] * self.factors[1] ** 2
+    require(folded % out_dim == 0, f"a residual VAE level cannot average {folded} folded channels down to "
+            f"{out_dim} (widths from vae.base_dim and vae.dim_mult)")
+    self.out_dim = out_dim
     resnets = []
     for _ in range(num_res_blocks):
       resnets.append(ResidualBlock(in_dim, out_dim, rngs))
       in_dim = out_dim
     self.resnets = nnx.List(resnets)
     self.downsampler = nnx.data(Resample(out_dim, mode, rngs) if mode else None)
-    self.out_dim = out_dim
-    self.factors = (2 if mode == "downsample3d" else 1, 2 if mode else 1)
-    folded = resnets[0].norm1.gamma.shape[0] * self.factors[0] * self.factors[1] ** 2
-    require(folded % out_dim == 0, f"a residual VAE level cannot average {folded} folded channels down to "
-            f"{out_dim} (widths from vae.base_dim and vae.dim_mult)")
 
   def __call__(self, x, cache=None, first=True):
     shortcut = average_down(x, self.out_dim, *self.factors)
@@ -122,14 +122,17 @@ class ResidualUpBlock(nnx.Module):
   the output's shape."""
 
   def __init__(self, in_dim, out_dim, num_res_blocks, mode, rngs):
+    self.time_factor = 2 if mode == "upsample3d" else 1
+    unfolded = out_dim * self.time_factor * 4
+    require(not mode or unfolded % in_dim == 0, f"a residual VAE level cannot share {unfolded} unfolded channels "
+            f"among {in_dim} (widths from vae.decoder_base_dim or base_dim, and vae.dim_mult)")
+    self.out_dim = out_dim
     resnets = []
     for _ in range(num_res_blocks + 1):
       resnets.append(ResidualBlock(in_dim, out_dim, rngs))
       in_dim = out_dim
     self.resnets = nnx.List(resnets)
     self.upsampler = nnx.data(Resample(out_dim, mode, rngs, up_dim=out_dim) if mode else None)
-    self.out_dim = out_dim
-    self.time_factor = 2 if mode == "upsample3d" else 1
 
   def __call__(self, x, cache=None, first=True):
     shortcut = x
