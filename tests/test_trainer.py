@@ -1,4 +1,5 @@
 """The trainer: loss falls, exact resume, accumulation, the non-finite guard, SIGTERM, bad input."""
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,20 @@ def test_a_workdir_of_another_model_is_refused(data_dir, tmp_path):
   other = train_config(data_dir, "motion", total_steps=2, **{"motion.widths": (8, 32)})
   with pytest.raises(InputError, match=r"incompatible model: motion.widths: \[8, 16\] in the checkpoint"):
     run(other, tmp_path)
+
+
+def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_as_before():
+  from fp_jax.train.checkpoints import model_differences  # pylint: disable=g-import-not-at-top
+  for task in ("vae", "motion", "dit"):
+    saved = json.loads(tiny.get_config(task).to_json())
+    for field in ("residual", "patch_size", "decoder_base_dim"):  # a run saved before these existed
+      del saved["vae"][field]
+    assert model_differences(saved, tiny.get_config(task)) == ""
+    saved["vae"]["patch_size"] = 2
+    saved["motion"]["widths"] = [8, 16]
+    differences = model_differences(saved, tiny.get_config(task))
+    assert ("vae.patch_size: 2 in the checkpoint, 1 now" in differences) == (task != "motion")
+    assert ("motion.widths" in differences) == (task != "vae")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):

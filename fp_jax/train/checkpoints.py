@@ -49,14 +49,22 @@ def _differences(saved, current, prefix=""):
 
 
 MODEL_SECTIONS = ("task", "model", "vae", "motion")
+# The sections each task's checkpoint depends on: a dit run decodes with the VAE and reads the
+# encoders its config describes; a vae or motion run holds its own model alone.
+TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "dit": MODEL_SECTIONS}
+# Model fields added after checkpoints were first written, with the value that means what a
+# checkpoint without them meant, so older runs still resume, sample and export.
+ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0}}
 
 
 def model_differences(saved, config):
   """One line per model field where a saved config (dict) and `config` disagree, summarised."""
   current = json.loads(config.to_json())
   differences = []
-  for section in MODEL_SECTIONS:
+  for section in TASK_SECTIONS.get(saved.get("task"), MODEL_SECTIONS):
     a, b = saved.get(section), current.get(section)
+    if isinstance(a, dict):
+      a = {**ADDED_FIELDS.get(section, {}), **a}
     if isinstance(a, dict) and isinstance(b, dict):
       differences += list(_differences(a, b, f"{section}."))
     elif a != b:
