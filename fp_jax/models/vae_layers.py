@@ -62,12 +62,12 @@ class CausalConv3d(nnx.Module):
   """Zero-pads time only in front (`kt - 1` frames, or the cached frames instead)."""
 
   def __init__(self, in_dim, out_dim, kernel, rngs, stride=(1, 1, 1), spatial_padding=None, causal=True,
-               zero=False):
+               zero=False, copy_newest=False):
     kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
     shape = (*kernel, in_dim, out_dim)
     if zero:
       initial = jnp.zeros(shape)
-    elif kernel[1:] == (1, 1) and kernel[0] > 1:
+    elif copy_newest:
       initial = newest_frame_identity(shape)
     else:
       initial = newest_frame_normal(rngs.params(), shape)
@@ -150,7 +150,7 @@ class Resample(nnx.Module):
   Down (encoder): spatial stride-2 conv, then, for `downsample3d`, the first frame passes and the
   rest go through a stride-2 time conv that looks one frame back. Up (decoder): for `upsample3d`
   the first frame passes and every later frame becomes two (a causal time conv to 2C channels),
-  then nearest 2x upsampling and a 3x3 conv to C/2 channels.
+  then nearest 2x upsampling and a 3x3 conv to C/2 channels (`up_dim`: Wan 2.2's keep C).
   """
 
   def __init__(self, dim, mode, rngs, up_dim=None):
@@ -161,10 +161,11 @@ class Resample(nnx.Module):
     self.time_conv = nnx.data(None)
     if mode == "downsample3d":
       # It looks back through the explicit one-frame cache of `_halve_frames`, not zero padding.
+      # Both time convolutions start as nearest resampling in time.
       self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), rngs, stride=(2, 1, 1), spatial_padding=0,
-                                    causal=False)
+                                    causal=False, copy_newest=True)
     elif mode == "upsample3d":
-      self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs, spatial_padding=0)
+      self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs, spatial_padding=0, copy_newest=True)
     self.key = f"resample{next(_ids)}"
 
   def __call__(self, x, cache=None, first=True):
