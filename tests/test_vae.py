@@ -52,6 +52,21 @@ def relative_error(got, want):
   return float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want)))
 
 
+def assert_encodes_and_decodes_as(reference, ours, frames, height, width):
+  """Encode (mean and log-variance) and decode of a random clip within 1e-4 of diffusers'."""
+  video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, height, width, 3)).astype(np.float32)
+  with torch.no_grad():
+    posterior = reference.encode(to_torch(video)).latent_dist
+    want_mean, want_logvar = to_numpy(posterior.mean), to_numpy(posterior.logvar)
+    want_video = to_numpy(reference.decode(to_torch(want_mean)).sample)
+  mean, logvar = nnx.jit(lambda vae, x: vae.encode(x))(ours, jnp.asarray(video))
+  stride = ours.config.spatial_stride
+  assert mean.shape == (2, 1 + (frames - 1) // 4, height // stride, width // stride, reference.config.z_dim)
+  assert relative_error(mean, want_mean) <= 1e-4
+  assert relative_error(logvar, want_logvar) <= 1e-4
+  assert relative_error(nnx.jit(lambda vae, z: vae.decode(z))(ours, jnp.asarray(want_mean)), want_video) <= 1e-4
+
+
 @pytest.mark.parametrize("base_dim, dim_mult, blocks, frames, height, width", [
     (8, (1, 2, 4, 4), 2, 9, 32, 48),   # Wan's layout at a small width; non-square
     (8, (1, 2, 2, 2), 1, 1, 16, 16),   # a single frame (an image)
@@ -60,18 +75,8 @@ def relative_error(got, want):
 def test_encode_and_decode_match_diffusers(base_dim, dim_mult, blocks, frames, height, width):
   reference = diffusers_vae_model(base_dim, 16, dim_mult, blocks)
   ours = converted(reference)
-  video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, height, width, 3)).astype(np.float32)
-  with torch.no_grad():
-    posterior = reference.encode(to_torch(video)).latent_dist
-    want_mean, want_logvar = to_numpy(posterior.mean), to_numpy(posterior.logvar)
-    want_video = to_numpy(reference.decode(to_torch(want_mean)).sample)
-  encode = nnx.jit(lambda vae, x: vae.encode(x))
-  decode = nnx.jit(lambda vae, z: vae.decode(z))
-  mean, logvar = encode(ours, jnp.asarray(video))
-  assert mean.shape == (2, 1 + (frames - 1) // 4, height // 8, width // 8, 16)
-  assert relative_error(mean, want_mean) <= 1e-4
-  assert relative_error(logvar, want_logvar) <= 1e-4
-  assert relative_error(decode(ours, jnp.asarray(want_mean)), want_video) <= 1e-4
+  assert ours.config.spatial_stride == 8
+  assert_encodes_and_decodes_as(reference, ours, frames, height, width)
 
 
 WAN_2_2_CASES = {
@@ -94,17 +99,7 @@ WAN_2_2_CASES = {
 def test_wan_2_2_layouts_encode_and_decode_as_diffusers(case, frames, height, width):
   reference = diffusers_vae_model(**WAN_2_2_CASES[case])
   ours = converted(reference)
-  video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, height, width, 3)).astype(np.float32)
-  with torch.no_grad():
-    posterior = reference.encode(to_torch(video)).latent_dist
-    want_mean, want_logvar = to_numpy(posterior.mean), to_numpy(posterior.logvar)
-    want_video = to_numpy(reference.decode(to_torch(want_mean)).sample)
-  mean, logvar = nnx.jit(lambda vae, x: vae.encode(x))(ours, jnp.asarray(video))
-  stride = ours.config.spatial_stride
-  assert mean.shape == (2, 1 + (frames - 1) // 4, height // stride, width // stride, reference.config.z_dim)
-  assert relative_error(mean, want_mean) <= 1e-4
-  assert relative_error(logvar, want_logvar) <= 1e-4
-  assert relative_error(nnx.jit(lambda vae, z: vae.decode(z))(ours, jnp.asarray(want_mean)), want_video) <= 1e-4
+  assert_encodes_and_decodes_as(reference, ours, frames, height, width)
   exported = dict(diffusers_vae.to_diffusers(jax.tree.map(np.asarray, nnx.state(ours, nnx.Param).to_pure_dict()),
                                              {k: v.shape for k, v in reference.state_dict().items()}))
   from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top

@@ -90,15 +90,15 @@ def their_shapes(params):
 
 
 def diffusers_config(vae_config):
-  """`AutoencoderKLWan` constructor arguments for our `VAEConfig` (a dict)."""
-  patch = vae_config.get("patch_size", 1)
+  """`AutoencoderKLWan` constructor arguments for our `VAEConfig` (as `dataclasses.asdict` gives it)."""
+  patch = vae_config["patch_size"]
   config = dict(base_dim=vae_config["base_dim"], z_dim=vae_config["z_dim"], dim_mult=list(vae_config["dim_mult"]),
                 num_res_blocks=vae_config["num_res_blocks"],
                 temperal_downsample=list(vae_config["temporal_downsample"]),
                 latents_mean=list(vae_config["latents_mean"]), latents_std=list(vae_config["latents_std"]))
-  if vae_config.get("residual") or patch != 1 or vae_config.get("decoder_base_dim"):  # Wan 2.2's layout
-    config.update(is_residual=bool(vae_config.get("residual")), patch_size=patch if patch != 1 else None,
+  if vae_config["residual"] or patch != 1 or vae_config["decoder_base_dim"]:  # Wan 2.2's layout
+    config.update(is_residual=vae_config["residual"], patch_size=patch if patch != 1 else None,
                   in_channels=3 * patch * patch, out_channels=3 * patch * patch,
-                  decoder_base_dim=vae_config.get("decoder_base_dim") or None,
+                  decoder_base_dim=vae_config["decoder_base_dim"] or None,
                   scale_factor_spatial=patch * 2 ** (len(vae_config["dim_mult"]) - 1))
   return config

@@ -49,6 +49,11 @@ class VAEConfig:
     return 2 ** sum(bool(t) for t in self.temporal_downsample)
 
 
+def residual_blocks(in_dim, out_dim, count, rngs):
+  """`count` residual blocks, the first from `in_dim` to `out_dim` and the rest at `out_dim`."""
+  return nnx.List([ResidualBlock(in_dim if i == 0 else out_dim, out_dim, rngs) for i in range(count)])
+
+
 class MidBlock(nnx.Module):
 
   def __init__(self, dim, rngs):
@@ -101,11 +106,7 @@ class ResidualDownBlock(nnx.Module):
     require(folded % out_dim == 0, f"a residual VAE level cannot average {folded} folded channels down to "
             f"{out_dim} (widths from vae.base_dim and vae.dim_mult)")
     self.out_dim = out_dim
-    resnets = []
-    for _ in range(num_res_blocks):
-      resnets.append(ResidualBlock(in_dim, out_dim, rngs))
-      in_dim = out_dim
-    self.resnets = nnx.List(resnets)
+    self.resnets = residual_blocks(in_dim, out_dim, num_res_blocks, rngs)
     self.downsampler = nnx.data(Resample(out_dim, mode, rngs) if mode else None)
 
   def __call__(self, x, cache=None, first=True):
@@ -127,11 +128,7 @@ class ResidualUpBlock(nnx.Module):
     require(not mode or unfolded % in_dim == 0, f"a residual VAE level cannot share {unfolded} unfolded channels "
             f"among {in_dim} (widths from vae.decoder_base_dim or base_dim, and vae.dim_mult)")
     self.out_dim = out_dim
-    resnets = []
-    for _ in range(num_res_blocks + 1):
-      resnets.append(ResidualBlock(in_dim, out_dim, rngs))
-      in_dim = out_dim
-    self.resnets = nnx.List(resnets)
+    self.resnets = residual_blocks(in_dim, out_dim, num_res_blocks + 1, rngs)
     self.upsampler = nnx.data(Resample(out_dim, mode, rngs, up_dim=out_dim) if mode else None)
 
   def __call__(self, x, cache=None, first=True):
@@ -146,11 +143,7 @@ class ResidualUpBlock(nnx.Module):
 class UpBlock(nnx.Module):
 
   def __init__(self, in_dim, out_dim, num_res_blocks, mode, rngs):
-    resnets = []
-    for _ in range(num_res_blocks + 1):
-      resnets.append(ResidualBlock(in_dim, out_dim, rngs))
-      in_dim = out_dim
-    self.resnets = nnx.List(resnets)
+    self.resnets = residual_blocks(in_dim, out_dim, num_res_blocks + 1, rngs)
     self.upsamplers = nnx.data(nnx.List([Resample(out_dim, mode, rngs)]) if mode else None)
 
   def __call__(self, x, cache=None, first=True):
