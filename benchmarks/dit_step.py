@@ -27,6 +27,8 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-import-not-at-top
+keep_freed_memory_on_cpu()  # as the fp-* commands do, before any thread takes a malloc arena
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -216,10 +218,9 @@ def main():
   print(f"matmul_peak: {peak / 1e9:.1f} GFLOP/s")
   print(f"matmul_peak_share: {np.median(flops / times[:, 0] / peaks):.2f}")
   print(f"ours_peak_memory: {our_memory / 2**20:.0f} MiB")
-  # XLA:CPU takes a step's temporaries as one allocation, which glibc maps afresh every step, and
-  # the kernel faults it in page by page; PyTorch's smaller tensors come back from the heap. Kept
-  # mapped instead (mallopt: one arena, no mmap, no trim), the faults vanish but user time rose
-  # about as much as kernel time fell: the step gained at most ~4%, inside this machine's drift.
+  # Both processes keep freed memory mapped (fp_jax/host_memory.py), as the fp-* commands do. With
+  # FP_KEEP_HOST_MEMORY=0 our step's 2.4 GB of temporaries are faulted in afresh every step: ~530k
+  # faults, and on a 2-core VM 1.33x the step time (median of 8 interleaved rounds).
   print(f"ours_page_faults_per_step: {np.median(times[:, 3]):.0f}")
   print(f"ours_kernel_time_per_step: {np.median(times[:, 4]) * 1000:.0f} ms")
   print(f"diffusers_page_faults_per_step: {np.median(times[:, 5]):.0f}")

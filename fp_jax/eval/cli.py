@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from data_pipeline.cli import run as run_cli
 from data_pipeline.errors import InputError, require
+from fp_jax.host_memory import keep_freed_memory_on_cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The dit run's config (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "The dit training run.")
@@ -52,4 +53,5 @@ def main(argv):
 
 
 def run():
+  keep_freed_memory_on_cpu()  # first: before any thread takes a malloc arena
   run_cli(main)

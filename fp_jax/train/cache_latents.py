@@ -23,6 +23,7 @@ from data_pipeline import examples, latent_cache
 from data_pipeline.cli import run as run_cli
 from data_pipeline.errors import InputError, require
 from data_pipeline.records import ClipRecords
+from fp_jax.host_memory import keep_freed_memory_on_cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config of the dit run (configs/*.py:dit).",
                                           lock_config=True)
@@ -109,6 +110,7 @@ def main(argv):
 
 
 def run():
+  keep_freed_memory_on_cpu()  # first: before any thread takes a malloc arena
   run_cli(main)
 
 

@@ -9,6 +9,7 @@ from ml_collections import config_flags
 
 from data_pipeline.cli import run as run_cli, writable_directory
 from data_pipeline.errors import InputError
+from fp_jax.host_memory import keep_freed_memory_on_cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
                                           lock_config=True)
@@ -71,6 +72,7 @@ def check_overrides(argv):
 
 
 def run():
+  keep_freed_memory_on_cpu()  # first: before any thread takes a malloc arena
   try:
     check_overrides(sys.argv[1:])
   except InputError as error:
