@@ -1,7 +1,8 @@
 """The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
 
   python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
-      [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B]
+      [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B] [--blur_share=P]
+      [--vae=VAE_RUN]
 
 Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
 frames a window) on the demo dataset for --steps steps; with --fresh_people, on people drawn anew for
@@ -19,6 +20,12 @@ and prints:
   identity_probe_chance  1 / number of test identities;
   expression_r2_NAME     the R^2 of each control alone (test, stored crops): which controls the
                          latent carries.
+With --vae (a VAE run on the same data), each test clip also goes through that VAE and back, as
+evaluation's `vae_ceiling` row does, and the pose encoder reads crops cut from both:
+  pose_shift_deg_vae     mean angle between its readings of the reconstructed and the real frames
+                         (evaluation's vae_ceiling_pose_error_deg, over the whole test split);
+  pose_motion_deg        the same between the first real frame and each later one: how far the
+                         heads turn (evaluation's baseline_pose_error_deg).
 Goals (issue): R^2 >= 0.9, pose error <= 3 degrees, probe within 1.5x chance.
 """
 import argparse
@@ -41,8 +48,9 @@ from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
+from fp_jax.sample import inputs  # pylint: disable=g-import-not-at-top
 from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
-from fp_jax.train.tasks import motion_task  # pylint: disable=g-import-not-at-top
+from fp_jax.train.tasks import common, motion_task  # pylint: disable=g-import-not-at-top
 
 
 def encode_split(models, config, split):
@@ -85,6 +93,43 @@ def pose_error_degrees(predicted, truth):
   return float(np.degrees(np.mean(np.arccos(np.clip(cosine, -1.0, 1.0)))))
 
 
+def vae_round_trip(vae_workdir):
+  """uint8 frames `[1 + 4k, H, W, 3]` -> the same through the VAE run's EMA weights and back."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  params, _, saved = checkpoints.read_run(vae_workdir, None, "ema")
+  vae = common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0))
+  state = nnx.state(vae)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(vae, state)
+
+  @nnx.jit
+  def round_trip(vae, frames):
+    mean, _ = vae.encode(common.unit_range(frames)[None])
+    return common.to_uint8(vae.decode(mean))[0]
+
+  return lambda frames: np.asarray(round_trip(vae, jnp.asarray(frames)))
+
+
+def pose_readings_through_vae(models, config, round_trip, split="test"):
+  """The pose encoder's readings of every clip's real frames, of the same through the VAE, and of
+  the first real frame repeated, all from crops cut from the frames as evaluation cuts them."""
+  records = ClipRecords(config.input.data_dir, config.input.dataset, split)
+  size, margin = int(config.input.face_crop.size), float(config.input.face_crop.margin)
+  read = nnx.jit(lambda m, crops: m.pose(crops))
+  real, through_vae, first = [], [], []
+  for index in range(len(records)):
+    clip = records[index]
+    frames = np.asarray(clip["frames"])
+    frames = frames[:1 + 4 * ((len(frames) - 1) // 4)]
+    tracking = inputs._clip_tracking(clip, slice(0, len(frames)))  # pylint: disable=protected-access
+    poses = [np.asarray(read(models, jnp.asarray(inputs.face_crops(video, tracking, size, margin))))
+             for video in (frames, round_trip(frames))]
+    real.append(poses[0][1:])
+    through_vae.append(poses[1][1:])
+    first.append(np.repeat(poses[0][:1], len(frames) - 1, axis=0))
+  return np.concatenate(real), np.concatenate(through_vae), np.concatenate(first)
+
+
 def identity_probe(latent, identity, clip):
   """Accuracy of a one-hot ridge classifier trained on the first half of each identity's clips."""
   labels = np.unique(identity)
@@ -105,6 +150,8 @@ def main():
   parser.add_argument("--twin_people", default=None, choices=expression_twins.TWIN_PEOPLE, help="default: the config's")
   parser.add_argument("--fresh_people", type=int, default=0, help="train on this many new people an epoch (0: the clips)")
   parser.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
+  parser.add_argument("--blur_share", type=float, default=None, help="motion_loss.blur_share (default: the config's)")
+  parser.add_argument("--vae", default="", help="a VAE run: also read the test clips through it")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")
@@ -116,6 +163,8 @@ def main():
   if args.twin_people is not None:
     config.input.twin_people = args.twin_people
   config.input.fresh_people = args.fresh_people
+  if args.blur_share is not None:
+    config.motion_loss.blur_share = args.blur_share
   if args.batch:
     config.input.global_batch_size = args.batch
   config.total_steps = args.steps
@@ -153,6 +202,11 @@ def main():
       for name, value in zip(controls.control_names(build_template()), by_control):
         print(f"expression_r2_{name}: {value:.3f}")
   print(f"identity_probe_chance: {chance:.3f}")
+  if args.vae:
+    saved.input.face_crop.source = "frames"
+    real, through_vae, first = pose_readings_through_vae(models, saved, vae_round_trip(args.vae))
+    print(f"pose_shift_deg_vae: {pose_error_degrees(through_vae, real):.2f}")
+    print(f"pose_motion_deg: {pose_error_degrees(first, real):.2f}")
 
 if __name__ == "__main__":
   main()

@@ -33,6 +33,10 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), expression_dim=512,
                                                  num_controls=16, expression_weight=20.0,
                                                  invariance_weight=0.1))
+  # blur_share: the share of the motion task's crops blurred, each by a sigma drawn from blur_sigma
+  # (pixels of the crop; fp_jax/train/tasks/motion_task.py), so the encoders read the softer crops
+  # of generated frames as they read rendered ones. 0: crops as rendered.
+  config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0)))
   config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs
   # Start the DiT from a diffusers Wan checkpoint (a .safetensors file or a diffusers model
   # folder); the portrait controls, which Wan lacks, keep their zero initialisation.

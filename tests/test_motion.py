@@ -158,3 +158,35 @@ def test_fresh_people_are_drawn_anew_per_example_and_split(data_dir):
   assert np.isfinite(float(loss)) and float(metrics["invariance"]) > 0
   with pytest.raises(InputError, match="fresh_people must be >= 0"):
     input_pipeline.make_dataset(make_config(data_dir, fresh_people=-1))
+
+
+def test_blurred_crops_are_the_chosen_share_each_a_gaussian_blur_and_the_rest_unchanged():
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  crops = rng.integers(0, 256, (4, 8, 12, 12, 3), dtype=np.uint8)
+  unit = np.asarray(motion_task.blur_crops(jnp.asarray(crops), None, 0.0, (1.0, 2.0)))
+  np.testing.assert_allclose(unit, crops.astype(np.float32) / 127.5 - 1.0, atol=1e-6)
+  # One sigma (1.5 px): every crop equals scipy's blur with zero padding, per channel.
+  blurred = np.asarray(motion_task.blur_crops(jnp.asarray(crops), jax.random.key(0), 1.0, (1.5, 1.5)))
+  expected = ndimage.gaussian_filter(unit, sigma=(0, 0, 1.5, 1.5, 0), mode="constant", truncate=5 / 1.5)
+  np.testing.assert_allclose(blurred, expected, atol=1e-5)
+  # A share of them: the others come back exactly as they were.
+  half = np.asarray(motion_task.blur_crops(jnp.asarray(crops), jax.random.key(1), 0.5, (0.5, 3.0)))
+  same = np.all(half == unit, axis=(2, 3, 4))
+  assert 8 <= same.sum() <= 24, same.sum()
+  assert np.all(np.abs(half - unit).max(axis=(2, 3, 4))[~same] > 0.05)
+
+
+def test_the_motion_loss_blurs_crops_when_asked():
+  config = tiny.get_config("motion")
+  config.motion.widths = (8, 16)
+  rng = np.random.default_rng(0)
+  batch = {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
+           "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
+           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
+           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+  models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))
+  sharp, _ = motion_task.MotionTask(config).loss(models, {}, batch, None)
+  config.motion_loss.blur_share = 1.0
+  soft, _ = motion_task.MotionTask(config).loss(models, {}, batch, jax.random.key(0))
+  assert np.isfinite(float(soft)) and abs(float(soft) - float(sharp)) > 1e-4

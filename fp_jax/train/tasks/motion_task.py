@@ -6,12 +6,36 @@ a face crop shows the head relative to the camera, so a world-frame target would
 whenever the camera moves (sampling maps estimates back through the driving camera). With
 expression twins in the batch (`input.expression_twins` frames of each window), an invariance term
 asks a crop and its twin (the same expressions, another person and view) for the same latent.
+With `motion_loss.blur_share` > 0 that share of the crops is blurred first (`blur_crops`).
 """
+import math
+
+import dm_pix
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from data_pipeline import head_pose
+from fp_jax.models.motion import to_unit_range
 from fp_jax.train.tasks import common
+
+
+def blur_crops(crops, key, share, sigma_range):
+  """`[..., H, W, 3]` crops with a random `share` of them Gaussian-blurred, each by its own sigma
+  drawn uniformly from `sigma_range` (pixels); the rest unchanged. Crops cut from generated frames
+  are softer than rendered ones (the VAE's reconstruction loses detail), and encoders that never
+  saw soft crops read them as another pose. Returns floats in [-1, 1]."""
+  images = to_unit_range(crops)
+  if share <= 0:
+    return images
+  low, high = sigma_range
+  flat = images.reshape(-1, *images.shape[-3:])
+  pick, spread = jax.random.split(key)
+  sigma = jax.random.uniform(spread, (flat.shape[0],), minval=low, maxval=high)
+  size = 2 * math.ceil(3 * high) + 1  # +-3 sigma of the widest blur
+  blurred = jax.vmap(lambda image, s: dm_pix.gaussian_blur(image, s, size, padding="SAME"))(flat, sigma)
+  chosen = jax.random.bernoulli(pick, share, (flat.shape[0], 1, 1, 1))
+  return jnp.where(chosen, blurred, flat).reshape(images.shape)
 
 
 class MotionModels(nnx.Module):
@@ -36,8 +60,12 @@ class MotionTask:
     return {}
 
   def loss(self, models, frozen, batch, key):
-    del frozen, key
-    latent = models.expression(batch["driving"])
+    del frozen
+    share, sigma_range = self.config.motion_loss.blur_share, tuple(self.config.motion_loss.blur_sigma)
+    blur = lambda crops, key: blur_crops(crops, key, share, sigma_range)
+    driving_key, twin_key = jax.random.split(key) if share > 0 else (None, None)
+    driving = blur(batch["driving"], driving_key)
+    latent = models.expression(driving)
     expression = batch["expression"]
     expression_error = jnp.mean(jnp.square(models.readout(latent) - expression))
     # The controls vary by ~0.2, so their squared error is weighted up (a fixed weight, not the
@@ -45,7 +73,7 @@ class MotionTask:
     weight = self.config.motion.expression_weight
     variance = jnp.mean(jnp.var(expression.reshape(-1, expression.shape[-1]), axis=0)) + 1e-4
     seen_pose = head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"])
-    pose_error = jnp.mean(jnp.square(models.pose(batch["driving"]) - seen_pose))
+    pose_error = jnp.mean(jnp.square(models.pose(driving) - seen_pose))
     loss = weight * expression_error + pose_error
     metrics = {"expression_mse": expression_error, "expression_unexplained": expression_error / variance,
                "pose_mse": pose_error}
@@ -54,7 +82,8 @@ class MotionTask:
       # measured against the latents' spread so that shrinking them all does not pay (the spread
       # is each micro-batch's own: with accumulation this term is not exactly the whole batch's).
       frames = batch["twin_frames"]
-      twin = models.expression(batch["driving_twin"])
+      driving_twin = blur(batch["driving_twin"], twin_key)
+      twin = models.expression(driving_twin)
       twinned = jnp.take_along_axis(latent, frames[..., None], axis=1)
       spread = jnp.mean(jnp.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6
       invariance = jnp.mean(jnp.square(twinned - twin)) / spread
@@ -62,7 +91,7 @@ class MotionTask:
       twin_target = jnp.take_along_axis(expression, frames[..., None], axis=1)
       twin_error = jnp.mean(jnp.square(models.readout(twin) - twin_target))
       # Each twin is a person never seen before: the pose encoder learns on them as well.
-      twin_pose_error = jnp.mean(jnp.square(models.pose(batch["driving_twin"]) - batch["twin_pose"]))
+      twin_pose_error = jnp.mean(jnp.square(models.pose(driving_twin) - batch["twin_pose"]))
       loss = loss + self.config.motion.invariance_weight * invariance + weight * twin_error + twin_pose_error
       metrics.update(invariance=invariance, twin_expression_mse=twin_error, twin_pose_mse=twin_pose_error)
     return loss, metrics
