@@ -38,7 +38,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-import-not-at-top
 keep_freed_memory_on_cpu()  # as the fp-* commands do, before any thread takes a malloc arena
 
-import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -97,10 +96,7 @@ def vae_round_trip(vae_workdir):
   """uint8 frames `[1 + 4k, H, W, 3]` -> the same through the VAE run's EMA weights and back."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   params, _, saved = checkpoints.read_run(vae_workdir, None, "ema")
-  vae = common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0))
-  state = nnx.state(vae)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-  nnx.update(vae, state)
+  vae = checkpoints.load_into(common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0)), params)
 
   @nnx.jit
   def round_trip(vae, frames):
@@ -178,9 +174,7 @@ def main():
   saved = ml_collections.ConfigDict(saved)
   saved.input.data_dir = args.data_dir
   models = motion_task.MotionModels(saved, saved.motion.num_controls, nnx.Rngs(0))
-  state = nnx.state(models)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-  nnx.update(models, state)
+  checkpoints.load_into(models, params)
   print(f"trained_steps: {step}")
   # Crops as a high-resolution driving video gives them (the dataset's stored faces), then cut from
   # the 64x64 frames (what evaluation reads from generated videos): `_frames` lines.

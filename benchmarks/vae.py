@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-import-not-at-top
 keep_freed_memory_on_cpu()  # as the fp-* commands do, before any thread takes a malloc arena
 
-import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -91,10 +90,7 @@ def main():
     config.checkpoint_every = args.steps
     trainer.train(config, workdir)
   params, step, saved = checkpoints.read_run(workdir, None, "ema")
-  vae = common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0))
-  state = nnx.state(vae)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-  nnx.update(vae, state)
+  vae = checkpoints.load_into(common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0)), params)
   reconstruct = nnx.jit(lambda vae, video: vae.decode(vae.encode(video, chunked=True)[0], chunked=True))
   normalised_latents = nnx.jit(lambda vae, video: vae.normalize(vae.encode(video, chunked=True)[0]))
   records = ClipRecords(args.data_dir, "demo", "test")

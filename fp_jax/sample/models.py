@@ -37,27 +37,20 @@ def check_same_model(saved, config, where):
   require(not differences, f"{where} was trained with another config: {differences}")
 
 
-def _load_into(module, params):
-  state = nnx.state(module)
-  nnx.replace_by_pure_dict(state, checkpoints.place_like(params, state.to_pure_dict()))
-  nnx.update(module, state)
-  return module
-
-
 def load(config, mesh, rules, workdir=None, checkpoint=None):
   workdir, step = locate(workdir, checkpoint)
   params, step, saved = checkpoints.read_run(workdir, step, "ema")
   require(saved.get("task") == "dit", f"{workdir} is a {saved.get('task')!r} run; sampling needs a dit run")
   check_same_model(saved, config, workdir)
   task = get_task(config)
-  dit = _load_into(create_sharded(lambda: task.make_model(nnx.Rngs(0)), mesh, rules), params)
+  dit = checkpoints.load_into(create_sharded(lambda: task.make_model(nnx.Rngs(0)), mesh, rules), params)
   require(config.frozen.vae and config.frozen.motion,
           "the config names no trained VAE or motion run (config.frozen.vae, config.frozen.motion)")
   vae_params, _ = checkpoints.latest_params(config.frozen.vae)
-  vae = _load_into(create_sharded(lambda: common.make_vae(config, nnx.Rngs(0)), mesh, rules), vae_params)
+  vae = checkpoints.load_into(create_sharded(lambda: common.make_vae(config, nnx.Rngs(0)), mesh, rules), vae_params)
   motion_params, _ = checkpoints.latest_params(config.frozen.motion)
   expression = create_sharded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), mesh, rules)
   pose = create_sharded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), mesh, rules)
-  _load_into(expression, motion_params["expression"])
-  _load_into(pose, motion_params["pose"])
+  checkpoints.load_into(expression, motion_params["expression"])
+  checkpoints.load_into(pose, motion_params["pose"])
   return Models(dit, vae, expression, pose, step, workdir)

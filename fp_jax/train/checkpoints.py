@@ -136,6 +136,15 @@ def place_like(params, current):
   return jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), params, current)
 
 
+def load_into(module, params):
+  """`module` with `params` (a pure dict, as `read_run` gives it) written in, each leaf in the
+  module's own dtype and sharding; returns the module."""
+  state = nnx.state(module)
+  nnx.replace_by_pure_dict(state, place_like(params, state.to_pure_dict()))
+  nnx.update(module, state)
+  return module
+
+
 def load_frozen(frozen_state, config):
   """Frozen parts (a trained VAE, the expression encoder) from the workdirs `config.frozen`
   names, written into `frozen_state` in place, each in its own sharding."""
