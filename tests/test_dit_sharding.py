@@ -139,7 +139,9 @@ def test_remat_policies_that_keep_matmul_outputs_recompute_fewer_and_agree(singl
       assert_close(out, want_out)
       jax.tree.map(assert_close, grads, want_grads)
   recomputed = {remat: count - counts["none"] for remat, count in counts.items()}
-  assert recomputed["full"] > recomputed["offload_attention"] + 2  # attention's loops and more
+  # The self-attention loop's two forward matmuls (the short cross-attention runs as an einsum,
+  # rerun under both policies).
+  assert recomputed["full"] - recomputed["offload_attention"] == 2
   assert recomputed["offload_attention"] - recomputed["offload_projections"] == 3  # to_out, ffn_in, ffn_out
 
 

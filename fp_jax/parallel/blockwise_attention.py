@@ -23,7 +23,10 @@ import jax
 from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
-BLOCK = 320  # queries a tile: a [320, Lk] fp32 tile stays in cache at CPU video lengths
+# Queries a tile: a [640, Lk] fp32 tile stays in cache at CPU video lengths. At the dit_step
+# bench's shapes (1280 tokens, 8 heads of 64) 640 ran attention fwd+bwd 1.07x as fast as 320 and
+# 1.06x as fast as 1280 (median of 25 interleaved rounds).
+BLOCK = 640
 # The checkpoint name of the output and log-sum-exp the backward needs (as splash names its own):
 # a remat policy that keeps them spares the backward a second forward loop.
 RESIDUALS = "attention_residuals"
