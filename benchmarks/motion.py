@@ -2,7 +2,7 @@
 
   python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
       [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B] [--blur_share=P]
-      [--vae=VAE_RUN]
+      [--expression_pooling=mean|mean_keypoints] [--pose_pooling=mean|mean_keypoints] [--vae=VAE_RUN]
 
 Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
 frames a window) on the demo dataset for --steps steps; with --fresh_people, on people drawn anew for
@@ -147,6 +147,8 @@ def main():
   parser.add_argument("--fresh_people", type=int, default=0, help="train on this many new people an epoch (0: the clips)")
   parser.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
   parser.add_argument("--blur_share", type=float, default=None, help="motion_loss.blur_share (default: the config's)")
+  parser.add_argument("--expression_pooling", default=None, help="motion.expression_pooling (default: the config's)")
+  parser.add_argument("--pose_pooling", default=None, help="motion.pose_pooling (default: the config's)")
   parser.add_argument("--vae", default="", help="a VAE run: also read the test clips through it")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
@@ -161,6 +163,9 @@ def main():
   config.input.fresh_people = args.fresh_people
   if args.blur_share is not None:
     config.motion_loss.blur_share = args.blur_share
+  for field in ("expression_pooling", "pose_pooling"):
+    if getattr(args, field) is not None:
+      config.motion[field] = getattr(args, field)
   if args.batch:
     config.input.global_batch_size = args.batch
   config.total_steps = args.steps

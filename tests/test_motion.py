@@ -190,3 +190,37 @@ def test_the_motion_loss_blurs_crops_when_asked():
   config.motion_loss.blur_share = 1.0
   soft, _ = motion_task.MotionTask(config).loss(models, {}, batch, jax.random.key(0))
   assert np.isfinite(float(soft)) and abs(float(soft) - float(sharp)) > 1e-4
+
+
+def test_keypoints_are_each_channels_expected_position():
+  """A peak far above the rest puts a channel's keypoint on it (x right, y down, in [-1, 1]); a
+  flat channel's keypoint is the centre."""
+  from fp_jax.models import motion  # pylint: disable=g-import-not-at-top
+  features = np.zeros((1, 5, 9, 2), np.float32)
+  features[0, 1, 6, 0] = 50.0  # row 1 of 5, column 6 of 9
+  got = np.asarray(motion.keypoints(jnp.asarray(features)))
+  np.testing.assert_allclose(got, [[6 / 8 * 2 - 1, 0.0, 1 / 4 * 2 - 1, 0.0]], atol=1e-6)
+  # The PyTorch export's keypoints (channels first) agree on random features.
+  import torch  # pylint: disable=g-import-not-at-top
+  from fp_jax.export import torch_motion  # pylint: disable=g-import-not-at-top
+  features = np.random.default_rng(0).normal(size=(3, 4, 6, 5)).astype(np.float32)
+  np.testing.assert_allclose(torch_motion.keypoints(torch.from_numpy(features).permute(0, 3, 1, 2)).numpy(),
+                             np.asarray(motion.keypoints(jnp.asarray(features))), atol=1e-6)
+
+
+def test_keypoint_pooling_reads_where_a_spot_is():
+  """A fresh encoder's keypoints put a bright spot on the left left of the same spot on the right,
+  and its head takes the mean and the keypoints; an unknown pooling is a one-line error."""
+  from fp_jax.models import motion  # pylint: disable=g-import-not-at-top
+  images = np.full((2, 32, 32, 3), -1.0, np.float32)
+  images[0, 12:18, 2:8] = 1.0
+  images[1, 12:18, 24:30] = 1.0
+  encoder = motion.ImageEncoder(motion.EncoderConfig((8, 16), 4, "mean_keypoints"), rngs=nnx.Rngs(0))
+  x = jnp.asarray(images)
+  for stage in encoder.stages:
+    x = stage(x)
+  keypoint_x = np.asarray(motion.keypoints(encoder.norm(x)))[:, :16]
+  assert np.mean(keypoint_x[1] - keypoint_x[0]) > 0.1
+  assert encoder.head.kernel.shape == (3 * 16, 4) and encoder(jnp.asarray(images)).shape == (2, 4)
+  with pytest.raises(InputError, match="unknown pooling"):
+    motion.ImageEncoder(motion.EncoderConfig((8, 16), 4, "max"), rngs=nnx.Rngs(0))

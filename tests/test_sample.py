@@ -116,7 +116,16 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path):
   with pytest.raises(InputError, match="trained with another config"):
     run.sample(other, pipeline.Request(image=str(tmp_path / "ok.png"), driving="clip:test/1"), out,
                workdir=str(runs / "dit"), progress=False)
-  assert sorted(os.listdir(tmp_path)) == ["bad.json", "ok.png"]
+  # A frozen motion run whose pose encoder pools otherwise than the config says.
+  mean_pooled = train_config(data_dir, "motion")
+  mean_pooled.motion.pose_pooling = "mean"
+  saved_run(mean_pooled, tmp_path / "old_motion", 2)
+  other = sample_config(data_dir, runs)
+  other.frozen.motion = str(tmp_path / "old_motion")
+  with pytest.raises(InputError, match="frozen run .* holds another model.*pose_pooling"):
+    run.sample(other, pipeline.Request(image=str(tmp_path / "ok.png"), driving="clip:test/1"), out,
+               workdir=str(runs / "dit"), progress=False)
+  assert sorted(os.listdir(tmp_path)) == ["bad.json", "ok.png", "old_motion"]
 
 
 def test_the_command_prints_one_line_and_exits_2(runs, tmp_path):

@@ -44,14 +44,24 @@ class Stage(nn.Module):
     return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
 
 
+def keypoints(features):
+  """`[N, C, H, W]` -> `[N, 2C]`: per channel, the softmax-weighted mean (x, y) in [-1, 1]."""
+  n, c, h, w = features.shape
+  weights = torch.softmax(features.reshape(n, c, h * w), dim=-1).reshape(n, c, h, w)
+  x = (weights.sum(dim=2) * torch.linspace(-1.0, 1.0, w, dtype=weights.dtype)).sum(dim=-1)
+  y = (weights.sum(dim=3) * torch.linspace(-1.0, 1.0, h, dtype=weights.dtype)).sum(dim=-1)
+  return torch.cat([x, y], dim=-1)
+
+
 class ImageEncoder(nn.Module):
 
-  def __init__(self, widths, output_dim):
+  def __init__(self, widths, output_dim, pooling="mean"):
     super().__init__()
     widths = list(widths)
+    self.pooling = pooling
     self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
     self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
-    self.head = nn.Linear(widths[-1], output_dim)
+    self.head = nn.Linear(widths[-1] * (3 if pooling == "mean_keypoints" else 1), output_dim)
 
   def forward(self, images):
     leading = images.shape[:-3]
@@ -59,7 +69,10 @@ class ImageEncoder(nn.Module):
     x = x.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
     for stage in self.stages:
       x = stage(x)
-    pooled = F.silu(self.norm(x)).mean(dim=(2, 3))
+    x = self.norm(x)
+    pooled = F.silu(x).mean(dim=(2, 3))
+    if self.pooling == "mean_keypoints":
+      pooled = torch.cat([pooled, keypoints(x)], dim=-1)
     return self.head(pooled).reshape(*leading, -1)
 
 
@@ -70,8 +83,10 @@ class MotionEncoders(nn.Module):
     super().__init__()
     self.config = dict(config)
     widths = self.config["widths"]
-    self.expression = ImageEncoder(widths, self.config["expression_dim"])
-    self.pose = ImageEncoder(widths, POSE_DIM)
+    # Exports made before the pooling fields existed pooled by the mean.
+    self.expression = ImageEncoder(widths, self.config["expression_dim"],
+                                   self.config.get("expression_pooling", "mean"))
+    self.pose = ImageEncoder(widths, POSE_DIM, self.config.get("pose_pooling", "mean"))
     self.readout = nn.Linear(self.config["expression_dim"], self.config["num_controls"])
 
   @classmethod

@@ -2,7 +2,10 @@
 
 Both are small convolutional networks over one frame at a time (frames are folded into the
 batch): a stride-2 stem, residual stages that halve the resolution, global average pooling and a
-linear head. The expression encoder gives a 128-d latent (FactorPortrait; 512-d for DeX's 32
+linear head. Average pooling keeps what the features are but not where: with
+`pooling="mean_keypoints"` each channel also gives the expected position of its activation (a
+softmax over the positions: a keypoint, as in robot-learning's spatial softmax), the geometry a
+head pose and a mouth's opening are made of. The expression encoder gives a 128-d latent (FactorPortrait; 512-d for DeX's 32
 tokens of 16) and the pose encoder `(6D rotation, t, s)`.
 """
 import dataclasses
@@ -19,6 +22,19 @@ from fp_jax.models.dit_config import POSE_DIM
 class EncoderConfig:
   widths: tuple = (32, 64, 128, 256)
   output_dim: int = 128
+  pooling: str = "mean"  # or "mean_keypoints"
+
+
+POOLINGS = ("mean", "mean_keypoints")
+
+
+def keypoints(features):
+  """`[N, H, W, C]` -> `[N, 2C]`: per channel, the softmax-weighted mean (x, y) in [-1, 1]."""
+  n, h, w, c = features.shape
+  weights = jax.nn.softmax(features.reshape(n, h * w, c), axis=1).reshape(n, h, w, c)
+  x = jnp.einsum("nhwc,w->nc", weights, jnp.linspace(-1.0, 1.0, w))
+  y = jnp.einsum("nhwc,h->nc", weights, jnp.linspace(-1.0, 1.0, h))
+  return jnp.concatenate([x, y], axis=-1)
 
 
 def to_unit_range(images):
@@ -48,11 +64,13 @@ class ImageEncoder(nnx.Module):
   """`[..., H, W, 3]` images -> `[..., output_dim]`, any number of leading axes."""
 
   def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+    require(config.pooling in POOLINGS, f"unknown pooling {config.pooling!r}; choose from {POOLINGS}")
     self.config = config
     widths = tuple(config.widths)
     self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
     self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
-    self.head = nnx.Linear(widths[-1], config.output_dim, rngs=rngs)
+    pooled_dim = widths[-1] * (3 if config.pooling == "mean_keypoints" else 1)
+    self.head = nnx.Linear(pooled_dim, config.output_dim, rngs=rngs)
 
   def __call__(self, images):
     require(images.ndim >= 3 and images.shape[-1] == 3,
@@ -64,7 +82,10 @@ class ImageEncoder(nnx.Module):
     x = to_unit_range(images).reshape(-1, *images.shape[-3:])
     for stage in self.stages:
       x = stage(x)
-    pooled = jnp.mean(jax.nn.silu(self.norm(x)), axis=(1, 2))
+    x = self.norm(x)
+    pooled = jnp.mean(jax.nn.silu(x), axis=(1, 2))
+    if self.config.pooling == "mean_keypoints":
+      pooled = jnp.concatenate([pooled, keypoints(x)], axis=-1)
     return self.head(pooled).reshape(*leading, -1)
 
 

@@ -46,9 +46,9 @@ def load(config, mesh, rules, workdir=None, checkpoint=None):
   dit = checkpoints.load_into(create_sharded(lambda: task.make_model(nnx.Rngs(0)), mesh, rules), params)
   require(config.frozen.vae and config.frozen.motion,
           "the config names no trained VAE or motion run (config.frozen.vae, config.frozen.motion)")
-  vae_params, _ = checkpoints.latest_params(config.frozen.vae)
+  vae_params, _ = checkpoints.read_frozen(config.frozen.vae, config)
   vae = checkpoints.load_into(create_sharded(lambda: common.make_vae(config, nnx.Rngs(0)), mesh, rules), vae_params)
-  motion_params, _ = checkpoints.latest_params(config.frozen.motion)
+  motion_params, _ = checkpoints.read_frozen(config.frozen.motion, config)
   expression = create_sharded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), mesh, rules)
   pose = create_sharded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), mesh, rules)
   checkpoints.load_into(expression, motion_params["expression"])

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from data_pipeline.errors import InputError
+from data_pipeline.errors import InputError, require
 
 
 def manager(workdir, config):
@@ -54,14 +54,16 @@ MODEL_SECTIONS = ("task", "model", "vae", "motion")
 TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "dit": MODEL_SECTIONS}
 # Model fields added after checkpoints were first written, with the value that means what a
 # checkpoint without them meant, so older runs still resume, sample and export.
-ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0}}
+ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0},
+                "motion": {"expression_pooling": "mean", "pose_pooling": "mean"}}
 
 
-def model_differences(saved, config):
-  """One line per model field where a saved config (dict) and `config` disagree, summarised."""
+def model_differences(saved, config, sections=None):
+  """One line per model field where a saved config (dict) and `config` disagree, summarised, over
+  `sections` (default: those the saved run's task depends on)."""
   current = json.loads(config.to_json())
   differences = []
-  for section in TASK_SECTIONS.get(saved.get("task"), MODEL_SECTIONS):
+  for section in sections or TASK_SECTIONS.get(saved.get("task"), MODEL_SECTIONS):
     a, b = saved.get(section), current.get(section)
     if isinstance(a, dict):
       a = {**ADDED_FIELDS.get(section, {}), **a}
@@ -145,6 +147,17 @@ def load_into(module, params):
   return module
 
 
+def read_frozen(workdir, config):
+  """The latest (EMA) parameters of a frozen run, which must hold the model `config` describes
+  (one-line error otherwise: its weights would not fit the modules built from `config`)."""
+  params, step, saved = read_run(workdir, None, "ema")
+  own = [section for section in TASK_SECTIONS.get(saved.get("task"), ()) if section != "task"]
+  differences = model_differences(saved, config, own) if own else ""
+  require(not differences, f"the frozen run {workdir} holds another model than this config describes: "
+                           f"{differences}")
+  return params, step
+
+
 def load_frozen(frozen_state, config):
   """Frozen parts (a trained VAE, the expression encoder) from the workdirs `config.frozen`
   names, written into `frozen_state` in place, each in its own sharding."""
@@ -152,7 +165,7 @@ def load_frozen(frozen_state, config):
   for name, workdir in sources.items():
     if not workdir or name not in frozen_state:
       continue
-    params, step = latest_params(workdir)
+    params, step = read_frozen(workdir, config)
     if name == "expression":
       params = params["expression"]
     current = frozen_state[name]

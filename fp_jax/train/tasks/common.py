@@ -17,13 +17,18 @@ def make_vae(config, rngs):
   return VideoVAE(vae_config(config), rngs=rngs)
 
 
+def _encoder_config(config, output_dim, pooling_field):
+  # Runs saved before the pooling fields existed pooled by the mean.
+  return motion.EncoderConfig(tuple(config.motion.widths), output_dim, config.motion.get(pooling_field, "mean"))
+
+
 def make_expression_encoder(config, rngs):
-  return motion.ImageEncoder(motion.EncoderConfig(tuple(config.motion.widths), config.motion.expression_dim),
+  return motion.ImageEncoder(_encoder_config(config, config.motion.expression_dim, "expression_pooling"),
                              rngs=rngs)
 
 
 def make_pose_encoder(config, rngs):
-  return motion.ImageEncoder(motion.EncoderConfig(tuple(config.motion.widths), 10), rngs=rngs)
+  return motion.ImageEncoder(_encoder_config(config, 10, "pose_pooling"), rngs=rngs)
 
 
 def unit_range(images):
