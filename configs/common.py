@@ -31,10 +31,11 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # expression encoder from learning (training R^2 0.20 against 0.44 at 0.1 after 600 steps,
   # benchmarks/motion.py).
   # expression_pooling, pose_pooling: "mean" (global average) or "mean_keypoints" (plus each
-  # channel's expected position, fp_jax/models/motion.py). Keypoints, 250 steps of the tiny motion
-  # task (benchmarks/motion.py, held-out): pose error 12.06 against 13.98 degrees; on the
-  # expression encoder they fit the training people better (R^2 0.46 against 0.24) but not the
-  # held-out ones (-0.18 against -0.14; identity probe 0.52 against 0.43).
+  # channel's expected position, fp_jax/models/motion.py). 250 steps of the tiny motion task
+  # (benchmarks/motion.py, held-out): keypoints on the pose encoder, pose error 11.51 against 13.98
+  # degrees; on both encoders 12.06, the expression encoder then fitting the training people
+  # better (R^2 0.46 against 0.24) but not the held-out ones (-0.18 against -0.14; identity probe
+  # 0.52 against 0.43).
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), expression_dim=512,
                                                  num_controls=16, expression_weight=20.0,
                                                  invariance_weight=0.1, expression_pooling="mean",
