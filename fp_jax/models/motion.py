@@ -2,11 +2,12 @@
 
 Both are small convolutional networks over one frame at a time (frames are folded into the
 batch): a stride-2 stem, residual stages that halve the resolution, global average pooling and a
-linear head. Average pooling keeps what the features are but not where: with
-`pooling="mean_keypoints"` each channel also gives the expected position of its activation (a
-softmax over the positions: a keypoint, as in robot-learning's spatial softmax), the geometry a
-head pose and a mouth's opening are made of. The expression encoder gives a 128-d latent (FactorPortrait; 512-d for DeX's 32
+linear head. The expression encoder gives a 128-d latent (FactorPortrait; 512-d for DeX's 32
 tokens of 16) and the pose encoder `(6D rotation, t, s)`.
+
+Average pooling keeps what the features are but not where: with `pooling="mean_keypoints"` each
+channel also gives the expected position of its activation (a softmax over the positions: a
+keypoint, as in robot learning's spatial softmax), the geometry a head pose is read from.
 """
 import dataclasses
 

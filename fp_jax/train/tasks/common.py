@@ -19,7 +19,8 @@ def make_vae(config, rngs):
 
 def _encoder_config(config, output_dim, pooling_field):
   # Runs saved before the pooling fields existed pooled by the mean.
-  return motion.EncoderConfig(tuple(config.motion.widths), output_dim, config.motion.get(pooling_field, "mean"))
+  pooling = config.motion.get(pooling_field, "mean")
+  return motion.EncoderConfig(tuple(config.motion.widths), output_dim, pooling)
 
 
 def make_expression_encoder(config, rngs):
