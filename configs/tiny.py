@@ -13,7 +13,7 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
-`make demo` runs exactly these (fp-sample with all six modes at once), in about 25 minutes on a
+`make demo` runs exactly these (fp-sample with all six modes at once), in about 27 minutes on a
 2-core machine, minutes per stage: set-up 2, dataset 1.1 (clips rendered by 2 processes), VAE 7,
 motion 7.5, latent cache 1.5, DiT 4.3, sampling 1.4, evaluation 2.2. Any field can be overridden: `--config.optim.learning_rate=3e-4
 --config.total_steps=200`. Every field and its meaning: configs/common.py.

@@ -63,7 +63,9 @@ def model_differences(saved, config, sections=None):
   `sections` (default: those the saved run's task depends on)."""
   current = json.loads(config.to_json())
   differences = []
-  for section in sections or TASK_SECTIONS.get(saved.get("task"), MODEL_SECTIONS):
+  if sections is None:
+    sections = TASK_SECTIONS.get(saved.get("task"), MODEL_SECTIONS)
+  for section in sections:
     a, b = saved.get(section), current.get(section)
     if isinstance(a, dict):
       a = {**ADDED_FIELDS.get(section, {}), **a}
@@ -152,7 +154,7 @@ def read_frozen(workdir, config):
   (one-line error otherwise: its weights would not fit the modules built from `config`)."""
   params, step, saved = read_run(workdir, None, "ema")
   own = [section for section in TASK_SECTIONS.get(saved.get("task"), ()) if section != "task"]
-  differences = model_differences(saved, config, own) if own else ""
+  differences = model_differences(saved, config, own)
   require(not differences, f"the frozen run {workdir} holds another model than this config describes: "
                            f"{differences}")
   return params, step
