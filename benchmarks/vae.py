@@ -2,7 +2,7 @@
 
   python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--data_dir=outputs/bench/data]
       [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
-      [--residual --patch_size=2 --decoder_base_dim=0]
+      [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no_linear_path]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
@@ -58,6 +58,8 @@ def main():
   parser.add_argument("--residual", action="store_true", help="Wan 2.2's blocks with parameter-free shortcuts")
   parser.add_argument("--patch_size", type=int, default=0, help="pixel patches folded into channels (0: the config's)")
   parser.add_argument("--decoder_base_dim", type=int, default=-1, help="decoder width (-1: the config's)")
+  parser.add_argument("--linear_path", action=argparse.BooleanOptionalAction, default=None,
+                      help="a linear code beside the nets, fitted to the training clips (default: the config's)")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
@@ -84,6 +86,8 @@ def main():
       config.vae.patch_size = args.patch_size
     if args.decoder_base_dim >= 0:
       config.vae.decoder_base_dim = args.decoder_base_dim
+    if args.linear_path is not None:
+      config.vae.linear_path = args.linear_path
     config.total_steps = args.steps
     config.log_every = args.log_every
     config.eval.every = 0

@@ -14,10 +14,13 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   config.input = input_config.get_config(input_variant)
   config.model = dit_config.get_config(model_variant)
   # residual, patch_size, decoder_base_dim: Wan 2.2's VAE layout (fp_jax/models/vae.py); Wan 2.1's
-  # is residual=False, patch_size=1, decoder_base_dim=0 (the encoder's width).
+  # is residual=False, patch_size=1, decoder_base_dim=0 (the encoder's width). linear_path: a
+  # linear code of each latent frame's pixels beside the nets, which a fresh vae run fits from its
+  # training clips (fp_jax/models/vae_linear.py); Wan has none, so diffusers cannot load such a VAE.
   config.vae = ml_collections.ConfigDict(dict(base_dim=16, z_dim=16, dim_mult=(1, 2, 4, 4),
                                               num_res_blocks=1, temporal_downsample=(False, True, True),
-                                              residual=False, patch_size=1, decoder_base_dim=0))
+                                              residual=False, patch_size=1, decoder_base_dim=0,
+                                              linear_path=False))
   # mse_weight / l1_weight: the squared error learns faster than L1 (64x64 frames, 200 steps of 8:
   # held-out 21.4 dB against 19.7 with L1 alone). standardise_weight: pull the
   # normalised latents to per-channel mean 0, std 1 (vae_task.py), so `vae.latents_mean/std`

@@ -13,7 +13,7 @@ import torch
 from flax import nnx
 
 from fp_jax.diffusion import flow, samplers
-from fp_jax.export import export_run, import_run, torch_dit, torch_motion
+from fp_jax.export import export_run, import_run, torch_dit, torch_motion, torch_vae
 from fp_jax.train import trainer as trainer_lib
 from tests import dit_helpers as helpers
 from tests.test_trainer import train_config
@@ -139,21 +139,25 @@ def test_the_wan_core_loads_into_diffusers_strictly_and_agrees(runs):
 
 
 def test_the_exported_vae_and_encoders_match_jax(runs):
+  """The tiny config's VAE has a linear path: diffusers' AutoencoderKLWan takes the nets' file
+  strictly, and the mirror adding the linear path encodes and decodes as JAX does."""
   from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
   from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
   models = jax_models(runs)
   config = json.loads((runs / "exported" / "vae" / "config.json").read_text())
-  vae = AutoencoderKLWan(**config["diffusers"]).eval()
-  vae.load_state_dict(load_file(runs / "exported" / "vae" / "model.safetensors"), strict=True)
+  assert config["vae"]["linear_path"]
+  AutoencoderKLWan(**config["diffusers"]).load_state_dict(
+      load_file(runs / "exported" / "vae" / "model.safetensors"), strict=True)
+  vae = torch_vae.ExportedVAE.from_export(runs / "exported" / "vae")
   video = np.random.default_rng(5).uniform(-1, 1, (1, 5, 32, 32, 3)).astype(np.float32)
-  mean, _ = nnx.jit(lambda m, v: m.encode(v))(models["vae"], jnp.asarray(video))
+  mean, logvar = nnx.jit(lambda m, v: m.encode(v))(models["vae"], jnp.asarray(video))
   decoded = nnx.jit(lambda m, z: m.decode(z))(models["vae"], mean)
   with torch.no_grad():
-    posterior = vae.encode(torch.from_numpy(video).permute(0, 4, 1, 2, 3)).latent_dist
-    their_mean = posterior.mean.permute(0, 2, 3, 4, 1).numpy()
-    their_decoded = vae.decode(torch.from_numpy(np.asarray(mean)).permute(0, 4, 1, 2, 3)).sample
-  assert helpers.relative_error(their_mean, np.asarray(mean)) <= 1e-4
-  assert helpers.relative_error(their_decoded.clamp(-1, 1).permute(0, 2, 3, 4, 1).numpy(), np.asarray(decoded)) <= 1e-4
+    their_mean, their_logvar = vae.encode(torch.from_numpy(video).permute(0, 4, 1, 2, 3))
+    their_decoded = vae.decode(torch.from_numpy(np.array(mean)).permute(0, 4, 1, 2, 3))
+  assert helpers.relative_error(their_mean.permute(0, 2, 3, 4, 1).numpy(), np.asarray(mean)) <= 1e-4
+  assert helpers.relative_error(their_logvar.permute(0, 2, 3, 4, 1).numpy(), np.asarray(logvar)) <= 1e-4
+  assert helpers.relative_error(their_decoded.permute(0, 2, 3, 4, 1).numpy(), np.asarray(decoded)) <= 1e-4
 
   encoders = torch_motion.MotionEncoders.from_export(runs / "exported" / "motion")
   crops = np.random.default_rng(6).integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)
@@ -166,7 +170,6 @@ def test_the_exported_vae_and_encoders_match_jax(runs):
 
 
 def test_a_whole_sampling_run_in_pytorch_gives_the_jax_video(runs):
-  from diffusers import AutoencoderKLWan  # pylint: disable=g-import-not-at-top
   models = jax_models(runs)
   inputs = dit_inputs(7)
   noise = inputs.pop("latents")
@@ -183,9 +186,7 @@ def test_a_whole_sampling_run_in_pytorch_gives_the_jax_video(runs):
 
   mirror = torch_dit.PortraitTransformer.from_export(runs / "exported")
   config = json.loads((runs / "exported" / "vae" / "config.json").read_text())
-  vae = AutoencoderKLWan(**config["diffusers"]).eval()
-  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-  vae.load_state_dict(load_file(runs / "exported" / "vae" / "model.safetensors"), strict=True)
+  vae = torch_vae.ExportedVAE.from_export(runs / "exported" / "vae")
   controls = {k: ({n: torch.from_numpy(x) for n, x in v.items()} if isinstance(v, dict) else torch.from_numpy(v))
               for k, v in inputs.items()}
   x = torch.from_numpy(noise)
@@ -194,7 +195,7 @@ def test_a_whole_sampling_run_in_pytorch_gives_the_jax_video(runs):
       x = x + float(next_sigma - sigma) * mirror(x, torch.full((2,), 1000.0 * float(sigma)), None, **controls)
     mean = torch.tensor(config["vae"]["latents_mean"])
     std = torch.tensor(config["vae"]["latents_std"])
-    video = vae.decode((x * std + mean).permute(0, 4, 1, 2, 3)).sample.clamp(-1, 1).permute(0, 2, 3, 4, 1).numpy()
+    video = vae.decode((x * std + mean).permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1).numpy()
   mse = np.mean(np.square((video - want) / 2.0))
   assert 10 * np.log10(1.0 / mse) >= 40.0
 
@@ -270,7 +271,7 @@ def test_a_dit_without_controls_exports_as_a_plain_diffusers_wan(data_dir, tmp_p
 
 
 def test_the_pytorch_mirrors_import_no_jax():
-  code = ("import sys; import fp_jax.export.torch_dit, fp_jax.export.torch_motion; "
+  code = ("import sys; import fp_jax.export.torch_dit, fp_jax.export.torch_motion, fp_jax.export.torch_vae; "
           "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')], 'jax imported'")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -282,7 +283,23 @@ def test_vae_and_encoders_import_from_pytorch_and_export_back_bit_for_bit(runs, 
   source = runs / "exported" / task  # diffusers AutoencoderKLWan names; the motion mirror's names
   import_run.import_weights(str(source / "model.safetensors"), train_config(data_dir, task), str(tmp_path / "run"))
   export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
-  original, back = load_file(source / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
-  assert set(original) == set(back)
-  for name in original:
-    assert torch.equal(original[name], back[name]), name
+  files = ["model.safetensors"] + (["linear_path.safetensors"] if task == "vae" else [])
+  for file in files:
+    original, back = load_file(source / file), load_file(tmp_path / "out" / file)
+    assert set(original) == set(back)
+    for name in original:
+      assert torch.equal(original[name], back[name]), f"{file}: {name}"
+
+
+def test_a_diffusers_vae_imports_only_into_a_config_without_the_linear_path(runs, data_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
+  alone = tmp_path / "diffusers_vae"  # the nets' file without the linear path, as diffusers has it
+  alone.mkdir()
+  shutil.copy(runs / "exported" / "vae" / "model.safetensors", alone / "model.safetensors")
+  with pytest.raises(InputError, match=r"vae.linear_path is set but .*linear_path.safetensors does not exist"):
+    import_run.import_weights(str(alone / "model.safetensors"), train_config(data_dir, "vae"), str(tmp_path / "a"))
+  assert not (tmp_path / "a").exists()
+  config = train_config(data_dir, "vae", **{"vae.linear_path": False})
+  import_run.import_weights(str(alone / "model.safetensors"), config, str(tmp_path / "b"))
+  assert (tmp_path / "b" / "checkpoints" / "0").is_dir()

@@ -7,7 +7,8 @@ What a run's task gives:
   (it loads into that model as is) and the portrait controls under the PyTorch mirror's names
   (`fp_jax/export/torch_dit.py` loads the whole); plus `vae/` and `motion/` exported from the
   frozen runs the config names (their EMA weights, which training used).
-- vae: `model.safetensors` under diffusers' `AutoencoderKLWan` names.
+- vae: `model.safetensors` under diffusers' `AutoencoderKLWan` names; with `vae.linear_path`, the
+  linear path in `linear_path.safetensors` beside it (`fp_jax/export/torch_vae.py` adds it).
 - motion: `model.safetensors` for `fp_jax/export/torch_motion.py`.
 Each folder's `config.json` holds our config section, the diffusers constructor arguments where
 one exists, the step and which weights. Tensors are written one by one (no second copy of the
@@ -27,7 +28,7 @@ from fp_jax.models.dit_config import DiTConfig
 from fp_jax.train import checkpoints
 from fp_jax.train.tasks import common
 
-MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+MODEL_FILE, CONFIG_FILE, LINEAR_PATH_FILE = "model.safetensors", "config.json", "linear_path.safetensors"
 
 
 def _write_tensors(directory, entries, dtype, config):
@@ -56,10 +57,16 @@ def _export(params, run_config, step, which, dtype, directory):
     _write_tensors(directory, entries, dtype, dict(about, model=dataclasses.asdict(model),
                                                    diffusers=wan_diffusers_config(model)))
   elif task == "vae":
-    shapes = diffusers_vae.their_shapes(params)
-    entries = lambda: diffusers_vae.to_diffusers(params, shapes)
+    nets = {name: value for name, value in params.items() if name != "linear_path"}
+    shapes = diffusers_vae.their_shapes(nets)
+    entries = lambda: diffusers_vae.to_diffusers(nets, shapes)
     vae = dataclasses.asdict(common.vae_config(ml_collections.ConfigDict(run_config)))
     _write_tensors(directory, entries, dtype, dict(about, vae=vae, diffusers=diffusers_vae.diffusers_config(vae)))
+    if "linear_path" in params:
+      linear = sorted(params["linear_path"].items())
+      safetensors_stream.write(os.path.join(directory, LINEAR_PATH_FILE),
+                               [(name, np.shape(value)) for name, value in linear], lambda: iter(linear), dtype,
+                               metadata={"format": "pt"})
   elif task == "motion":
     entries = lambda: motion_names.to_state_dict(params)
     motion = dict(run_config["motion"], widths=list(run_config["motion"]["widths"]))

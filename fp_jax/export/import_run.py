@@ -7,7 +7,8 @@ r"""`fp-import`: PyTorch-side weights as step 0 of a training run here.
 By the config's task, `--from` is (safetensors, one file or shards with an index; bf16 widened):
 - dit: a diffusers `WanTransformer3DModel` checkpoint; read tensor by tensor into the sharded
   model; the portrait controls keep their zero initialisation (the model is Wan exactly);
-- vae: a diffusers `AutoencoderKLWan` checkpoint;
+- vae: a diffusers `AutoencoderKLWan` checkpoint; a config with `vae.linear_path` also reads the
+  `linear_path.safetensors` that `fp-export` writes beside it (a diffusers VAE has none);
 - motion: encoders in the PyTorch mirror's names (`fp_jax/export/torch_motion.py`), e.g. ones a
   user trained elsewhere, or an `fp-export` of a motion run.
 The workdir gets an Orbax checkpoint at step 0 in the trainer's format (parameters, fresh
@@ -22,6 +23,7 @@ from flax import nnx
 
 from data_pipeline.errors import InputError, require
 from fp_jax.export import diffusers_vae, motion_names, wan_init, weights_files
+from fp_jax.export.export_run import LINEAR_PATH_FILE
 from fp_jax.models.build import create_sharded
 from fp_jax.parallel import mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
@@ -46,10 +48,26 @@ def _load(task_name, params, source, task):
   values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), params.to_pure_dict())
   state_dict = weights_files.load_state_dict(source)
   if task_name == "vae":
+    linear = values.pop("linear_path", None)
     diffusers_vae.from_diffusers(state_dict, values, source=source)
+    if linear is not None:
+      values["linear_path"] = _linear_path(linear, source)
   else:
     motion_names.from_state_dict(state_dict, values, source=source)
   _place(params, values)
+
+
+def _linear_path(wanted, source):
+  """The linear path of a VAE exported by fp-export, from the file beside `source`."""
+  path = os.path.join(os.path.dirname(os.path.abspath(source)), LINEAR_PATH_FILE)
+  require(os.path.exists(path), f"vae.linear_path is set but {path} does not exist (fp-export writes it "
+                                f"beside model.safetensors; for a diffusers VAE set --config.vae.linear_path=False)")
+  loaded = weights_files.load_state_dict(path)
+  problems = [f"{name} {np.shape(loaded.get(name))} vs ours {np.shape(value)}" for name, value in wanted.items()
+              if name not in loaded or np.shape(loaded[name]) != np.shape(value)]
+  require(not problems and set(loaded) == set(wanted),
+          f"{path} does not hold the linear path of this VAE: {'; '.join(problems) or sorted(loaded)}")
+  return {name: np.asarray(loaded[name], np.float32) for name in wanted}
 
 
 def import_weights(source, config, workdir, config_name="the config"):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from data_pipeline.errors import require
+from fp_jax.models.vae_linear import LinearPath
 from fp_jax.models.vae_layers import (AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, average_down,
                                      duplicate_up, patchify, unpatchify)
 
@@ -39,6 +40,7 @@ class VAEConfig:
   residual: bool = False  # Wan 2.2's down and up blocks, with parameter-free shortcuts
   patch_size: int = 1  # pixels folded into channels around the encoder and decoder (Wan 2.2: 2)
   decoder_base_dim: int = 0  # 0: base_dim (Wan 2.2's decoder is wider than its encoder)
+  linear_path: bool = False  # a linear code beside the nets (fp_jax/models/vae_linear.py); not Wan's
 
   @property
   def spatial_stride(self):
@@ -200,6 +202,7 @@ class VideoVAE(nnx.Module):
     self.quant_conv.bias[...] = jnp.zeros((2 * config.z_dim,)).at[config.z_dim:].set(INITIAL_LOGVAR)
     self.post_quant_conv = CausalConv3d(config.z_dim, config.z_dim, 1, rngs)
     self.decoder = Decoder(config, rngs)
+    self.linear_path = nnx.data(LinearPath(config, rngs) if config.linear_path else None)
 
   # -- encode --------------------------------------------------------------------------------
 
@@ -213,6 +216,7 @@ class VideoVAE(nnx.Module):
             f"video frame count must be 1 + {time_stride}k, got {frames}")
     require(video.shape[2] % space_stride == 0 and video.shape[3] % space_stride == 0,
             f"video height and width must be multiples of {space_stride}, got {video.shape[2]}x{video.shape[3]}")
+    linear = None if self.linear_path is None else self.linear_path.encode(video)
     video = patchify(video, self.config.patch_size)
     if not chunked:
       moments = self.encoder(video)
@@ -233,6 +237,8 @@ class VideoVAE(nnx.Module):
         moments = jnp.concatenate([first, rest], axis=1)
     moments = self.quant_conv(moments)
     mean, logvar = jnp.split(moments, 2, axis=-1)
+    if linear is not None:
+      mean = mean + linear
     return mean, jnp.clip(logvar, -30.0, 20.0)
 
   # -- decode --------------------------------------------------------------------------------
@@ -259,6 +265,8 @@ class VideoVAE(nnx.Module):
         rest = rest.swapaxes(0, 1).reshape(z.shape[0], -1, *rest.shape[3:])
         video = jnp.concatenate([first, rest], axis=1)
     video = unpatchify(video, self.config.patch_size)
+    if self.linear_path is not None:
+      video = video + self.linear_path.decode(latents)
     return jnp.clip(video, -1.0, 1.0) if clip else video
 
   # -- latent normalisation (what the DiT sees) ------------------------------------------------

@@ -79,6 +79,7 @@ class Trainer(TrainStep):
     model = create_sharded(lambda: self.task.make_model(nnx.Rngs(config.seed)), self.mesh, self.rules)
     self.graphdef, params = nnx.split(model)
     self._init_from_diffusers(params)
+    self._init_from_data(params)
     frozen = create_sharded(lambda: nnx.Dict(self.task.make_frozen(nnx.Rngs(config.seed + 1))),
                             self.mesh, self.rules)
     self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
@@ -119,6 +120,12 @@ class Trainer(TrainStep):
     from fp_jax.export import wan_init  # pylint: disable=g-import-not-at-top
     wan_init.load_wan(params, path, self.task.model_config.layers)
     logging.info("initialised from the diffusers checkpoint %s", path)
+
+  def _init_from_data(self, params):
+    """A fresh run of a task that fits part of its model to its training clips (the VAE's linear
+    path) does so here, before the state (and its EMA copy) is made."""
+    if hasattr(self.task, "initialise_from_data") and self.checkpoints.latest_step() is None:
+      self.task.initialise_from_data(params)
 
   def _ema_on_device(self):
     """The EMA parameters in device memory (a copy when `offload_state` parks them on the host)."""

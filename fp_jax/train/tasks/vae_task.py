@@ -11,11 +11,18 @@ standardisation term pulls each channel of the normalised latent means towards m
 over the batch, so the declared statistics are true of the trained VAE and nothing downstream
 changes.
 """
+from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from data_pipeline.errors import require
+from data_pipeline.records import ClipRecords
+from fp_jax.models import vae_linear
 from fp_jax.train.tasks import common
+
+# Clips the linear path's principal components are fitted from, spread over the training split.
+LINEAR_PATH_CLIPS = 64
 
 
 def standardisation(normalised):
@@ -53,6 +60,19 @@ class VAETask:
   def make_frozen(self, rngs):
     del rngs
     return {}
+
+  def initialise_from_data(self, params):
+    """With `vae.linear_path`, a fresh run starts as the principal components of its training
+    clips (fp_jax/models/vae_linear.py). Every process reads the same clips, so all agree."""
+    if not self.config.vae.get("linear_path"):
+      return
+    source = self.config.input
+    records = ClipRecords(source.data_dir, source.dataset, source.split)
+    picks = np.unique(np.linspace(0, len(records) - 1, min(LINEAR_PATH_CLIPS, len(records))).astype(int))
+    clips = (np.asarray(common.unit_range(records[i]["frames"])) for i in picks)
+    weights = vae_linear.fit_principal_patches(clips, common.vae_config(self.config), seed=self.config.seed)
+    vae_linear.initialise(params, weights)
+    logging.info("VAE linear path: principal components of %d training clips", len(picks))
 
   def loss(self, vae, frozen, batch, key):
     del frozen
