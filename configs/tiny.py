@@ -27,6 +27,7 @@ def get_config(arg="dit"):
   # clips' principal components (fp_jax/models/vae_linear.py); held-out PSNR after the 150 steps
   # below 26.15 dB against 20.45 without (benchmarks/vae.py).
   config.vae.linear_path = True
+  config.diffusion.pixel_weighting = 0.5  # the DiT's loss: half the latents' error, half the pixels'
   if arg == "vae":
     # Whole 17-frame clips, as the DiT and evaluation use them: a causal VAE trained on shorter
     # windows reconstructs the later latent frames of a clip ~7 dB worse (benchmarks/vae.py).

@@ -58,6 +58,13 @@ class LinearPath(nnx.Module):
   def decode(self, latents):
     return ungroup_patches(latents @ self.decode_kernel[...] + self.decode_bias[...], *self.strides)
 
+  def pixel_weights(self, latents_std):
+    """Per latent channel, the squared pixel distance a unit step of the normalised latent moves
+    a latent frame's decoding (after the first), over the channels' mean: the weights that make
+    a squared error of normalised latents the squared error of the pixels they decode to."""
+    squared = jnp.sum(jnp.square(self.decode_kernel[...]), axis=1) * jnp.square(jnp.asarray(latents_std))
+    return squared / jnp.mean(squared)
+
 
 def fit_principal_patches(clips, config, samples_per_clip=4096, seed=0):
   """The whitened principal components of the latent positions' pixels in `clips` (an iterable

@@ -21,6 +21,11 @@ class DiTTask:
     self.model_config = DiTConfig.from_config(config.model)
     require(config.input.window.num_frames >= 5,
             "the dit task needs windows of at least 5 frames (2 latent frames): the first is the reference's")
+    self.pixel_weighting = float(config.diffusion.get("pixel_weighting", 0.0))
+    require(0.0 <= self.pixel_weighting <= 1.0,
+            f"diffusion.pixel_weighting must be in [0, 1], got {self.pixel_weighting}")
+    require(not self.pixel_weighting or config.vae.get("linear_path"),
+            "diffusion.pixel_weighting > 0 needs vae.linear_path (the weights come from its decoder)")
 
   def make_model(self, rngs):
     return DiT(self.model_config, rngs=rngs)
@@ -58,7 +63,11 @@ class DiTTask:
     sigma = flow.sample_sigma(sigma_key, x0.shape[0], diffusion.timestep_distribution, diffusion.shift)
     noisy, velocity = flow.noisy_and_velocity(x0, jax.random.normal(noise_key, x0.shape), sigma)
     predicted = model(noisy, flow.timesteps(sigma), None, **conditions)
-    loss = jnp.mean(jnp.square(predicted - velocity)[:, 1:])
+    error = jnp.square(predicted - velocity)[:, 1:]
+    if self.pixel_weighting:
+      vae, share = frozen["vae"], self.pixel_weighting
+      error = error * ((1.0 - share) + share * vae.linear_path.pixel_weights(vae.config.latents_std))
+    loss = jnp.mean(error)
     return loss, {"sigma_mean": jnp.mean(sigma)}
 
   def sample(self, model, frozen, batch, key, steps):
