@@ -163,6 +163,10 @@ def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_
     differences = model_differences(saved, tiny.get_config(task))
     assert ("vae.patch_size: 2 in the checkpoint, 1 now" in differences) == (task != "motion")
     assert ("motion.widths" in differences) == (task != "vae")
+    # A VAE saved before the linear path existed has none; the tiny config's has one.
+    del saved["vae"]["linear_path"]
+    differences = model_differences(saved, tiny.get_config(task))
+    assert ("vae.linear_path: False in the checkpoint, True now" in differences) == (task != "motion")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
