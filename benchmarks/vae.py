@@ -11,7 +11,8 @@ its caches filled with real frames, and later latent frames of a longer clip com
 to --crop x --crop windows (the config's 32 by default; 0: whole frames). It then encodes and decodes every whole clip (17 frames, 64x64)
 of the test split (identities never seen in training) with the EMA weights, from the latent
 mean, and prints `vae_psnr_db` (PSNR over all test pixels, images in [0, 255]) and
-`vae_psnr_first_frame_db`, PSNR per latent frame, and the per-channel statistics of the
+`vae_psnr_first_frame_db`, with a linear path (the tiny config's) `vae_psnr_linear_path_alone_db`
+(that path's own reconstruction, without the nets), PSNR per latent frame, and the per-channel statistics of the
 normalised latents (the DiT's inputs; mean 0 and std 1 is what the config declares).
 Goal (issue): vae_psnr_db >= 30.
 """
@@ -97,13 +98,18 @@ def main():
   vae = checkpoints.load_into(common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0)), params)
   reconstruct = nnx.jit(lambda vae, video: vae.decode(vae.encode(video, chunked=True)[0], chunked=True))
   normalised_latents = nnx.jit(lambda vae, video: vae.normalize(vae.encode(video, chunked=True)[0]))
+  has_linear_path = vae.linear_path is not None  # what the nets add over the linear code beside them
+  through_linear_path = nnx.jit(lambda path, video: path.decode(path.encode(video)))
   records = ClipRecords(args.data_dir, "demo", "test")
-  errors, first, per_frame, latents = [], [], [], []
+  errors, first, per_frame, latents, linear_errors = [], [], [], [], []
   for index in range(len(records)):
     video = records[index]["frames"]
     recon = np.asarray(reconstruct(vae, common.unit_range(jnp.asarray(video))[None]))[0]
     latents.append(np.asarray(normalised_latents(vae, common.unit_range(jnp.asarray(video))[None])))
     recon = np.clip(np.round((recon + 1.0) * 127.5), 0, 255)
+    if has_linear_path:
+      linear = np.asarray(through_linear_path(vae.linear_path, common.unit_range(jnp.asarray(video))[None]))[0]
+      linear_errors.append(np.mean(np.square(np.clip(np.round((linear + 1.0) * 127.5), 0, 255) - video)))
     squared = np.square(recon - video.astype(np.float64))
     errors.append(np.mean(squared))
     first.append(np.mean(squared[0]))
@@ -112,6 +118,8 @@ def main():
   print(f"test_clips: {len(records)}")
   print(f"vae_psnr_db: {psnr(np.mean(errors)):.2f}")
   print(f"vae_psnr_first_frame_db: {psnr(np.mean(first)):.2f}")
+  if has_linear_path:
+    print(f"vae_psnr_linear_path_alone_db: {psnr(np.mean(linear_errors)):.2f}")
   # One figure per latent frame's group (the first frame, then 4 at a time): a VAE that has not
   # learned its causal cache shows it as a fall after the groups it was trained on.
   frame_errors = np.mean(per_frame, axis=0)

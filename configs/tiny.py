@@ -13,9 +13,10 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
-`make demo` runs exactly these (fp-sample with all six modes at once), in about 27 minutes on a
-2-core machine, minutes per stage: set-up 2, dataset 1.1 (clips rendered by 2 processes), VAE 7,
-motion 7.5, latent cache 1.5, DiT 4.3, sampling 1.4, evaluation 2.2. Any field can be overridden: `--config.optim.learning_rate=3e-4
+`make demo` runs exactly these (fp-sample with all six modes at once), in about 23 minutes on a
+2-core machine (22 min 53 s from an empty checkout), minutes per stage: set-up 1.5, dataset and
+previews 1 (clips rendered by 2 processes), VAE 2.5, motion 7.2, latent cache 1.1, DiT 6.9,
+sampling 1.2, evaluation 1.9. Any field can be overridden: `--config.optim.learning_rate=3e-4
 --config.total_steps=200`. Every field and its meaning: configs/common.py.
 """
 from configs import common
@@ -49,8 +50,9 @@ def get_config(arg="dit"):
     # identities (held-out pose error 16.8 against 9.8 degrees, benchmarks/motion.py).
     config.input.expression_twins = 4
   elif arg == "dit":
-    # ~0.25 s a step from the latent cache. Over the linear-path VAE (fp-eval, 4 held-out clips):
-    # 1000 steps, PSNR 16.45 dB and pose error 12.01 degrees; 2000 steps, 18.74 and 9.67.
+    # ~0.2 s a step from the latent cache. Over the linear-path VAE (fp-eval, 4 held-out clips):
+    # 1000 steps, PSNR 16.45 dB and pose error 12.01 degrees; 2000 steps, 18.74 and 9.67; 3000
+    # steps, 19.32 and 12.18 (3.5 minutes more for a mixed result).
     config.total_steps = 2000
     config.eval.every = 1000
   return config

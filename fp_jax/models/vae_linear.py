@@ -101,11 +101,14 @@ def initialise(params, weights):
     variable.value = jax.make_array_from_callback(
         old.shape, old.sharding, lambda index: value[index].astype(old.dtype))
 
+  # The VAE's weights are replicated: each process holds them whole on its first device.
+  local = lambda variable: np.asarray(variable.value.addressable_data(0))
   for name, value in weights.items():
     put(params["linear_path"][name], value)
   quant = params["quant_conv"]
   z_dim = quant["bias"].value.shape[-1] // 2
-  put(quant["kernel"], np.asarray(quant["kernel"].value).copy() * np.r_[np.zeros(z_dim), np.ones(z_dim)])
-  put(quant["bias"], np.asarray(quant["bias"].value) * np.r_[np.zeros(z_dim), np.ones(z_dim)])
+  log_variance_only = np.r_[np.zeros(z_dim), np.ones(z_dim)]  # over the conv's outputs: mean, then log-variance
+  put(quant["kernel"], local(quant["kernel"]) * log_variance_only)
+  put(quant["bias"], local(quant["bias"]) * log_variance_only)
   for name in ("kernel", "bias"):
     put(params["decoder"]["conv_out"][name], np.zeros(params["decoder"]["conv_out"][name].value.shape))
