@@ -70,6 +70,27 @@ def test_converted_model_with_controls_is_wan_at_step_zero():
   assert helpers.relative_error(got, want) <= 1e-4
 
 
+@pytest.mark.parametrize("reference_frames", ["first", "all"])
+def test_reference_slot_is_wan_on_latents_carrying_the_reference(reference_frames):
+  """The patch embedding is linear, so with the reference channels' embedding set to the noisy
+  latents' own, our model reads `noisy + slot`: Wan's forward on latents whose first frame is the
+  reference ("first"), or with the reference added to every frame ("all")."""
+  reference = helpers.diffusers_wan_model(48, 2, 2, ffn_dim=96)
+  model = helpers.converted(reference, reference=True, reference_frames=reference_frames)
+  model.condition_embedding.kernel.value = model.patch_embedding.kernel.value
+  rng = np.random.default_rng(5)
+  latents, timestep, context = random_inputs(rng, 2, 3, 4, 6)
+  portrait = rng.standard_normal((2, 4, 6, 16)).astype(np.float32)
+  wan_input = latents.copy()
+  wan_input[:, 0] = portrait
+  if reference_frames == "all":
+    wan_input[:, 1:] += portrait[:, None]
+  want = helpers.diffusers_forward(reference, wan_input, timestep, context)
+  got = call(model, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context),
+             dict(reference=jnp.asarray(portrait)))
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
 def _randomise_zero_weights(model, seed):
   """Training would move the zero-initialised control weights; emulate that."""
   state = nnx.state(model, nnx.Param)
@@ -139,6 +160,8 @@ def test_bad_inputs_are_clear_errors():
     DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, attention="flash3")
   with pytest.raises(InputError, match="dim 50 is not divisible by 4 heads"):
     DiTConfig(dim=50, heads=4, layers=1, ffn_dim=96)
+  with pytest.raises(InputError, match="reference_frames must be one of"):
+    DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, reference_frames="last")
 
 
 def test_converter_names_missing_unexpected_and_mismatched_keys():

@@ -52,7 +52,7 @@ def runs(data_dir, tmp_path_factory):
   return root
 
 
-def jax_models(root):
+def jax_models(root, names=("dit", "vae", "motion")):
   """Our models with the exported (EMA) weights, through the trainer's own loading path."""
   from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
   from fp_jax.models.dit import DiT  # pylint: disable=g-import-not-at-top
@@ -61,7 +61,7 @@ def jax_models(root):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
   models = {}
-  for name in ("dit", "vae", "motion"):
+  for name in names:
     params, _, saved = checkpoints.read_run(str(root / name), None, "ema")
     config = ml_collections.ConfigDict(saved)
     with use_mesh(helpers.single_device_mesh()):  # the weights carry logical sharding names
@@ -116,6 +116,21 @@ def test_the_mirror_equals_the_jax_dit_with_every_control(runs):
     want = run_jax(model, inputs)
     assert np.std(want) > 0.05  # the controls' randomised weights move the output
     assert helpers.relative_error(run_torch(mirror, inputs), want) <= 1e-4
+
+
+@pytest.mark.parametrize("reference_frames", ["first", "all"])
+def test_the_mirror_places_the_reference_as_the_jax_dit_does(data_dir, tmp_path, reference_frames):
+  config = train_config(data_dir, "dit")
+  config.model.update(helpers.NO_CONTROLS, reference=True, reference_frames=reference_frames)
+  saved_run(config, tmp_path / "dit", 5)
+  export_run.export_run(str(tmp_path / "dit"), str(tmp_path / "out"), ema=True)
+  mirror = torch_dit.PortraitTransformer.from_export(tmp_path / "out")
+  inputs = {k: v for k, v in dit_inputs(6).items() if k in ("latents", "timestep", "reference")}
+  model = jax_models(tmp_path, ["dit"])["dit"]
+  want = run_jax(model, inputs)
+  without_reference = run_jax(model, dict(inputs, reference=0 * inputs["reference"]))
+  assert np.abs(want - without_reference)[:, 1:].max() > 0.05  # the reference reaches the frames
+  assert helpers.relative_error(run_torch(mirror, inputs), want) <= 1e-4
 
 
 def test_the_wan_core_loads_into_diffusers_strictly_and_agrees(runs):

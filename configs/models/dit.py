@@ -19,6 +19,7 @@ def get_config(arg="tiny"):
     raise ValueError(f"unknown variant {arg!r}: use one of {sorted(SIZES)}")
   config = ml_collections.ConfigDict(SIZES[arg])
   config.reference = True
+  config.reference_frames = "first"  # or "all" (fp_jax/models/dit_config.py)
   config.normals = True
   config.rays = True
   config.expression = "cross_attention"

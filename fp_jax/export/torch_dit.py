@@ -111,8 +111,12 @@ class PortraitTransformer(nn.Module):
   def _fused_conditions(self, latents, reference, normals, keep):
     parts, batch = [], latents.shape[0]
     if self.config["reference"]:
-      slot = torch.zeros_like(latents)
-      slot[:, 0] = reference.to(latents.dtype)
+      reference = reference.to(latents.dtype)
+      if self.config.get("reference_frames", "first") == "all":
+        slot = reference[:, None].expand_as(latents)
+      else:
+        slot = torch.zeros_like(latents)
+        slot[:, 0] = reference
       parts.append(slot * self._keep(keep, "reference", batch)[:, None, None, None, None])
     if self.config["normals"]:
       normals = normals.to(latents.dtype).clone()

@@ -127,13 +127,18 @@ class DiT(nnx.Module):
     return jnp.asarray(keep[name], jnp.float32).reshape(batch)
 
   def _fused_conditions(self, latents, reference, normals, keep, grid):
-    """Reference and normal-map channels (first latent frame: reference only)."""
+    """Reference and normal-map channels (first latent frame: reference only; with
+    `reference_frames="all"` the reference on every frame)."""
     config = self.config
     parts = []
     if config.reference:
       require(reference is not None and reference.shape == (latents.shape[0], *latents.shape[2:]),
               f"reference latent must be [B, h, w, C] matching latents {latents.shape}")
-      slot = jnp.zeros_like(latents).at[:, 0].set(reference.astype(latents.dtype))
+      reference = reference.astype(latents.dtype)
+      if config.reference_frames == "all":
+        slot = jnp.broadcast_to(reference[:, None], latents.shape)
+      else:
+        slot = jnp.zeros_like(latents).at[:, 0].set(reference)
       parts.append(slot * self._keep(keep, "reference", latents.shape[0])[:, None, None, None, None])
     if config.normals:
       require(normals is not None and normals.shape == latents.shape,

@@ -8,6 +8,7 @@ from data_pipeline.errors import InputError, require
 from fp_jax.parallel import attention
 
 EXPRESSION_MODES = ("none", "adaln", "cross_attention", "both")
+REFERENCE_FRAMES = ("first", "all")
 REMAT_POLICIES = ("none", "full", "offload_inputs", "offload_attention", "offload_projections",
                   "save_matmuls", "offload")
 LAYER_INPUT = "layer_input"  # the checkpoint name of each block's input (the remat residual)
@@ -34,6 +35,10 @@ class DiTConfig:
   vae_stride: tuple = (4, 8, 8)
   # Portrait controls (all new weights start at zero).
   reference: bool = True
+  # Where the reference latent sits among the condition channels: "first" (FactorPortrait, Wan
+  # I2V: the first latent frame only, zeros elsewhere) or "all" (every latent frame, so each
+  # frame's patch embedding sees the portrait at its own position and no attention must fetch it).
+  reference_frames: str = "first"
   normals: bool = True
   rays: bool = True
   expression: str = "cross_attention"
@@ -51,6 +56,8 @@ class DiTConfig:
     require((self.dim // self.heads) % 2 == 0, "the head dimension must be even for rotary embeddings")
     require(self.expression in EXPRESSION_MODES,
             f"expression must be one of {EXPRESSION_MODES}, got {self.expression!r}")
+    require(self.reference_frames in REFERENCE_FRAMES,
+            f"reference_frames must be one of {REFERENCE_FRAMES}, got {self.reference_frames!r}")
     require(self.remat in REMAT_POLICIES, f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
     require(self.expression == "none" or self.expression_dim % self.expression_token_dim == 0,
             f"expression_dim {self.expression_dim} is not a whole number of "

@@ -55,7 +55,8 @@ TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "dit": MO
 # Model fields added after checkpoints were first written, with the value that means what a
 # checkpoint without them meant, so older runs still resume, sample and export.
 ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0, "linear_path": False},
-                "motion": {"expression_pooling": "mean", "pose_pooling": "mean"}}
+                "motion": {"expression_pooling": "mean", "pose_pooling": "mean"},
+                "model": {"reference_frames": "first"}}
 
 
 def model_differences(saved, config, sections=None):
