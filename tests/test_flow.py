@@ -67,10 +67,12 @@ def test_guided_velocity_combines_branches_by_their_weights():
       "cfg": guidance.Guidance("cfg", scale=guidance.Schedule(4.0)),
       "hybrid": guidance.Guidance("hybrid", reference=guidance.Schedule(3.0, 1.0, "linear"),
                                   motion=guidance.Schedule(2.0)),
+      "motion": guidance.Guidance("motion", motion=guidance.Schedule(1.0, 3.0, "linear")),
   }
   none, ref, everything = 1.0, 11.0, 1111.0
   want = {"off": everything, "cfg": none + 4.0 * (everything - none),
-          "hybrid": none + 2.0 * (ref - none) + 2.0 * (everything - ref)}  # s_ref(0.5) = 2
+          "hybrid": none + 2.0 * (ref - none) + 2.0 * (everything - ref),  # s_ref(0.5) = 2
+          "motion": ref + 2.0 * (everything - ref)}  # s_mot(0.5) = 2
   for name, rule in cases.items():
     for pad_to in (1, 4):
       got = guidance.guided_velocity(_branch_model, latents, jnp.full((2,), 500.0), {"offset": offset},

@@ -167,6 +167,11 @@ def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_
     del saved["vae"]["linear_path"]
     differences = model_differences(saved, tiny.get_config(task))
     assert ("vae.linear_path: False in the checkpoint, True now" in differences) == (task != "motion")
+    # A DiT saved before reference_frames existed held the reference on the first frame.
+    saved = json.loads(tiny.get_config(task).to_json())
+    del saved["model"]["reference_frames"]
+    assert model_differences(saved, tiny.get_config(task)) == (
+        "model.reference_frames: 'first' in the checkpoint, 'all' now" if task == "dit" else "")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):

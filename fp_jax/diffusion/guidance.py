@@ -13,6 +13,10 @@ over sampling progress `tau` in [0, 1] (0: pure noise, 1: the last step):
 - `cfg`: `v_none + s (v_all - v_none)` (two branches);
 - `hybrid` (DeX's progressive hybrid CFG): `v_none + s_ref (v_ref - v_none) + s_mot (v_all - v_ref)`
   (three branches). Constant schedules give per-condition scales; `s_ref = s_mot` is plain CFG.
+- `motion`: `v_ref + s_mot (v_all - v_ref)` (two branches): the motion controls guided, the
+  reference taken as it is. `hybrid` with `s_ref = 1` gives the same velocity with a third branch
+  of weight zero; a model that reads the reference well is pushed off its data by `s_ref > 1`
+  (configs/tiny.py).
 
 The camera is kept in every branch: it is a geometric instruction, not a condition whose
 strength one trades against the others.
@@ -30,7 +34,8 @@ BRANCH_KEEPS = {
     "reference": dict(reference=1.0, expression=0.0, pose=0.0, camera=1.0),
     "all": dict(reference=1.0, expression=1.0, pose=1.0, camera=1.0),
 }
-MODE_BRANCHES = {"off": ("all",), "cfg": ("none", "all"), "hybrid": ("none", "reference", "all")}
+MODE_BRANCHES = {"off": ("all",), "cfg": ("none", "all"), "hybrid": ("none", "reference", "all"),
+                 "motion": ("reference", "all")}
 SHAPES = ("constant", "linear", "cosine")
 
 
@@ -69,7 +74,7 @@ class Guidance:
   mode: str = "hybrid"
   scale: Schedule = Schedule(4.0)  # cfg
   reference: Schedule = Schedule(3.0)  # hybrid
-  motion: Schedule = Schedule(3.0)  # hybrid
+  motion: Schedule = Schedule(3.0)  # hybrid, motion
 
   def __post_init__(self):
     require(self.mode in MODE_BRANCHES, f"guidance mode must be one of {tuple(MODE_BRANCHES)}, got {self.mode!r}")
@@ -89,6 +94,9 @@ class Guidance:
       return np.ones((1,), np.float32)
     if self.mode == "cfg":
       s = self.scale.at(tau)
+      return np.array([1.0 - s, s], np.float32)
+    if self.mode == "motion":
+      s = self.motion.at(tau)
       return np.array([1.0 - s, s], np.float32)
     s_ref, s_mot = self.reference.at(tau), self.motion.at(tau)
     return np.array([1.0 - s_ref, s_ref - s_mot, s_mot], np.float32)
