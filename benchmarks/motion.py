@@ -149,6 +149,11 @@ def main():
   parser.add_argument("--blur_share", type=float, default=None, help="motion_loss.blur_share (default: the config's)")
   parser.add_argument("--expression_pooling", default=None, help="motion.expression_pooling (default: the config's)")
   parser.add_argument("--pose_pooling", default=None, help="motion.pose_pooling (default: the config's)")
+  parser.add_argument("--crop_source", default=None, choices=examples.CROP_SOURCES,
+                      help="input.face_crop.source for training (default: the config's)")
+  parser.add_argument("--crop_margin", type=float, default=None,
+                      help="input.face_crop.margin (default: the config's); one other than the stored "
+                           "faces' needs --crop_source=frames and is read from the frames only")
   parser.add_argument("--vae", default="", help="a VAE run: also read the test clips through it")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
@@ -168,6 +173,10 @@ def main():
       config.motion[field] = getattr(args, field)
   if args.batch:
     config.input.global_batch_size = args.batch
+  if args.crop_source is not None:
+    config.input.face_crop.source = args.crop_source
+  if args.crop_margin is not None:
+    config.input.face_crop.margin = args.crop_margin
   config.total_steps = args.steps
   config.eval.every = 0
   config.checkpoint_every = args.steps
@@ -183,7 +192,9 @@ def main():
   print(f"trained_steps: {step}")
   # Crops as a high-resolution driving video gives them (the dataset's stored faces), then cut from
   # the 64x64 frames (what evaluation reads from generated videos): `_frames` lines.
-  sources = ("stored", "frames") if ClipRecords(args.data_dir, "demo", "train").face_size else ("frames",)
+  records = ClipRecords(args.data_dir, "demo", "train")
+  stored = records.face_size and abs(records.face_margin - saved.input.face_crop.margin) < 1e-6
+  sources = ("stored", "frames") if stored else ("frames",)
   for source in sources:
     saved.input.face_crop.source = source
     suffix = "" if source == sources[0] else "_frames"
