@@ -13,10 +13,11 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
-`make demo` runs exactly these (fp-sample with all six modes at once), in about 23 minutes on a
-2-core machine (22 min 53 s from an empty checkout), minutes per stage: set-up 1.5, dataset and
-previews 1 (clips rendered by 2 processes), VAE 2.5, motion 7.2, latent cache 1.1, DiT 6.9,
-sampling 1.2, evaluation 1.9. Any field can be overridden: `--config.optim.learning_rate=3e-4
+`make demo` runs exactly these (fp-sample with all six modes at once), in about 24 minutes on a
+2-core machine (23 min 5 s from empty outputs with the environment set up; 22 min 53 s from an
+empty checkout before the DiT's every-frame reference), minutes per stage: set-up 1.5, dataset and
+previews 1 (clips rendered by 2 processes), VAE 2.5, motion 7.2, latent cache 1.1, DiT, sampling
+and evaluation 10. Any field can be overridden: `--config.optim.learning_rate=3e-4
 --config.total_steps=200`. Every field and its meaning: configs/common.py.
 """
 from configs import common
