@@ -96,20 +96,22 @@ def main():
     trainer.train(config, workdir)
   params, step, saved = checkpoints.read_run(workdir, None, "ema")
   vae = checkpoints.load_into(common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0)), params)
-  reconstruct = nnx.jit(lambda vae, video: vae.decode(vae.encode(video, chunked=True)[0], chunked=True))
-  normalised_latents = nnx.jit(lambda vae, video: vae.normalize(vae.encode(video, chunked=True)[0]))
+  # One encode per clip: the decoder and the latent statistics read the same posterior mean.
+  encode = nnx.jit(lambda vae, video: vae.encode(video, chunked=True)[0])
+  decode = nnx.jit(lambda vae, mean: common.to_uint8(vae.decode(mean, chunked=True)))
   has_linear_path = vae.linear_path is not None  # what the nets add over the linear code beside them
-  through_linear_path = nnx.jit(lambda path, video: path.decode(path.encode(video)))
+  through_linear_path = nnx.jit(lambda path, video: common.to_uint8(path.decode(path.encode(video))))
   records = ClipRecords(args.data_dir, "demo", "test")
   errors, first, per_frame, latents, linear_errors = [], [], [], [], []
   for index in range(len(records)):
     video = records[index]["frames"]
-    recon = np.asarray(reconstruct(vae, common.unit_range(jnp.asarray(video))[None]))[0]
-    latents.append(np.asarray(normalised_latents(vae, common.unit_range(jnp.asarray(video))[None])))
-    recon = np.clip(np.round((recon + 1.0) * 127.5), 0, 255)
+    clip = common.unit_range(jnp.asarray(video))[None]
+    mean = encode(vae, clip)
+    recon = np.asarray(decode(vae, mean))[0].astype(np.float64)
+    latents.append(np.asarray(vae.normalize(mean)))
     if has_linear_path:
-      linear = np.asarray(through_linear_path(vae.linear_path, common.unit_range(jnp.asarray(video))[None]))[0]
-      linear_errors.append(np.mean(np.square(np.clip(np.round((linear + 1.0) * 127.5), 0, 255) - video)))
+      linear = np.asarray(through_linear_path(vae.linear_path, clip))[0].astype(np.float64)
+      linear_errors.append(np.mean(np.square(linear - video)))
     squared = np.square(recon - video.astype(np.float64))
     errors.append(np.mean(squared))
     first.append(np.mean(squared[0]))

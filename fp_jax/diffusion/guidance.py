@@ -92,11 +92,8 @@ class Guidance:
     """float32 `[branches]`: the linear combination of the branch velocities at progress `tau`."""
     if self.mode == "off":
       return np.ones((1,), np.float32)
-    if self.mode == "cfg":
-      s = self.scale.at(tau)
-      return np.array([1.0 - s, s], np.float32)
-    if self.mode == "motion":
-      s = self.motion.at(tau)
+    if self.mode in ("cfg", "motion"):  # two branches: v_0 + s (v_1 - v_0)
+      s = (self.scale if self.mode == "cfg" else self.motion).at(tau)
       return np.array([1.0 - s, s], np.float32)
     s_ref, s_mot = self.reference.at(tau), self.motion.at(tau)
     return np.array([1.0 - s_ref, s_ref - s_mot, s_mot], np.float32)
