@@ -19,6 +19,12 @@ config's kernel, `blockwise`, against PyTorch's scaled_dot_product_attention) an
 feed-forward (matmul, GELU(tanh), matmul), timed alone in each framework, as
 `attention_fwd_bwd_*` and `ffn_fwd_bwd_*`; and each step's minor page faults and kernel time
 (`*_page_faults_per_step`, `*_kernel_time_per_step`).
+
+With --breakdown, what the self-attention and the text cross-attention cost inside our step, where
+XLA overlaps them with other work: each round also times our step with that attention swapped
+for a stand-in that reads q, k and v in one cheap elementwise pass (so their projections and
+gradients stay), and prints the median per-round differences as `ours_self_attention_in_step`
+and `ours_cross_attention_in_step`, with what is left as `ours_rest_of_step`.
 """
 import argparse
 import multiprocessing
@@ -59,10 +65,24 @@ def step_flops(size, tokens, text):
   return 3 * BATCH * layers * per_layer
 
 
-def ours(size, batch, scan_layers, attention):
+class WithoutSelfAttention(DiTConfig):
+  """The bench model with a stand-in for its self-attention (--breakdown)."""
+
+  def self_attention(self, q, k, v):
+    return v * jnp.mean(q * k, axis=1, keepdims=True)
+
+
+class WithoutCrossAttention(DiTConfig):
+  """The bench model with a stand-in for its text cross-attention (--breakdown)."""
+
+  def cross_attention(self, q, k, v):
+    return q * jnp.mean(k * v, axis=1, keepdims=True)
+
+
+def ours(size, batch, scan_layers, attention, config_class=DiTConfig):
   """Our train step as a timed callable, and its peak memory."""
-  config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
-                     attention=attention, scan_layers=scan_layers)
+  config = config_class(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
+                        attention=attention, scan_layers=scan_layers)
   mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
   model = create_dit(config, mesh)
   with use_mesh(mesh):
@@ -163,24 +183,27 @@ def diffusers_worker(connection, size, batch):
     connection.send(counted_seconds(run))
 
 
-def interleaved(our_step, peak_matmul, size, batch, rounds):
+def interleaved(our_step, peak_matmul, size, batch, rounds, ablated_steps=()):
   """Seconds of our step, diffusers' step and three matmuls in each round, taking turns within a
   round, so that every round compares them in the same minutes of a machine whose speed drifts;
-  then each step's minor page faults and kernel seconds (ours, then diffusers')."""
+  then each step's minor page faults and kernel seconds (ours, then diffusers'); then the seconds
+  of each of `ablated_steps`, taken in the same round."""
   context = multiprocessing.get_context("spawn")
   connection, child_end = context.Pipe()
   worker = context.Process(target=diffusers_worker, daemon=True,
                            args=(child_end, size, {k: np.asarray(v) for k, v in batch.items()}))
   worker.start()
   connection.recv()
-  median_seconds(our_step, 1, warmups=2)
+  for step in (our_step, *ablated_steps):
+    median_seconds(step, 1, warmups=2)
   rows = []
   for _ in range(rounds):
     ours_seconds, ours_faults, ours_kernel = counted_seconds(our_step)
     connection.send("step")
     their_seconds, their_faults, their_kernel = connection.recv()
     rows.append([ours_seconds, their_seconds, median_seconds(lambda: [peak_matmul() for _ in range(3)], 1, warmups=0),
-                 ours_faults, ours_kernel, their_faults, their_kernel])
+                 ours_faults, ours_kernel, their_faults, their_kernel]
+                + [median_seconds(step, 1, warmups=0) for step in ablated_steps])
   connection.send("stop")
   worker.join()
   return np.asarray(rows)
@@ -189,6 +212,8 @@ def interleaved(our_step, peak_matmul, size, batch, rounds):
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=7)
+  parser.add_argument("--breakdown", action="store_true",
+                      help="also time the step with each attention swapped for a stand-in")
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
   bench = dit_configs.get_config("bench")
@@ -203,7 +228,9 @@ def main():
   tokens = FRAMES * (HEIGHT // 2) * (WIDTH // 2)
   our_step, our_memory = ours(size, batch, bench.scan_layers, bench.attention)
   peak_of = lambda seconds: 2 * 2048 ** 3 / seconds
-  times = interleaved(our_step, matmul(), size, batch, args.steps)
+  ablated = [ours(size, batch, bench.scan_layers, bench.attention, config_class)[0]
+             for config_class in ((WithoutSelfAttention, WithoutCrossAttention) if args.breakdown else ())]
+  times = interleaved(our_step, matmul(), size, batch, args.steps, ablated)
   our_time, their_time = np.median(times[:, 0]), np.median(times[:, 1])
   peaks = peak_of(times[:, 2] / 3)  # each round times three matmuls
   peak = np.median(peaks)
@@ -229,6 +256,11 @@ def main():
   print(f"attention_fwd_bwd_torch_sdpa: {attention_torch:.0f} ms")
   print(f"ffn_fwd_bwd_ours: {ffn_ours:.0f} ms")
   print(f"ffn_fwd_bwd_torch: {ffn_torch:.0f} ms")
+  if args.breakdown:
+    self_attention, cross_attention = (np.median(times[:, 0] - times[:, column]) for column in (7, 8))
+    print(f"ours_self_attention_in_step: {self_attention * 1000:.0f} ms")
+    print(f"ours_cross_attention_in_step: {cross_attention * 1000:.0f} ms")
+    print(f"ours_rest_of_step: {(our_time - self_attention - cross_attention) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
