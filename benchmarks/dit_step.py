@@ -257,8 +257,8 @@ def main():
   print(f"ffn_fwd_bwd_ours: {ffn_ours:.0f} ms")
   print(f"ffn_fwd_bwd_torch: {ffn_torch:.0f} ms")
   if args.breakdown:
-    # The ablated steps' seconds follow the seven columns every round has.
-    self_attention, cross_attention = (np.median(times[:, 0] - times[:, column]) for column in (7, 8))
+    # The ablated steps' seconds are the last columns of each round, in the order of `ablated`.
+    self_attention, cross_attention = np.median(times[:, :1] - times[:, -len(ablated):], axis=0)
     print(f"ours_self_attention_in_step: {self_attention * 1000:.0f} ms")
     print(f"ours_cross_attention_in_step: {cross_attention * 1000:.0f} ms")
     print(f"ours_rest_of_step: {(our_time - self_attention - cross_attention) * 1000:.0f} ms")
