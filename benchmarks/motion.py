@@ -1,8 +1,8 @@
 """The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
 
   python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
-      [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B] [--blur_share=P]
-      [--expression_pooling=mean|mean_keypoints] [--pose_pooling=mean|mean_keypoints] [--vae=VAE_RUN]
+      [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B [--fresh_people_cache=M]]
+      [--blur_share=P] [--expression_pooling=mean|mean_keypoints] [--pose_pooling=mean|mean_keypoints] [--vae=VAE_RUN]
 
 Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
 frames a window) on the demo dataset for --steps steps; with --fresh_people, on people drawn anew for
@@ -145,6 +145,8 @@ def main():
   parser.add_argument("--expression_twins", type=int, default=None, help="default: the config's")
   parser.add_argument("--twin_people", default=None, choices=expression_twins.TWIN_PEOPLE, help="default: the config's")
   parser.add_argument("--fresh_people", type=int, default=0, help="train on this many new people an epoch (0: the clips)")
+  parser.add_argument("--fresh_people_cache", type=int, default=0,
+                      help="fresh people each input worker keeps rendered (0: render every epoch anew)")
   parser.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
   parser.add_argument("--blur_share", type=float, default=None, help="motion_loss.blur_share (default: the config's)")
   parser.add_argument("--expression_pooling", default=None, help="motion.expression_pooling (default: the config's)")
@@ -166,6 +168,7 @@ def main():
   if args.twin_people is not None:
     config.input.twin_people = args.twin_people
   config.input.fresh_people = args.fresh_people
+  config.input.fresh_people_cache = args.fresh_people_cache
   if args.blur_share is not None:
     config.motion_loss.blur_share = args.blur_share
   for field in ("expression_pooling", "pose_pooling"):

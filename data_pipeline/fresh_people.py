@@ -15,6 +15,11 @@ as the clips draw them (data_pipeline/expression_twins.py). The world frame is t
 `expression_twins > 0` the same expression is rendered once more on another new person
 (`driving_twin`), for the motion trainer's invariance term.
 
+An epoch of `fresh_people = N` people repeats them in the next epoch, drawn exactly as before.
+With `fresh_people_cache = M` each worker keeps up to M rendered examples in memory and serves a
+repeat from there instead of rendering it again: the same example, at a fraction of the cost, so a
+run on a few thousand people can take many epochs (figures in configs/data/input.py).
+
 Keys (one frame, `T = 1`): driving [1, S, S, 3] uint8, expression [1, C], head_pose [1, 10],
 extrinsics [1, 3, 4], and with twins twin_frames [1], driving_twin [1, S, S, 3], twin_pose [1, 10].
 """
@@ -46,12 +51,26 @@ class MakeFreshExample(grain.transforms.RandomMap):
     require(self._source in examples.CROP_SOURCES,
             f"face_crop.source must be one of {examples.CROP_SOURCES}, got {self._source!r}")
     self._twins = int(config.get("expression_twins", 0)) > 0
+    self._cache_size = int(config.get("fresh_people_cache", 0))
+    require(self._cache_size >= 0, f"fresh_people_cache must be >= 0 (0: off), got {self._cache_size}")
+    self._cache = {}  # index -> example, filled in each worker process (it starts empty there)
 
   def random_map(self, index, rng):
     # Not Grain's generator, which follows the seed and the stream position alone: the person
     # comes from (seed, split, index), so validation draws people that training never sees.
     del rng
-    rng = np.random.default_rng([self._seed, self._split, int(index)])
+    index = int(index)
+    example = self._cache.get(index)
+    if example is None:
+      example = self._render(index)
+      if len(self._cache) >= self._cache_size:
+        return example
+      self._cache[index] = example
+    # Copies (a few KB): nothing done to an example served reaches the one kept.
+    return {key: np.array(value) for key, value in example.items()}
+
+  def _render(self, index):
+    rng = np.random.default_rng([self._seed, self._split, index])
     model = build_template()
     curve = world.sample_expression(model, rng, world.ClipSpec().num_frames, self._fps)
     expression = curve[int(rng.integers(len(curve)))][None].astype(np.float32)

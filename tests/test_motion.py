@@ -160,6 +160,29 @@ def test_fresh_people_are_drawn_anew_per_example_and_split(data_dir):
     input_pipeline.make_dataset(make_config(data_dir, fresh_people=-1))
 
 
+def test_fresh_people_cache_serves_repeats_without_rendering_them_again(data_dir, monkeypatch):
+  """`input.fresh_people_cache`: a person seen before comes from memory, the very same example as
+  rendering it anew; people beyond the cache's size are rendered every time."""
+  records = ClipRecords(data_dir, "tiny", "train")
+  settings = {"fresh_people": 40, "expression_twins": 1, "face_crop.source": "stored"}
+  uncached = fresh_people.MakeFreshExample(records, make_config(data_dir, **settings))
+  cached = fresh_people.MakeFreshExample(records, make_config(data_dir, **settings, fresh_people_cache=2))
+  renders = []
+  real_twin_crops = fresh_people.expression_twins.twin_crops
+  monkeypatch.setattr(fresh_people.expression_twins, "twin_crops",
+                      lambda *args: renders.append(1) or real_twin_crops(*args))
+  for index in (5, 6, 7, 5, 6, 7, 5):
+    served, truth = cached.random_map(index, None), uncached.random_map(index, None)
+    assert served.keys() == truth.keys()
+    for key in truth:
+      np.testing.assert_array_equal(served[key], truth[key], err_msg=f"{index} {key}")
+    served["driving"][...] = 0  # what a consumer does to its copy does not reach the cache
+  # Two crops (the person and the twin) a render; uncached: all 7; cached: 5 and 6 once, 7 both times.
+  assert len(renders) == 2 * (7 + 2 + 2)
+  with pytest.raises(InputError, match="fresh_people_cache must be >= 0"):
+    fresh_people.MakeFreshExample(records, make_config(data_dir, **settings, fresh_people_cache=-1))
+
+
 def test_blurred_crops_are_the_chosen_share_each_a_gaussian_blur_and_the_rest_unchanged():
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
