@@ -4,9 +4,10 @@
       [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B [--fresh_people_cache=M]]
       [--blur_share=P] [--expression_pooling=mean|mean_keypoints] [--pose_pooling=mean|mean_keypoints] [--vae=VAE_RUN]
 
-Without --workdir it first trains the motion task (configs/tiny.py:motion: mixed crops, 4 twin
-frames a window) on the demo dataset for --steps steps; with --fresh_people, on people drawn anew for
-every example (one frame and its twin each, --batch of them a step) instead of the dataset's clips. It then encodes every frame of every clip (windows
+Without --workdir it first trains the motion task as configs/tiny.py:motion does (mixed crops, one
+each of 10000 people drawn anew, 128 a step) in the demo dataset's world for --steps steps;
+--fresh_people=0 trains on the dataset's clips instead (the demo's earlier run: --fresh_people=0
+--batch=8 --expression_twins=4, windows of 17 frames). It then encodes every frame of every clip (windows
 starting at frame 0) of the train and test splits (disjoint identities) with the EMA weights, from
 the dataset's stored face crops (as a high-resolution driving video gives them) and again from
 crops cut from the 64x64 frames (the `_frames` lines: what evaluation reads off generated videos),
@@ -144,9 +145,10 @@ def main():
   parser.add_argument("--invariance_weight", type=float, default=None, help="default: the config's")
   parser.add_argument("--expression_twins", type=int, default=None, help="default: the config's")
   parser.add_argument("--twin_people", default=None, choices=expression_twins.TWIN_PEOPLE, help="default: the config's")
-  parser.add_argument("--fresh_people", type=int, default=0, help="train on this many new people an epoch (0: the clips)")
-  parser.add_argument("--fresh_people_cache", type=int, default=0,
-                      help="fresh people each input worker keeps rendered (0: render every epoch anew)")
+  parser.add_argument("--fresh_people", type=int, default=None,
+                      help="train on this many new people an epoch (0: the clips; default: the config's)")
+  parser.add_argument("--fresh_people_cache", type=int, default=None,
+                      help="fresh people each input worker keeps rendered (0: none; default: the config's)")
   parser.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
   parser.add_argument("--blur_share", type=float, default=None, help="motion_loss.blur_share (default: the config's)")
   parser.add_argument("--expression_pooling", default=None, help="motion.expression_pooling (default: the config's)")
@@ -167,8 +169,9 @@ def main():
     config.input.expression_twins = args.expression_twins
   if args.twin_people is not None:
     config.input.twin_people = args.twin_people
-  config.input.fresh_people = args.fresh_people
-  config.input.fresh_people_cache = args.fresh_people_cache
+  for field in ("fresh_people", "fresh_people_cache"):
+    if getattr(args, field) is not None:
+      config.input[field] = getattr(args, field)
   if args.blur_share is not None:
     config.motion_loss.blur_share = args.blur_share
   for field in ("expression_pooling", "pose_pooling"):

@@ -18,7 +18,7 @@ def fp_train(data_dir, workdir, steps):
           f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
           "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
           "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
-          "--config.input.expression_twins=1",
+          "--config.input.fresh_people=0", "--config.input.global_batch_size=8", "--config.input.expression_twins=1",
           f"--config.total_steps={steps}", "--config.checkpoint_every=5"]
 
 
