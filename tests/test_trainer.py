@@ -106,6 +106,22 @@ def test_fresh_people_outside_the_motion_task_is_a_clear_error(tmp_path):
     trainer_lib.Trainer(train_config(str(tmp_path), "vae", **{"input.fresh_people": 100}), str(tmp_path))
 
 
+def test_the_motion_task_trains_and_validates_on_fresh_people_as_the_demo_does(data_dir, tmp_path, capsys):
+  """configs/tiny.py:motion's input (people drawn anew, kept by the input), at tiny shapes: the
+  steps and the validation run on single frames, and the run saves its last step."""
+  config = train_config(data_dir, "motion", total_steps=3, checkpoint_every=3,
+                        **{"input.fresh_people": 12, "input.global_batch_size": 8,
+                           "input.expression_twins": 0, "eval.every": 3, "eval.batches": 1})
+  assert tiny.get_config("motion").input.fresh_people > 0  # what the demo runs
+  state = run(config, tmp_path)
+  assert int(state["step"]) == 3
+  out = capsys.readouterr().out
+  losses = [float(line.split(" loss=")[1].split(",")[0]) for line in out.splitlines()
+            if line.startswith("step ") and " loss=" in line]
+  assert len(losses) == 3 and np.all(np.isfinite(losses))
+  assert "validation/pose_mse" in out
+
+
 def test_gradient_accumulation_equals_one_big_batch(data_dir, tmp_path):
   """2 micro-batches of B/2 give the gradients of one batch of B (the motion loss is deterministic;
   without twins, whose invariance is measured against each micro-batch's spread)."""
