@@ -7,23 +7,13 @@ import jax
 import numpy as np
 
 from fp_jax.train import checkpoints, trainer
-from tests.test_trainer import train_config
+from tests.test_trainer import motion_command, step_losses, train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fp_train(data_dir, workdir, steps):
-  return [sys.executable, "-c", "from fp_jax.train.cli import run; run()",
-          "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={workdir}",
-          f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
-          "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
-          "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
-          "--config.input.fresh_people=0", "--config.input.global_batch_size=8", "--config.input.expression_twins=1",
-          f"--config.total_steps={steps}", "--config.checkpoint_every=5"]
-
-
-def losses(output):
-  return [float(line.split("loss=")[1].split(",")[0]) for line in output.splitlines() if line.startswith("step ")]
+  return motion_command(data_dir, workdir, f"--config.total_steps={steps}", "--config.checkpoint_every=5")
 
 
 def two_processes(command):
@@ -42,8 +32,8 @@ def test_two_processes_equal_one_and_resume(data_dir, tmp_path, capsys):
   single = capsys.readouterr().out
   double = two_processes(fp_train(data_dir, tmp_path / "two", 5))  # stop after 5 ...
   double += two_processes(fp_train(data_dir, tmp_path / "two", 10))  # ... and resume to 10
-  assert len(losses(single)) == 10 and len(losses(double)) == 10
-  np.testing.assert_allclose(losses(double), losses(single), rtol=1e-5)
+  assert len(step_losses(single)) == 10 and len(step_losses(double)) == 10
+  np.testing.assert_allclose(step_losses(double), step_losses(single), rtol=1e-5)
   one, _ = checkpoints.latest_params(str(tmp_path / "one"), which="params")
   two, step = checkpoints.latest_params(str(tmp_path / "two"), which="params")
   assert step == 10

@@ -35,6 +35,23 @@ def train_config(data_dir, task, **overrides):
   return config
 
 
+def motion_command(data_dir, workdir, *overrides):
+  """`fp-train` on the tiny motion task with train_config's settings, plus `overrides` flags."""
+  return [sys.executable, "-c", "from fp_jax.train.cli import run; run()",
+          "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={workdir}",
+          f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
+          "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
+          "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
+          "--config.input.fresh_people=0", "--config.input.global_batch_size=8",
+          "--config.input.expression_twins=1", *overrides]
+
+
+def step_losses(output):
+  """The training loss of every logged step, in order (validation lines left out)."""
+  return [float(line.split(" loss=")[1].split(",")[0]) for line in output.splitlines()
+          if line.startswith("step ") and " loss=" in line]
+
+
 def host(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
 
@@ -53,8 +70,7 @@ def test_dit_loss_falls_with_validation_and_a_sample_video(data_dir, tmp_path, c
   config = train_config(data_dir, "dit", total_steps=24, checkpoint_every=100)
   config.eval.update(every=24, batches=1, sample_steps=2)
   run(config, tmp_path)
-  losses = [float(line.split(" loss=")[1].split(",")[0]) for line in capsys.readouterr().out.splitlines()
-            if line.startswith("step ") and " loss=" in line]
+  losses = step_losses(capsys.readouterr().out)
   assert len(losses) == 24
   assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
   tags = _event_tags(tmp_path)
@@ -116,8 +132,7 @@ def test_the_motion_task_trains_and_validates_on_fresh_people_as_the_demo_does(d
   state = run(config, tmp_path)
   assert int(state["step"]) == 3
   out = capsys.readouterr().out
-  losses = [float(line.split(" loss=")[1].split(",")[0]) for line in out.splitlines()
-            if line.startswith("step ") and " loss=" in line]
+  losses = step_losses(out)
   assert len(losses) == 3 and np.all(np.isfinite(losses))
   assert "validation/pose_mse" in out
 
@@ -194,13 +209,7 @@ def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
-  command = [sys.executable, "-c", "from fp_jax.train.cli import run; run()",
-             "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={tmp_path}",
-             f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
-             "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
-             "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
-             "--config.input.fresh_people=0", "--config.input.global_batch_size=8",
-             "--config.input.expression_twins=1", "--config.total_steps=100000", "--config.checkpoint_every=100000"]
+  command = motion_command(data_dir, tmp_path, "--config.total_steps=100000", "--config.checkpoint_every=100000")
   env = dict(os.environ, PYTHONPATH=ROOT)
   process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
