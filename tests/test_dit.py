@@ -91,6 +91,58 @@ def test_reference_slot_is_wan_on_latents_carrying_the_reference(reference_frame
   assert helpers.relative_error(got, want) <= 1e-4
 
 
+@pytest.mark.parametrize("reference_residual, sigma_data", [(True, 0.0), (False, 0.6), (True, 0.6)])
+def test_a_preconditioned_dit_is_wan_between_edms_scalings(reference_residual, sigma_data):
+  """EDM's preconditioning for x_s = (1 - s) x0 + s n, written out here: Wan reads
+  c_in (x_s - (1 - s) r) (r: the reference, with reference_residual; 0 otherwise) and the
+  velocity is c_skip x + c_out Wan(...) - r, with c_in = 1 / sqrt((1 - s)^2 d^2 + s^2),
+  c_skip = (s - (1 - s) d^2) c_in^2 and c_out = d c_in (each 1, 0 and 1 with d = 0). The
+  reference slot's embedding is set to the latents' own, so Wan's first frame is the portrait."""
+  reference = helpers.diffusers_wan_model(48, 2, 2, ffn_dim=96)
+  model = helpers.converted(reference, reference=True, reference_residual=reference_residual,
+                            sigma_data=sigma_data)
+  model.condition_embedding.kernel.value = model.patch_embedding.kernel.value
+  rng = np.random.default_rng(7)
+  latents, _, context = random_inputs(rng, 2, 3, 4, 6)
+  timestep = np.array([900.0, 150.0], np.float32)
+  portrait = rng.standard_normal((2, 4, 6, 16)).astype(np.float32)
+  s = (timestep / 1000.0)[:, None, None, None, None]
+  x = latents - (1 - s) * portrait[:, None] if reference_residual else latents
+  c_in = 1 / np.sqrt(((1 - s) * sigma_data) ** 2 + s ** 2) if sigma_data else np.ones_like(s)
+  c_skip = (s - (1 - s) * sigma_data ** 2) * c_in ** 2 if sigma_data else np.zeros_like(s)
+  c_out = sigma_data * c_in if sigma_data else np.ones_like(s)
+  wan_input = c_in * x
+  wan_input[:, 0] = portrait
+  want = c_skip * x + c_out * helpers.diffusers_forward(reference, wan_input, timestep, context)
+  if reference_residual:
+    want = want - portrait[:, None]
+  got = call(model, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context),
+             dict(reference=jnp.asarray(portrait)))
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
+def test_edm_scalings_make_the_networks_target_unit_variance_and_the_skip_the_best_linear_guess():
+  """For data of std d and unit noise at level s, the velocity n - x0 regressed on x_s by least
+  squares has slope c_skip and leaves residuals of std c_out: a network answering 0 gives the
+  best linear velocity, and its target (v - c_skip x) / c_out has unit variance."""
+  from fp_jax.models import preconditioning  # pylint: disable=g-import-not-at-top
+  config = DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, sigma_data=0.4)
+  rng = np.random.default_rng(0)
+  x0 = 0.4 * rng.standard_normal(400_000)
+  noise = rng.standard_normal(400_000)
+  for s in (0.05, 0.5, 0.95):
+    x = (1 - s) * x0 + s * noise
+    velocity = noise - x0
+    slope = np.dot(x, velocity) / np.dot(x, x)
+    shape = (1, 1, 1, 1, x.size)
+    timestep = jnp.full((1,), 1000.0 * s)
+    best_linear = preconditioning.velocity(config, jnp.zeros(shape), jnp.asarray(x.reshape(shape)), timestep, None)
+    np.testing.assert_allclose(np.asarray(best_linear).ravel(), slope * x, rtol=2e-2, atol=2e-3)
+    unit = preconditioning.velocity(config, jnp.ones(shape), jnp.zeros(shape), timestep, None)
+    target_std = np.std(velocity - slope * x) / float(unit.ravel()[0])
+    np.testing.assert_allclose(target_std, 1.0, rtol=1e-2, err_msg=f"s = {s}")
+
+
 def _randomise_zero_weights(model, seed):
   """Training would move the zero-initialised control weights; emulate that."""
   state = nnx.state(model, nnx.Param)
@@ -162,6 +214,10 @@ def test_bad_inputs_are_clear_errors():
     DiTConfig(dim=50, heads=4, layers=1, ffn_dim=96)
   with pytest.raises(InputError, match="reference_frames must be one of"):
     DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, reference_frames="last")
+  with pytest.raises(InputError, match="sigma_data must be >= 0"):
+    DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, sigma_data=-0.5)
+  with pytest.raises(InputError, match="reference_residual needs the reference control"):
+    DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, reference=False, reference_residual=True)
 
 
 def test_converter_names_missing_unexpected_and_mismatched_keys():

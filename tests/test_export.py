@@ -118,10 +118,11 @@ def test_the_mirror_equals_the_jax_dit_with_every_control(runs):
     assert helpers.relative_error(run_torch(mirror, inputs), want) <= 1e-4
 
 
-@pytest.mark.parametrize("reference_frames", ["first", "all"])
-def test_the_mirror_places_the_reference_as_the_jax_dit_does(data_dir, tmp_path, reference_frames):
+@pytest.mark.parametrize("reference", [dict(reference_frames="first"), dict(reference_frames="all"),
+                                       dict(reference_frames="all", reference_residual=True, sigma_data=0.5)])
+def test_the_mirror_places_the_reference_as_the_jax_dit_does(data_dir, tmp_path, reference):
   config = train_config(data_dir, "dit")
-  config.model.update(helpers.NO_CONTROLS, reference=True, reference_frames=reference_frames)
+  config.model.update(helpers.NO_CONTROLS, reference=True, **reference)
   saved_run(config, tmp_path / "dit", 5)
   export_run.export_run(str(tmp_path / "dit"), str(tmp_path / "out"), ema=True)
   mirror = torch_dit.PortraitTransformer.from_export(tmp_path / "out")

@@ -201,11 +201,14 @@ def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_
     del saved["vae"]["linear_path"]
     differences = model_differences(saved, tiny.get_config(task))
     assert ("vae.linear_path: False in the checkpoint, True now" in differences) == (task != "motion")
-    # A DiT saved before reference_frames existed held the reference on the first frame.
+    # A DiT saved before these fields existed held the reference on the first frame and ran the
+    # plain velocity on 1x2x2 patches.
     saved = json.loads(tiny.get_config(task).to_json())
-    del saved["model"]["reference_frames"]
+    for field in ("reference_frames", "reference_residual", "sigma_data", "patch"):
+      del saved["model"][field]
     assert model_differences(saved, tiny.get_config(task)) == (
-        "model.reference_frames: 'first' in the checkpoint, 'all' now" if task == "dit" else "")
+        "model.reference_frames: 'first' in the checkpoint, 'all' now; "
+        "model.reference_residual: False in the checkpoint, True now" if task == "dit" else "")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):

@@ -18,6 +18,7 @@ def get_config(arg="tiny"):
   if arg not in SIZES:
     raise ValueError(f"unknown variant {arg!r}: use one of {sorted(SIZES)}")
   config = ml_collections.ConfigDict(SIZES[arg])
+  config.patch = (1, 2, 2)  # latent frames, rows, columns per token (Wan's)
   config.reference = True
   config.reference_frames = "first"  # or "all" (fp_jax/models/dit_config.py)
   config.normals = True
@@ -25,6 +26,9 @@ def get_config(arg="tiny"):
   config.expression = "cross_attention"
   config.expression_dim = 512
   config.pose = True
+  # How the network meets the flow (fp_jax/models/preconditioning.py); both off: Wan's velocity.
+  config.reference_residual = False
+  config.sigma_data = 0.0
   config.attention = {"tiny": "einsum", "bench": "blockwise"}.get(arg, "splash")
   config.dtype = "float32" if arg in ("tiny", "bench") else "bfloat16"
   config.remat = "none" if arg in ("tiny", "bench") else "save_matmuls"

@@ -5,7 +5,9 @@ r"""`fp-export`: a training run's weights as safetensors + config.json, for PyTo
 What a run's task gives:
 - dit: `model.safetensors` with the Wan core under diffusers' `WanTransformer3DModel` names
   (it loads into that model as is) and the portrait controls under the PyTorch mirror's names
-  (`fp_jax/export/torch_dit.py` loads the whole); plus `vae/` and `motion/` exported from the
+  (`fp_jax/export/torch_dit.py` loads the whole). With `model.reference_residual` or
+  `model.sigma_data` the core's output is the network's, from which the mirror derives the
+  velocity (`fp_jax/models/preconditioning.py`); plus `vae/` and `motion/` exported from the
   frozen runs the config names (their EMA weights, which training used).
 - vae: `model.safetensors` under diffusers' `AutoencoderKLWan` names; with `vae.linear_path`, the
   linear path in `linear_path.safetensors` beside it (`fp_jax/export/torch_vae.py` adds it).

@@ -151,7 +151,7 @@ class PortraitTransformer(nn.Module):
     c = self.config
     batch, frames, height, width, _ = latents.shape
     controls = reference is not None
-    noisy = latents.clone()
+    noisy = self._network_input(latents, timestep, reference)
     if controls:
       noisy[:, 0] = 0
     tokens = self._embed(self.patch_embedding, noisy)
@@ -185,7 +185,33 @@ class PortraitTransformer(nn.Module):
     out = self.proj_out(out.reshape(batch, -1, c["dim"]))
     pt, ph, pw = c["patch"]
     out = out.reshape(batch, frames // pt, height // ph, width // pw, pt, ph, pw, -1)
-    return out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(batch, frames, height, width, -1).float()
+    out = out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(batch, frames, height, width, -1).float()
+    return self._velocity(out, latents, timestep, reference)
+
+  # -- preconditioning (fp_jax/models/preconditioning.py) ------------------------------------
+
+  def _relative(self, latents, timestep, reference):
+    """(sigma broadcast over the latents, the latents relative to the reference where asked)."""
+    sigma = torch.as_tensor(timestep, dtype=torch.float32) / 1000.0
+    sigma = sigma.reshape(sigma.shape + (1,) * (latents.ndim - sigma.ndim))
+    if self.config.get("reference_residual", False) and reference is not None:
+      latents = latents - (1.0 - sigma) * reference[:, None].to(latents.dtype)
+    return sigma, latents
+
+  def _network_input(self, latents, timestep, reference):
+    sigma, x = self._relative(latents, timestep, reference)
+    d = self.config.get("sigma_data", 0.0)
+    return (x * torch.rsqrt(((1.0 - sigma) * d) ** 2 + sigma ** 2) if d else x).clone()
+
+  def _velocity(self, out, latents, timestep, reference):
+    sigma, x = self._relative(latents, timestep, reference)
+    d = self.config.get("sigma_data", 0.0)
+    if d:
+      c_in = torch.rsqrt(((1.0 - sigma) * d) ** 2 + sigma ** 2)
+      out = (sigma - (1.0 - sigma) * d * d) * c_in ** 2 * x + d * c_in * out
+    if self.config.get("reference_residual", False) and reference is not None:
+      out = out - reference[:, None].to(out.dtype)
+    return out
 
   def _block(self, block, x, modulation, rotary, text, expression_tokens, expression_keep):
     """diffusers' `WanTransformerBlock.forward` with per-latent-frame modulation and the

@@ -31,7 +31,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from data_pipeline.errors import InputError, require
-from fp_jax.models import layers, rope
+from fp_jax.models import layers, preconditioning, rope
 from fp_jax.models.dit_block import Block
 from fp_jax.models.dit_config import LAYER_INPUT, POSE_DIM, RAY_DIM, DiTConfig
 from fp_jax.models.token_grid import AXES, TokenGrid
@@ -197,7 +197,8 @@ class DiT(nnx.Module):
 
     pt, ph, pw = config.patch
     grid = TokenGrid.for_shards(frames // pt, height // ph, width // pw, shards("length"))
-    noisy = latents.at[:, 0].set(0) if controls else latents
+    noisy = preconditioning.network_input(config, latents, timestep, reference)
+    noisy = noisy.at[:, 0].set(0) if controls else noisy
     tokens = self.patch_embedding(self._patchify(noisy.astype(dtype), grid))
     if controls and (config.reference or config.normals):
       tokens = tokens + self._fused_conditions(latents, reference, normals, keep, grid)
@@ -229,7 +230,8 @@ class DiT(nnx.Module):
     out = (layers.layer_norm(tokens.reshape(batch, *grid.shape, config.dim), config.eps) * (1 + scale)
            + shift).astype(dtype)
     out = self.proj_out(out.reshape(batch, -1, config.dim))
-    return self._unpatchify(out, grid).astype(jnp.float32)
+    out = self._unpatchify(out, grid).astype(jnp.float32)
+    return preconditioning.velocity(config, out, latents, timestep, reference)
 
   def _run_blocks(self, tokens, grid, modulation, tables, text, expression_tokens, expression_keep):
     config = self.config

@@ -45,6 +45,11 @@ class DiTConfig:
   expression_dim: int = 512
   expression_token_dim: int = 16
   pose: bool = True
+  # How the network meets the flow (fp_jax/models/preconditioning.py): the velocity of each
+  # frame's difference from the reference latent, and EDM's scalings for data of std sigma_data
+  # (0: off). Both off: Wan's plain velocity.
+  reference_residual: bool = False
+  sigma_data: float = 0.0
   # Execution.
   attention: str = "einsum"
   dtype: str = "float32"
@@ -62,6 +67,9 @@ class DiTConfig:
     require(self.expression == "none" or self.expression_dim % self.expression_token_dim == 0,
             f"expression_dim {self.expression_dim} is not a whole number of "
             f"{self.expression_token_dim}-d tokens")
+    require(self.sigma_data >= 0.0, f"sigma_data must be >= 0 (0: off), got {self.sigma_data}")
+    require(not self.reference_residual or self.reference,
+            "reference_residual needs the reference control (reference=True)")
     attention.get_kernel(self.attention)
     require(self.dtype in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, got {self.dtype!r}")
 

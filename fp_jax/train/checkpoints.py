@@ -56,7 +56,8 @@ TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "dit": MO
 # checkpoint without them meant, so older runs still resume, sample and export.
 ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0, "linear_path": False},
                 "motion": {"expression_pooling": "mean", "pose_pooling": "mean"},
-                "model": {"reference_frames": "first"}}
+                "model": {"reference_frames": "first", "reference_residual": False, "sigma_data": 0.0,
+                          "patch": [1, 2, 2]}}
 
 
 def model_differences(saved, config, sections=None):
