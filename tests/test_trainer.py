@@ -274,9 +274,13 @@ def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):
   timestep = np.array([500.0], np.float32)
   context = rng.standard_normal((1, 3, 64)).astype(np.float32)
   controls = helpers.control_inputs(rng, 1, 2, 4, 4)
-  first_frame_zero = latents.copy()
-  first_frame_zero[:, 0] = 0  # the reference latent takes the first frame's place
-  want = helpers.diffusers_forward(reference, first_frame_zero, timestep, context)
+  # The tiny DiT runs the flow relative to the reference (model.reference_residual): Wan reads the
+  # latents less (1 - s) references, and the velocity is its answer less the reference.
+  assert config.model.reference_residual
+  portrait = np.asarray(controls["reference"])[:, None]
+  wan_input = latents - (1 - timestep[0] / 1000) * portrait
+  wan_input[:, 0] = 0  # the reference latent takes the first frame's place
+  want = helpers.diffusers_forward(reference, wan_input, timestep, context) - portrait
   forward = nnx.jit(lambda m, *a, **k: m(*a, **k))
   for weights in (model, ema):  # Wan at step 0, controls and all; the EMA starts equal
     got = forward(weights, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), **controls)
