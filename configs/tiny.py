@@ -17,8 +17,9 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
 2-core machine (23 min 5 s from empty outputs with the environment set up, before the motion run
 drew fresh people and took 600 steps), minutes per stage: set-up 1.5, dataset and previews 1 (clips
 rendered by 2 processes), VAE 2.5, motion 9.8 (6.0 at 400 steps, 7.2 on the clips), latent cache,
-DiT, sampling and evaluation 13.0 (12.2 and 11.1 in the runs before). Any field can be overridden: `--config.optim.learning_rate=3e-4
---config.total_steps=200`. Every field and its meaning: configs/common.py.
+DiT, sampling and evaluation 13.0 (12.2 and 11.1 in the runs before). Any field can be
+overridden: `--config.optim.learning_rate=3e-4 --config.total_steps=200`. Every field and its
+meaning: configs/common.py.
 """
 from configs import common
 
