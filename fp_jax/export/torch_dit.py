@@ -204,9 +204,9 @@ class PortraitTransformer(nn.Module):
     return (x * torch.rsqrt(((1.0 - sigma) * d) ** 2 + sigma ** 2) if d else x).clone()
 
   def _velocity(self, out, latents, timestep, reference):
-    sigma, x = self._relative(latents, timestep, reference)
     d = self.config.get("sigma_data", 0.0)
     if d:
+      sigma, x = self._relative(latents, timestep, reference)
       c_in = torch.rsqrt(((1.0 - sigma) * d) ** 2 + sigma ** 2)
       out = (sigma - (1.0 - sigma) * d * d) * c_in ** 2 * x + d * c_in * out
     if self.config.get("reference_residual", False) and reference is not None:

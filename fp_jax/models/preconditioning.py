@@ -20,7 +20,7 @@ controls (no reference) runs the flow on the latents themselves.
 """
 import jax.numpy as jnp
 
-NUM_TIMESTEPS = 1000.0  # Wan's timesteps are 1000 * s (fp_jax/diffusion/flow.py)
+from fp_jax.diffusion.flow import NUM_TIMESTEPS  # Wan's timesteps are 1000 * s
 
 
 def _sigma(timestep, ndim):
@@ -46,9 +46,9 @@ def velocity(config, output, latents, timestep, reference):
   """The latents' velocity from the network's `output` (both `[B, F, h, w, C]`)."""
   if is_plain(config):
     return output
-  sigma = _sigma(timestep, latents.ndim)
-  x = _relative(config, latents, sigma, reference)
   if config.sigma_data:
+    sigma = _sigma(timestep, latents.ndim)
+    x = _relative(config, latents, sigma, reference)
     d = config.sigma_data
     c_in = _c_in(d, sigma)
     output = (sigma - (1.0 - sigma) * d * d) * c_in * c_in * x + d * c_in * output
