@@ -49,20 +49,9 @@ from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-a
 from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
 from timing import counted_seconds, median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
+from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
 BATCH, FRAMES, HEIGHT, WIDTH, TEXT = 2, 5, 32, 32, 64
-
-
-def step_flops(size, tokens, text):
-  """Matmul and attention FLOPs of one training step (forward x 3)."""
-  d, f, layers = size["dim"], size["ffn_dim"], size["layers"]
-  per_layer = (2 * tokens * d * d * 4            # self-attention q, k, v, out
-               + 2 * 2 * tokens * tokens * d     # scores and weighted sum
-               + 2 * tokens * d * d * 2          # cross-attention q, out
-               + 2 * text * d * d * 2            # cross-attention k, v
-               + 2 * 2 * tokens * text * d       # cross-attention scores and sum
-               + 2 * tokens * d * f * 2)         # feed-forward
-  return 3 * BATCH * layers * per_layer
 
 
 class WithoutSelfAttention(DiTConfig):
@@ -234,7 +223,7 @@ def main():
   our_time, their_time = np.median(times[:, 0]), np.median(times[:, 1])
   peaks = peak_of(times[:, 2] / 3)  # each round times three matmuls
   peak = np.median(peaks)
-  flops = step_flops(size, tokens, TEXT)
+  flops = train_step_flops(size, tokens, TEXT, BATCH)
   attention_ours, attention_torch, ffn_ours, ffn_torch = parts_ms(size, tokens, args.steps, bench.attention)
   print(f"tokens: {tokens}")
   print(f"ours_step_time: {our_time * 1000:.0f} ms")

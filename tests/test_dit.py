@@ -218,6 +218,11 @@ def test_bad_inputs_are_clear_errors():
     DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, sigma_data=-0.5)
   with pytest.raises(InputError, match="reference_residual needs the reference control"):
     DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, reference=False, reference_residual=True)
+  with pytest.raises(InputError, match="attention 'cudnn' .* needs dtype bfloat16"):
+    DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, attention="cudnn")
+  gpu_only = DiTConfig(dim=48, heads=2, layers=1, ffn_dim=96, attention="cudnn", dtype="bfloat16")
+  with pytest.raises(InputError, match="attention 'cudnn' runs on GPUs only .this backend: cpu."):
+    gpu_only.self_attention(*(jnp.zeros((1, 8, 2, 24), jnp.bfloat16),) * 3)
 
 
 def test_converter_names_missing_unexpected_and_mismatched_keys():

@@ -72,6 +72,8 @@ class DiTConfig:
             "reference_residual needs the reference control (reference=True)")
     attention.get_kernel(self.attention)
     require(self.dtype in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+    require(not self.attention.endswith("cudnn") or self.dtype == "bfloat16",
+            f"attention {self.attention!r} (cuDNN flash attention) needs dtype bfloat16")
 
   @classmethod
   def from_config(cls, config):

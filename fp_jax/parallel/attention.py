@@ -5,7 +5,11 @@ Every kernel takes q `[B, Lq, N, D]`, k and v `[B, Lk, N, D]` and returns `[B, L
 - `blockwise`: one (head, query block) tile of scores at a time, O(L) memory, recomputing
   backward (fp_jax/parallel/blockwise_attention.py); the fastest on CPU at video lengths. Under
   a mesh it runs per shard, as `splash` does.
-- `xla`: `jax.nn.dot_product_attention` (XLA's fused attention; cuDNN on GPU).
+- `xla`: `jax.nn.dot_product_attention` with XLA's own implementation (the score tensor whole,
+  on any backend).
+- `cudnn`: `jax.nn.dot_product_attention` with cuDNN's fused flash attention (GPU only; bf16: it
+  takes no fp32, so fp32 inputs compute in bf16 and come back fp32). `ulysses_cudnn`: `ulysses`
+  with it on the full sequences.
 - `splash`: Pallas splash attention for TPU (`interpret=True` runs it on CPU for tests). A Mosaic
   kernel cannot be partitioned by XLA, so under a mesh it runs in a `shard_map` (`per_shard`):
   examples split over the batch axes, heads over `tensor`, queries over `context` (each shard's
@@ -35,6 +39,16 @@ def einsum_attention(q, k, v):
 
 def xla_attention(q, k, v):
   return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+
+
+def cudnn_attention(q, k, v):
+  if jax.default_backend() != "gpu":
+    raise InputError(f"attention 'cudnn' runs on GPUs only (this backend: {jax.default_backend()}); "
+                     "choose 'xla', 'einsum' or 'blockwise'")
+  dtype = q.dtype if q.dtype in (jnp.bfloat16, jnp.float16) else jnp.bfloat16
+  out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype),
+                                     implementation="cudnn")
+  return out.astype(q.dtype)
 
 
 SPLASH_BLOCK = 128  # the smallest splash tile (a TPU lane width); sequences pad to whole tiles
@@ -162,10 +176,12 @@ def ulysses_attention(q, k, v, inner=einsum_attention, axis="context"):
 KERNELS = {
     "einsum": einsum_attention,
     "xla": xla_attention,
+    "cudnn": cudnn_attention,
     "blockwise": blockwise,
     "splash": splash_attention,
     "ulysses": ulysses_attention,
     "ulysses_splash": functools.partial(ulysses_attention, inner=splash_kernel),
+    "ulysses_cudnn": functools.partial(ulysses_attention, inner=cudnn_attention),
 }
 
 
