@@ -209,6 +209,14 @@ def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_
     assert model_differences(saved, tiny.get_config(task)) == (
         "model.reference_frames: 'first' in the checkpoint, 'all' now; "
         "model.reference_residual: False in the checkpoint, True now" if task == "dit" else "")
+    # How the DiT runs is not what it computes: a run trained with another kernel, remat policy or
+    # compute dtype still matches; its width does not.
+    saved = json.loads(tiny.get_config(task).to_json())
+    saved["model"].update(attention="cudnn", remat="full", dtype="bfloat16")
+    assert model_differences(saved, tiny.get_config(task)) == ""
+    saved["model"]["dim"] = 96
+    assert model_differences(saved, tiny.get_config(task)) == (
+        "model.dim: 96 in the checkpoint, 64 now" if task == "dit" else "")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):

@@ -59,6 +59,11 @@ ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 
                 "model": {"reference_frames": "first", "reference_residual": False, "sigma_data": 0.0,
                           "patch": [1, 2, 2]}}
 
+# Model fields that choose how the model runs, not what it computes (up to rounding), so a run
+# resumes, samples and exports under others: a DiT trained with `splash` or `cudnn` samples on a
+# CPU with `einsum`, and a run that ran out of memory resumes with a stronger remat policy.
+EXECUTION_FIELDS = {"model": ("attention", "remat", "dtype")}
+
 
 def model_differences(saved, config, sections=None):
   """One line per model field where a saved config (dict) and `config` disagree, summarised, over
@@ -69,9 +74,10 @@ def model_differences(saved, config, sections=None):
     sections = TASK_SECTIONS.get(saved.get("task"), MODEL_SECTIONS)
   for section in sections:
     a, b = saved.get(section), current.get(section)
-    if isinstance(a, dict):
-      a = {**ADDED_FIELDS.get(section, {}), **a}
     if isinstance(a, dict) and isinstance(b, dict):
+      running = EXECUTION_FIELDS.get(section, ())
+      a = {k: v for k, v in {**ADDED_FIELDS.get(section, {}), **a}.items() if k not in running}
+      b = {k: v for k, v in b.items() if k not in running}
       differences += list(_differences(a, b, f"{section}."))
     elif a != b:
       differences.append(f"{section}: {a!r} in the checkpoint, {b!r} now")
