@@ -11,7 +11,8 @@ takes the size's remat preset (configs/models/dit.py) unless --remat names anoth
   tokens), batch 1, 512 text tokens.
 For each size it prints our step time with each attention kernel of --attention (the first is the
 one the ratio uses), diffusers' step time with PyTorch's fused AdamW, `*_ratio_vs_diffusers`
-(their time over ours), the analytic model FLOPs of a step, our achieved TFLOP/s and its share
+(their time over ours; with --diffusers_compile also against diffusers with every transformer
+block compiled by torch.compile, `*_ratio_vs_diffusers_compiled`), the analytic model FLOPs of a step, our achieved TFLOP/s and its share
 of a bf16 matmul peak measured in the same run (an 8192^3 product), and the peak memory of each
 side (ours from XLA's memory analysis, theirs from PyTorch's allocator). Before timing, the
 `cudnn` kernel is checked against an fp32 einsum attention on fresh random bf16 inputs, forward
@@ -104,14 +105,17 @@ def ours(size, batch, attention, remat="none"):
   return run, peak, holder
 
 
-def theirs(size, batch):
-  """diffusers' train step as a timed callable, and the function that reads its peak memory."""
+def theirs(size, batch, compiled=False):
+  """diffusers' train step as a timed callable, and the function that reads its peak memory;
+  `compiled`: each transformer block through torch.compile (diffusers' regional compilation)."""
   from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   model = WanTransformer3DModel(
       patch_size=(1, 2, 2), num_attention_heads=size["heads"], attention_head_dim=size["dim"] // size["heads"],
       in_channels=16, out_channels=16, text_dim=size["text_dim"], ffn_dim=size["ffn_dim"],
       num_layers=size["layers"]).to(TORCH_DEVICE).train()
+  if compiled:
+    model.compile_repeated_blocks(fullgraph=True)
   fused = TORCH_DEVICE == "cuda"
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
   tensors = {k: torch.from_numpy(v).to(TORCH_DEVICE) for k, v in batch.items()}
@@ -172,6 +176,8 @@ def main():
   parser.add_argument("--attention", default="cudnn,xla" if ON_GPU else "xla",
                       help="our kernels to time, comma-separated; the first is compared with diffusers")
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--diffusers_compile", action="store_true",
+                      help="also time diffusers with its blocks compiled (torch.compile)")
   parser.add_argument("--remat", default="",
                       help="our remat policy; default: the size's preset (diffusers keeps every activation)")
   args = parser.parse_args()
@@ -202,6 +208,15 @@ def main():
     gc.collect()
     if TORCH_DEVICE == "cuda":
       torch.cuda.empty_cache()  # JAX's allocator keeps what it takes: PyTorch goes first, then hands back
+    if args.diffusers_compile:
+      run, compiled_peak = theirs(size, batch, compiled=True)
+      compiled_time = median_seconds(run, args.steps, warmups=3)
+      print(f"{size_name}_diffusers_compiled_step_time: {compiled_time * 1000:.1f} ms")
+      print(f"{size_name}_diffusers_compiled_peak_memory: {compiled_peak() / 2**30:.2f} GiB")
+      del run
+      gc.collect()
+      if TORCH_DEVICE == "cuda":
+        torch.cuda.empty_cache()
     our_times = {}
     for name in kernels:
       run, memory, holder = ours(size, batch, name, args.remat or preset.remat)
@@ -212,6 +227,8 @@ def main():
       print(f"{size_name}_ours_{name}_peak_memory: {memory / 2**30:.2f} GiB")
       del run, holder  # frees our training state before the next one is built
     print(f"{size_name}_ratio_vs_diffusers: {their_time / our_times[kernels[0]]:.2f}")
+    if args.diffusers_compile:
+      print(f"{size_name}_ratio_vs_diffusers_compiled: {compiled_time / our_times[kernels[0]]:.2f}")
 
 
 if __name__ == "__main__":
