@@ -13,11 +13,12 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
-`make demo` runs exactly these (fp-sample with all six modes at once), in about 28 minutes on a
-2-core machine (23 min 5 s from empty outputs with the environment set up, before the motion run
-drew fresh people and took 600 steps), minutes per stage: set-up 1.5, dataset and previews 1 (clips
-rendered by 2 processes), VAE 2.5, motion 9.8 (6.0 at 400 steps, 7.2 on the clips), latent cache,
-DiT, sampling and evaluation 13.0 (12.2 and 11.1 in the runs before). Any field can be
+`make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
+one device), in 28 to 39 minutes on a 2-core machine. From empty outputs with the environment set
+up it took 39 min 16 s on a slow afternoon, minutes per stage: dataset and previews 1.4 (clips
+rendered by 2 processes), VAE 4.3, motion 14.8 (13 of them for the first 400 steps, which wait
+for fresh people's renders), latent cache 2.4, DiT 13.0, sampling 1.0, evaluation 2.3; the same
+stages measured alone on faster days: VAE 2.5, motion 9.8, latent cache to evaluation 13.0. Any field can be
 overridden: `--config.optim.learning_rate=3e-4 --config.total_steps=200`. Every field and its
 meaning: configs/common.py.
 """
@@ -67,6 +68,9 @@ def get_config(arg="dit"):
     # validation loss 0.32 against 0.57 with it on the first frame only, and fp-eval (4 held-out
     # clips, guidance off) PSNR 20.59 dB and pose error 10.53 degrees against 19.42 and 13.41.
     # A wider and deeper DiT (dim 128, 4 layers) in the same minutes (800 steps): 20.23, 12.18.
+    # The same DiT with reference_residual given 4.5x the minutes (3000 steps, 35 min): 21.99 dB,
+    # pose error 11.78 degrees (0.67x the repeated portrait's), against this one's 21.67 and 15.51.
+    # Four times the batch (32) in the same minutes (550 steps): 20.83 dB, 15.70 degrees.
     config.model.reference_frames = "all"
     # The flow on each frame's difference from the reference (fp_jax/models/preconditioning.py):
     # fp-eval PSNR 21.65 dB against 20.62 with the plain velocity, pose error 15.11 against 14.10
