@@ -139,6 +139,18 @@ def theirs(size, batch, compiled=False):
   return run, peak
 
 
+def timed_theirs(size, batch, steps, compiled=False):
+  """diffusers' median step seconds and peak memory; its device memory is handed back after."""
+  run, peak = theirs(size, batch, compiled)
+  seconds = median_seconds(run, steps, warmups=3)
+  memory = peak()
+  del run
+  gc.collect()
+  if TORCH_DEVICE == "cuda":
+    torch.cuda.empty_cache()  # JAX's allocator keeps what it takes: PyTorch goes first, then hands back
+  return seconds, memory
+
+
 def matmul_peak(steps):
   """bf16 matmul FLOP/s: an 8192^3 product (fp32 accumulation), median of `steps`."""
   n = 8192 if ON_GPU else 1024
@@ -187,7 +199,7 @@ def main():
   peak = matmul_peak(args.steps)
   print(f"matmul_peak_bf16: {peak / 1e12:.1f} TFLOP/s")
   for name in kernels:
-    if name not in ("einsum",):
+    if name != "einsum":
       errors = check_kernel(name, 1280, 8, 64, seed=1)
       print(f"attention_{name}_rel_error_out_dq_dk_dv: " + " ".join(f"{e:.1e}" for e in errors))
   for size_name in args.sizes.split(","):
@@ -199,24 +211,14 @@ def main():
     flops = train_step_flops(size, tokens, shape[4], shape[0])
     print(f"{size_name}_tokens: {tokens} (our remat: {args.remat or preset.remat})")
     print(f"{size_name}_step_flops: {flops / 1e12:.2f} TFLOP")
-    run, their_peak = theirs(size, batch)
-    their_time = median_seconds(run, args.steps, warmups=3)
+    their_time, their_memory = timed_theirs(size, batch, args.steps)
     print(f"{size_name}_diffusers_step_time: {their_time * 1000:.1f} ms")
     print(f"{size_name}_diffusers_tflops: {flops / their_time / 1e12:.1f} TFLOP/s")
-    print(f"{size_name}_diffusers_peak_memory: {their_peak() / 2**30:.2f} GiB")
-    del run
-    gc.collect()
-    if TORCH_DEVICE == "cuda":
-      torch.cuda.empty_cache()  # JAX's allocator keeps what it takes: PyTorch goes first, then hands back
+    print(f"{size_name}_diffusers_peak_memory: {their_memory / 2**30:.2f} GiB")
     if args.diffusers_compile:
-      run, compiled_peak = theirs(size, batch, compiled=True)
-      compiled_time = median_seconds(run, args.steps, warmups=3)
+      compiled_time, compiled_memory = timed_theirs(size, batch, args.steps, compiled=True)
       print(f"{size_name}_diffusers_compiled_step_time: {compiled_time * 1000:.1f} ms")
-      print(f"{size_name}_diffusers_compiled_peak_memory: {compiled_peak() / 2**30:.2f} GiB")
-      del run
-      gc.collect()
-      if TORCH_DEVICE == "cuda":
-        torch.cuda.empty_cache()
+      print(f"{size_name}_diffusers_compiled_peak_memory: {compiled_memory / 2**30:.2f} GiB")
     our_times = {}
     for name in kernels:
       run, memory, holder = ours(size, batch, name, args.remat or preset.remat)
