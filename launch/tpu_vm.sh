@@ -160,7 +160,9 @@ case "$COMMAND" in
     QUOTED=$(printf '%q ' "${ARGS[@]}")
     on_all_workers "cd $REMOTE_DIR && FP_NUM_PROCESSES=auto nohup $VENV/bin/fp-$COMMAND ${QUOTED% } \
 > $LOG 2>&1 < /dev/null &"
-    FIRST=$(nodes | head -n 1)
+    # Not `nodes | head -n 1`: under pipefail, head's early exit can kill nodes with SIGPIPE.
+    mapfile -t NODES < <(nodes)
+    FIRST=${NODES[0]}
     run gcloud compute tpus tpu-vm ssh "$FIRST" "${COMMON[@]}" --worker=0 --command="tail -n +1 -F $LOG"
     ;;
   status)
