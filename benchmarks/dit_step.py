@@ -39,15 +39,11 @@ keep_freed_memory_on_cpu()  # as the fp-* commands do, before any thread takes a
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
-import optax  # pylint: disable=g-import-not-at-top
 import torch  # pylint: disable=g-import-not-at-top
-from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
-from fp_jax.models.build import create_dit  # pylint: disable=g-import-not-at-top
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
-from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
+from dit_train_step import compiled_train_step  # pylint: disable=g-import-not-at-top
 from timing import counted_seconds, median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
@@ -72,35 +68,7 @@ def ours(size, batch, scan_layers, attention, config_class=DiTConfig):
   """Our train step as a timed callable, and its peak memory."""
   config = config_class(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
                         attention=attention, scan_layers=scan_layers)
-  mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
-  model = create_dit(config, mesh)
-  with use_mesh(mesh):
-    optimizer = nnx.Optimizer(model, optax.adamw(1e-4), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
-
-  def train_step(state, batch):
-    model, optimizer = nnx.merge(graphdef, state)
-
-    def loss_fn(model):
-      out = model(batch["latents"], batch["timestep"], batch["context"])
-      return jnp.mean(jnp.square(out - batch["target"]))
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), loss
-
-  with use_mesh(mesh):
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
-  memory = compiled.memory_analysis()
-  holder = [state]
-
-  def run():
-    holder[0], loss = compiled(holder[0], batch)
-    loss.block_until_ready()
-
-  peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
-          - memory.alias_size_in_bytes)
-  return run, peak
+  return compiled_train_step(config, batch)
 
 
 def theirs(size, batch):

@@ -35,16 +35,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
-import optax  # pylint: disable=g-import-not-at-top
 import torch  # pylint: disable=g-import-not-at-top
-from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
-from fp_jax.models.build import create_dit  # pylint: disable=g-import-not-at-top
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel import attention as attention_lib  # pylint: disable=g-import-not-at-top
-from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
+from dit_train_step import compiled_train_step  # pylint: disable=g-import-not-at-top
 from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
@@ -73,36 +69,7 @@ def ours(size, batch, attention, remat="none"):
   """Our compiled train step as a timed callable, and its peak memory in bytes."""
   config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
                      attention=attention, scan_layers=True, remat=remat, dtype="bfloat16")
-  mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
-  model = create_dit(config, mesh)
-  with use_mesh(mesh):
-    optimizer = nnx.Optimizer(model, optax.adamw(1e-4), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
-  batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
-
-  def train_step(state, batch):
-    model, optimizer = nnx.merge(graphdef, state)
-
-    def loss_fn(model):
-      out = model(batch["latents"], batch["timestep"], batch["context"])
-      return jnp.mean(jnp.square(out.astype(jnp.float32) - batch["target"]))
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), loss
-
-  with use_mesh(mesh):
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
-  memory = compiled.memory_analysis()
-  holder = [state]
-
-  def run():
-    holder[0], loss = compiled(holder[0], batch)
-    float(loss)  # waits for the step, and a NaN would show in the loss
-
-  peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
-          - memory.alias_size_in_bytes)
-  return run, peak, holder
+  return compiled_train_step(config, batch)
 
 
 def theirs(size, batch, compiled=False):
@@ -221,13 +188,13 @@ def main():
       print(f"{size_name}_diffusers_compiled_peak_memory: {compiled_memory / 2**30:.2f} GiB")
     our_times = {}
     for name in kernels:
-      run, memory, holder = ours(size, batch, name, args.remat or preset.remat)
+      run, memory = ours(size, batch, name, args.remat or preset.remat)
       our_times[name] = median_seconds(run, args.steps, warmups=3)
       print(f"{size_name}_ours_{name}_step_time: {our_times[name] * 1000:.1f} ms")
       print(f"{size_name}_ours_{name}_tflops: {flops / our_times[name] / 1e12:.1f} TFLOP/s")
       print(f"{size_name}_ours_{name}_matmul_peak_share: {flops / our_times[name] / peak:.2f}")
       print(f"{size_name}_ours_{name}_peak_memory: {memory / 2**30:.2f} GiB")
-      del run, holder  # frees our training state before the next one is built
+      del run  # frees our training state before the next one is built
     print(f"{size_name}_ratio_vs_diffusers: {their_time / our_times[kernels[0]]:.2f}")
     if args.diffusers_compile:
       print(f"{size_name}_ratio_vs_diffusers_compiled: {compiled_time / our_times[kernels[0]]:.2f}")
