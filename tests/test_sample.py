@@ -94,7 +94,7 @@ def test_held_signals_stay_at_the_source_and_driven_ones_follow_the_clip(runs, d
   assert varies(prepared["pose-only"].normals.reshape(len(pose_only.rotation), -1).astype(np.float32))
 
 
-def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path, monkeypatch):
   config = sample_config(data_dir, runs)
   out = str(tmp_path / "out.mp4")
   Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "ok.png")
@@ -108,9 +108,11 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path):
       (dict(image=str(tmp_path / "ok.png"), mode="camera-sweep", camera=str(tmp_path / "bad.json")), "NaN|not valid"),
       (dict(image=str(tmp_path / "ok.png"), mode="static-frontal"), "needs --driving"),
   ]
-  for fields, message in cases:
-    with pytest.raises(InputError, match=message):
-      run.sample(config, pipeline.Request(**fields), out, workdir=str(runs / "dit"), progress=False)
+  with monkeypatch.context() as patch:  # inputs are checked before any weights are loaded
+    patch.setattr(run.models_lib, "load", lambda *_, **__: pytest.fail("models loaded before the inputs were read"))
+    for fields, message in cases:
+      with pytest.raises(InputError, match=message):
+        run.sample(config, pipeline.Request(**fields), out, workdir=str(runs / "dit"), progress=False)
   other = sample_config(data_dir, runs)
   other.model.layers = 3
   with pytest.raises(InputError, match="trained with another config"):

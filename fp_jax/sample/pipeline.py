@@ -74,6 +74,45 @@ def _pad_to_video_rate(array):
   return np.concatenate([array[:1], array, tail], axis=0)
 
 
+@dataclasses.dataclass
+class Inputs:
+  """A request's inputs, read and checked: all that needs no model."""
+  portrait: inputs.Portrait
+  driving: inputs.Driving  # None without a driving clip
+  num_frames: int  # N, the output length
+  cameras: cameras_lib.Cameras  # at video rate
+  camera: str  # the preset or file they came from
+
+
+def read_inputs(config, request):
+  """Reads and checks every input of a request. It needs no model, so a sampling job reads all its
+  requests before it loads any weights: a bad input is an error in seconds, not after the load."""
+  height, width = int(config.sample.height), int(config.sample.width)
+  window_latents = (int(config.input.window.num_frames) - 1) // 4
+  mode = modes.get(request.mode)
+  portrait = inputs.load_portrait(request.image, height, width, config.input, request.crop)
+  driving = None
+  if request.driving:
+    driving = inputs.load_driving(request.driving, config.input, request.tracking, config.sample.fps)
+  require(driving is not None or not mode.needs_driving, f"mode {request.mode} needs --driving")
+  require(0.0 <= request.smooth <= 100.0, f"--smooth must be in [0, 100] frames, got {request.smooth}")
+  num_frames = len(driving.frames) if driving is not None else (request.frames or 4 * window_latents)
+  require(num_frames >= 1, f"nothing to generate: {num_frames} frames")
+  total = 1 + 4 * math.ceil(num_frames / 4)
+  camera_name = request.camera or mode.camera
+  if camera_name == "driving":  # the driving clip's own cameras (self-reenactment, evaluation)
+    tracking = driving.tracking if driving is not None else None
+    require(tracking is not None and "intrinsics" in tracking,
+            "--camera=driving needs a driving clip whose tracking has cameras")
+    scale = np.diag([width / driving.frames.shape[2], height / driving.frames.shape[1], 1.0])
+    target_cameras = cameras_lib.Cameras(_pad_to_video_rate(scale @ tracking["intrinsics"]),
+                                         _pad_to_video_rate(tracking["extrinsics"])).validate(height, width)
+  else:
+    target_cameras = cameras_lib.from_preset(camera_name, total, height, width)
+  modes.check_camera(request.mode, mode, camera_name, target_cameras)
+  return Inputs(portrait, driving, num_frames, target_cameras, camera_name)
+
+
 class Pipeline:
 
   def __init__(self, config, models, mesh, rules):
@@ -135,31 +174,12 @@ class Pipeline:
     head_pose, scale = _estimated_pose(self.encode_crops("pose", crops))
     return motion_control.Signals.from_pose(head_pose, scale, codes, np.zeros((len(crops), num_controls)))
 
-  def prepare(self, request):
-    """Reads and checks every input, then builds the host-side conditions."""
+  def prepare(self, request, read=None):
+    """The host-side conditions of a request whose inputs `read_inputs` has read (or reads now)."""
+    read = read or read_inputs(self.config, request)
+    portrait, driving, num_frames, target_cameras = read.portrait, read.driving, read.num_frames, read.cameras
     mode = modes.get(request.mode)
-    input_config = self.config.input
-    portrait = inputs.load_portrait(request.image, self.height, self.width, input_config, request.crop)
-    driving = None
-    if request.driving:
-      driving = inputs.load_driving(request.driving, input_config, request.tracking, self.config.sample.fps)
-    require(driving is not None or not mode.needs_driving, f"mode {request.mode} needs --driving")
-    require(0.0 <= request.smooth <= 100.0, f"--smooth must be in [0, 100] frames, got {request.smooth}")
-    num_frames = len(driving.frames) if driving is not None else (request.frames or 4 * self.window_latents)
-    require(num_frames >= 1, f"nothing to generate: {num_frames} frames")
     total = 1 + 4 * math.ceil(num_frames / 4)
-    camera_name = request.camera or mode.camera
-    if camera_name == "driving":  # the driving clip's own cameras (self-reenactment, evaluation)
-      tracking = driving.tracking if driving is not None else None
-      require(tracking is not None and "intrinsics" in tracking,
-              "--camera=driving needs a driving clip whose tracking has cameras")
-      scale = np.diag([self.width / driving.frames.shape[2], self.height / driving.frames.shape[1], 1.0])
-      target_cameras = cameras_lib.Cameras(_pad_to_video_rate(scale @ tracking["intrinsics"]),
-                                           _pad_to_video_rate(tracking["extrinsics"])).validate(self.height, self.width)
-    else:
-      target_cameras = cameras_lib.from_preset(camera_name, total, self.height, self.width)
-    modes.check_camera(request.mode, mode, camera_name, target_cameras)
-
     model = build_template()
     num_controls = controls.num_controls(model)
     source = self._source_signals(portrait, num_controls)
@@ -178,7 +198,7 @@ class Pipeline:
     ray_maps = rays.plucker_rays(target_cameras.intrinsics, target_cameras.extrinsics, self.height, self.width)
     fps = driving.fps if driving is not None else float(self.config.sample.fps)
     return Conditions(portrait, driving, signals, target_cameras, normals, ray_maps.astype(np.float32),
-                      num_frames, fps, camera_name)
+                      num_frames, fps, read.camera)
 
   # -- device side ---------------------------------------------------------------------------
 

@@ -55,15 +55,16 @@ def sample(config, request, out, workdir=None, checkpoint=None, preview=False, p
 
 def sample_all(config, jobs, workdir=None, checkpoint=None, preview=False, progress=True):
   """Runs `(request, out)` jobs on one loaded model, so they share its compiled steps; every
-  job's inputs are read and checked before the first is sampled, so bad input writes nothing.
-  Returns each job's `{name: path}`."""
+  job's inputs are read and checked before any model is loaded, so bad input fails in seconds
+  and writes nothing. Returns each job's `{name: path}`."""
   for _, out in jobs:
     _check_out(out)
+  read = [pipeline.read_inputs(config, request) for request, _ in jobs]
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_from_config(config.logical_axis_rules)
   models = models_lib.load(config, mesh, rules, workdir, checkpoint)
   job = pipeline.Pipeline(config, models, mesh, rules)
-  prepared = [(request, job.prepare(request), out) for request, out in jobs]
+  prepared = [(request, job.prepare(request, inputs), out) for (request, out), inputs in zip(jobs, read)]
   if preview:
     return [{"preview": preview_camera(conditions, out)} if jax.process_index() == 0 else {}
             for _, conditions, out in prepared]
