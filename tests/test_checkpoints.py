@@ -31,3 +31,25 @@ def test_small_replicated_arrays_are_written_by_one_replica_and_big_ones_split(t
   rows = 8 * checkpoints.MIN_BYTES_PER_REPLICA_SLICE // (4 * 256)
   big = dict(small, big=jax.device_put(jnp.ones((rows, 256), jnp.float32), replicated))
   assert slices_compiled_while_saving(big, tmp_path / "big", caplog) > 0
+
+
+def test_a_trained_model_is_put_into_its_shards_with_no_init(caplog):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fp_jax.models.build import create_loaded, create_sharded  # pylint: disable=g-import-not-at-top
+  from fp_jax.models.dit import DiT  # pylint: disable=g-import-not-at-top
+  from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  config = DiTConfig(dim=32, heads=2, layers=2, ffn_dim=64, text_dim=16, expression="both", dtype="bfloat16")
+  mesh = mesh_lib.make_mesh(dict(data=2, fsdp=2, context=1, tensor=2))
+  make = lambda seed: lambda: DiT(config, rngs=nnx.Rngs(seed))
+  trained = create_sharded(make(1), mesh)  # the weights a checkpoint would hold, on the host
+  params = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.state(trained).to_pure_dict())
+  caplog.clear()
+  with jax.log_compiles():
+    loaded = create_loaded(make(0), params, mesh)
+  assert not [r for r in caplog.records if "XLA compilation" in r.getMessage()]
+  want, got = nnx.state(trained).to_pure_dict(), nnx.state(loaded).to_pure_dict()
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert a.dtype == b.dtype and a.sharding == b.sharding  # the module's own, not the host's float64
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,6 +1,8 @@
 """Sharded model creation: shapes first (`eval_shape`), then a jitted init that writes each
-parameter straight into its shard, so no device or host ever holds the whole model."""
+parameter straight into its shard, so no device or host ever holds the whole model; or, for a
+trained model, its saved weights put into those shards with no random weights made first."""
 import jax
+import numpy as np
 from flax import nnx
 
 from fp_jax.models.dit import DiT
@@ -16,6 +18,19 @@ def create_sharded(make_model, mesh, rules=DEFAULT_RULES):
     shardings = nnx.get_named_sharding(abstract_state, mesh)
     state = jax.jit(lambda: nnx.state(make_model()), out_shardings=shardings)()
   return nnx.merge(graphdef, state)
+
+
+def create_loaded(make_model, params, mesh, rules=DEFAULT_RULES):
+  """`make_model()`'s module holding `params` (a pure dict of host arrays, the module's tree), each
+  leaf cast to the module's dtype and put into its shard. Nothing is initialised, traced beyond the
+  shapes or compiled: for a sampling job, the init that `create_sharded` runs is wasted work."""
+  with use_mesh(mesh, rules):
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(make_model))
+    shardings = nnx.get_named_sharding(abstract_state, mesh)
+  placed = jax.tree.map(lambda value, like, sharding: jax.device_put(np.asarray(value, like.dtype), sharding),
+                        params, abstract_state.to_pure_dict(), shardings.to_pure_dict())
+  nnx.replace_by_pure_dict(abstract_state, placed)
+  return nnx.merge(graphdef, abstract_state)
 
 
 def create_dit(config, mesh, rules=DEFAULT_RULES, seed=0):

@@ -6,7 +6,7 @@ import os
 from flax import nnx
 
 from data_pipeline.errors import require
-from fp_jax.models.build import create_sharded
+from fp_jax.models.build import create_loaded
 from fp_jax.train import checkpoints
 from fp_jax.train.tasks import common, get_task
 
@@ -43,14 +43,13 @@ def load(config, mesh, rules, workdir=None, checkpoint=None):
   require(saved.get("task") == "dit", f"{workdir} is a {saved.get('task')!r} run; sampling needs a dit run")
   check_same_model(saved, config, workdir)
   task = get_task(config)
-  dit = checkpoints.load_into(create_sharded(lambda: task.make_model(nnx.Rngs(0)), mesh, rules), params)
+  dit = create_loaded(lambda: task.make_model(nnx.Rngs(0)), params, mesh, rules)
   require(config.frozen.vae and config.frozen.motion,
           "the config names no trained VAE or motion run (config.frozen.vae, config.frozen.motion)")
   vae_params, _ = checkpoints.read_frozen(config.frozen.vae, config)
-  vae = checkpoints.load_into(create_sharded(lambda: common.make_vae(config, nnx.Rngs(0)), mesh, rules), vae_params)
+  vae = create_loaded(lambda: common.make_vae(config, nnx.Rngs(0)), vae_params, mesh, rules)
   motion_params, _ = checkpoints.read_frozen(config.frozen.motion, config)
-  expression = create_sharded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), mesh, rules)
-  pose = create_sharded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), mesh, rules)
-  checkpoints.load_into(expression, motion_params["expression"])
-  checkpoints.load_into(pose, motion_params["pose"])
+  expression = create_loaded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), motion_params["expression"],
+                             mesh, rules)
+  pose = create_loaded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), motion_params["pose"], mesh, rules)
   return Models(dit, vae, expression, pose, step, workdir)
