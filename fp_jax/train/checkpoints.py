@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 from orbax.checkpoint._src.metadata import array_metadata_store
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 from data_pipeline.errors import InputError, require
 
@@ -22,10 +23,10 @@ from data_pipeline.errors import InputError, require
 # saves (about 80 slices and 5 s a save for the tiny motion task on 8 devices); arrays whose part
 # would be under 1 MiB are written by one replica, while a big model's matrices still split.
 MIN_BYTES_PER_REPLICA_SLICE = 2**20
-ocp.type_handlers.register_type_handler(
+type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(  # register_type_handler, without its warning
     jax.Array, ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(),
                                               min_slice_bytes_for_replica_parallel=MIN_BYTES_PER_REPLICA_SLICE),
-    override=True)
+    override=True, ignore_warnings=True)
 
 
 def manager(workdir, config):
