@@ -5,7 +5,7 @@
       [--blur_share=P] [--expression_pooling=mean|mean_keypoints] [--pose_pooling=mean|mean_keypoints] [--vae=VAE_RUN]
 
 Without --workdir it first trains the motion task as configs/tiny.py:motion does (mixed crops, one
-each of 10000 people drawn anew, 128 a step) in the demo dataset's world for --steps steps;
+each of 5000 people drawn anew, 128 a step) in the demo dataset's world for --steps steps;
 --fresh_people=0 trains on the dataset's clips instead (the demo's earlier run: --fresh_people=0
 --batch=8 --expression_twins=4, windows of 17 frames). It then encodes every frame of every clip (windows
 starting at frame 0) of the train and test splits (disjoint identities) with the EMA weights, from

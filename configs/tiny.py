@@ -14,11 +14,13 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 28 to 39 minutes on a 2-core machine. From empty outputs with the environment set
-up it took 39 min 16 s on a slow afternoon, minutes per stage: dataset and previews 1.4 (clips
-rendered by 2 processes), VAE 4.3, motion 14.8 (13 of them for the first 400 steps, which wait
-for fresh people's renders), latent cache 2.4, DiT 13.0, sampling 1.0, evaluation 2.3; the same
-stages measured alone on faster days: VAE 2.5, motion 9.8, latent cache to evaluation 13.0. Any field can be
+one device), in 24 to 36 minutes on a 2-core machine, as fast as its cores are that hour. Minutes
+per stage on a fast day, with the 5000 people of the motion stage: dataset and previews 0.8, VAE
+2.9, motion 8.9, latent cache 1.4, DiT 8.3, sampling 0.6, evaluation 1.3 (24.2). With 10000
+people, a whole run from empty outputs took 39 min 16 s on a slow afternoon: dataset 1.4, VAE
+4.3, motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent cache
+2.4, DiT 13.0, sampling 1.0, evaluation 2.3; half the people cut the motion stage's render wait
+by about half (see motion below), about 3.5 of those minutes. Any field can be
 overridden: `--config.optim.learning_rate=3e-4 --config.total_steps=200`. Every field and its
 meaning: configs/common.py.
 """
@@ -49,16 +51,22 @@ def get_config(arg="dit"):
     config.optim.learning_rate = 1e-3
     config.total_steps = 50  # ~2 s a step on 8 simulated devices
   elif arg == "motion":
-    # One crop each of 10000 people drawn anew (data_pipeline/fresh_people.py), 128 a step, kept by
+    # One crop each of 5000 people drawn anew (data_pipeline/fresh_people.py), 128 a step, kept by
     # the input workers after their first render: the dataset's 32 training people are memorised
     # (held-out pose error 8.10 degrees after 400 steps of its clips with 4 twin frames a window,
-    # expression R^2 -0.11) where these are not (5.02 degrees, R^2 -0.05 after 400 steps;
-    # benchmarks/motion.py). 600 steps: 4.36 degrees, R^2 0.01, identity probe 0.40 against 0.53
-    # (chance 0.25), in 9.8 minutes against 6.0: until ~step 200 the steps wait for renders (a
-    # person may come back to the worker that has not rendered it yet), then ~4% of the time.
+    # expression R^2 -0.11) where these are not (5.02 degrees, R^2 -0.05 after 400 steps of 10000
+    # people; benchmarks/motion.py). Until every person has been rendered by both input workers (a
+    # person comes back to either), the steps wait for renders. 600 steps, both runs measured with
+    # benchmarks/motion.py --workdir=RUN --data_dir=outputs/demo/data on one day:
+    #   10000 people: pose error 4.36 degrees, R^2 0.01, identity probe 0.40 (0.63 on crops cut from
+    #                 frames; chance 0.25); renders held the steps back until ~step 250;
+    #   5000 people:  4.83 degrees, R^2 -0.08, probe 0.38 (0.51), renders until ~step 130, and the
+    #                 stage took 8.9 minutes against ~11 (its 10000-people run's steps, scaled to the
+    #                 day's speed). The demo's DiT evaluated through them: 21.64 dB against 21.67,
+    #                 pose error 0.91x the baseline's against 0.89x.
     config.total_steps = 600
-    config.input.fresh_people = 10000
-    config.input.fresh_people_cache = 10000
+    config.input.fresh_people = 5000
+    config.input.fresh_people_cache = 5000
     config.input.global_batch_size = 128
     # Half the crops rendered at crop resolution, half cut from the 64x64 frames: the encoders
     # learn expression detail and still read the small generated frames evaluation gives them.
