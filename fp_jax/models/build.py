@@ -2,12 +2,12 @@
 parameter straight into its shard, so no device or host ever holds the whole model; or, for a
 trained model, its saved weights put into those shards with no random weights made first."""
 import jax
-import numpy as np
 from flax import nnx
 
 from fp_jax.models.dit import DiT
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.parallel.sharding import DEFAULT_RULES, use_mesh
+from fp_jax.train.checkpoints import place_like
 
 
 def create_sharded(make_model, mesh, rules=DEFAULT_RULES):
@@ -27,9 +27,9 @@ def create_loaded(make_model, params, mesh, rules=DEFAULT_RULES):
   with use_mesh(mesh, rules):
     graphdef, abstract_state = nnx.split(nnx.eval_shape(make_model))
     shardings = nnx.get_named_sharding(abstract_state, mesh)
-  placed = jax.tree.map(lambda value, like, sharding: jax.device_put(np.asarray(value, like.dtype), sharding),
-                        params, abstract_state.to_pure_dict(), shardings.to_pure_dict())
-  nnx.replace_by_pure_dict(abstract_state, placed)
+  like = jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+                      abstract_state.to_pure_dict(), shardings.to_pure_dict())
+  nnx.replace_by_pure_dict(abstract_state, place_like(params, like))
   return nnx.merge(graphdef, abstract_state)
 
 

@@ -74,9 +74,15 @@ def _pad_to_video_rate(array):
   return np.concatenate([array[:1], array, tail], axis=0)
 
 
+def window_latents(config):
+  """Latent frames in one trained window (`1 + 4k` video frames -> k)."""
+  return (int(config.input.window.num_frames) - 1) // 4
+
+
 @dataclasses.dataclass
 class Inputs:
   """A request's inputs, read and checked: all that needs no model."""
+  mode: modes.Mode
   portrait: inputs.Portrait
   driving: inputs.Driving  # None without a driving clip
   num_frames: int  # N, the output length
@@ -88,7 +94,6 @@ def read_inputs(config, request):
   """Reads and checks every input of a request. It needs no model, so a sampling job reads all its
   requests before it loads any weights: a bad input is an error in seconds, not after the load."""
   height, width = int(config.sample.height), int(config.sample.width)
-  window_latents = (int(config.input.window.num_frames) - 1) // 4
   mode = modes.get(request.mode)
   portrait = inputs.load_portrait(request.image, height, width, config.input, request.crop)
   driving = None
@@ -96,7 +101,7 @@ def read_inputs(config, request):
     driving = inputs.load_driving(request.driving, config.input, request.tracking, config.sample.fps)
   require(driving is not None or not mode.needs_driving, f"mode {request.mode} needs --driving")
   require(0.0 <= request.smooth <= 100.0, f"--smooth must be in [0, 100] frames, got {request.smooth}")
-  num_frames = len(driving.frames) if driving is not None else (request.frames or 4 * window_latents)
+  num_frames = len(driving.frames) if driving is not None else (request.frames or 4 * window_latents(config))
   require(num_frames >= 1, f"nothing to generate: {num_frames} frames")
   total = 1 + 4 * math.ceil(num_frames / 4)
   camera_name = request.camera or mode.camera
@@ -110,7 +115,7 @@ def read_inputs(config, request):
   else:
     target_cameras = cameras_lib.from_preset(camera_name, total, height, width)
   modes.check_camera(request.mode, mode, camera_name, target_cameras)
-  return Inputs(portrait, driving, num_frames, target_cameras, camera_name)
+  return Inputs(mode, portrait, driving, num_frames, target_cameras, camera_name)
 
 
 class Pipeline:
@@ -123,7 +128,7 @@ class Pipeline:
             f"sample.height and sample.width must be multiples of 16, got {self.height}x{self.width}")
     samplers.check(sample.sampler)
     self.guidance = guidance_lib.Guidance.from_config(sample.guidance)
-    self.window_latents = (int(config.input.window.num_frames) - 1) // 4
+    self.window_latents = window_latents(config)
     self.crop_size = int(config.input.face_crop.size)
     self.crop_margin = float(config.input.face_crop.margin)
     self.replicated = NamedSharding(mesh, PartitionSpec())
@@ -177,8 +182,8 @@ class Pipeline:
   def prepare(self, request, read=None):
     """The host-side conditions of a request whose inputs `read_inputs` has read (or reads now)."""
     read = read or read_inputs(self.config, request)
-    portrait, driving, num_frames, target_cameras = read.portrait, read.driving, read.num_frames, read.cameras
-    mode = modes.get(request.mode)
+    mode, portrait, driving, num_frames = read.mode, read.portrait, read.driving, read.num_frames
+    target_cameras = read.cameras
     total = 1 + 4 * math.ceil(num_frames / 4)
     model = build_template()
     num_controls = controls.num_controls(model)
