@@ -34,8 +34,11 @@ _WINDOW_STEP = flags.DEFINE_integer("window_step", 0, "Frames between window sta
 
 def build_cache(config, out, splits=("train", "validation"), window_step=0):
   """Writes the cache folder `out`; returns the number of windows per split."""
+  import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.sharding import rules_from_config  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.frozen import create_frozen  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common, dit_task  # pylint: disable=g-import-not-at-top
 
   require(config.task == "dit", f"latents are cached for the dit task, the config's task is {config.task!r}")
@@ -52,10 +55,9 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
   for records in sources.values():
     examples.check_config(input_config, records)
 
-  frozen = nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1)))
-  _, frozen_state = nnx.split(frozen)
-  checkpoints.load_frozen(frozen_state, config)
-  nnx.update(frozen, frozen_state)
+  # One example at a time: the frozen models sit whole on one device.
+  frozen = create_frozen(task, config, mesh_lib.make_mesh({}, jax.devices()[:1]),
+                         rules_from_config(config.logical_axis_rules))
   encode = nnx.jit(task.encode)
 
   @nnx.jit

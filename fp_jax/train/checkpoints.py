@@ -11,7 +11,6 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 from flax import nnx
 from orbax.checkpoint._src.metadata import array_metadata_store
 from orbax.checkpoint._src.serialization import type_handler_registry
@@ -178,18 +177,3 @@ def read_frozen(workdir, config):
   require(not differences, f"the frozen run {workdir} holds another model than this config describes: "
                            f"{differences}")
   return params, step
-
-
-def load_frozen(frozen_state, config):
-  """Frozen parts (a trained VAE, the expression encoder) from the workdirs `config.frozen`
-  names, written into `frozen_state` in place, each in its own sharding."""
-  sources = {"vae": config.frozen.vae, "expression": config.frozen.motion}
-  for name, workdir in sources.items():
-    if not workdir or name not in frozen_state:
-      continue
-    params, step = read_frozen(workdir, config)
-    if name == "expression":
-      params = params["expression"]
-    current = frozen_state[name]
-    nnx.replace_by_pure_dict(current, place_like(params, current.to_pure_dict()))
-    logging.info("frozen %s from %s (step %d)", name, workdir, step)

@@ -23,6 +23,7 @@ from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
 from fp_jax.train.evaluation import Evaluator
+from fp_jax.train.frozen import create_frozen
 from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
 from fp_jax.train import offload
@@ -80,10 +81,7 @@ class Trainer(TrainStep):
     self.graphdef, params = nnx.split(model)
     self._init_from_diffusers(params)
     self._init_from_data(params)
-    frozen = create_sharded(lambda: nnx.Dict(self.task.make_frozen(nnx.Rngs(config.seed + 1))),
-                            self.mesh, self.rules)
-    self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
-    ckpt.load_frozen(self.frozen_state, config)
+    self.frozen_graphdef, self.frozen_state = nnx.split(create_frozen(self.task, config, self.mesh, self.rules))
     # -- optimizer and state -------------------------------------------------------------------
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
     with use_mesh(self.mesh, self.rules):

@@ -1,0 +1,40 @@
+"""A task's frozen parts (the dit task's VAE and expression encoder), sharded over the mesh.
+
+The parts that `config.frozen` names go from their runs straight into their shards: nothing is
+initialised for them, which on a pod spares a traced, compiled and run init of the whole VAE. A
+part it does not name (a test, a from-scratch smoke run) is initialised from `config.seed + 1`.
+"""
+from absl import logging
+from flax import nnx
+
+from fp_jax.models.build import create_loaded, create_sharded
+from fp_jax.train import checkpoints
+
+# Each frozen part and the `config.frozen` field naming the run that trains it.
+SOURCE_FIELDS = {"vae": "vae", "expression": "motion"}
+
+
+def saved_parts(config, names):
+  """{part: host params} for each of `names` whose run `config.frozen` names."""
+  parts = {}
+  for name in names:
+    workdir = config.frozen.get(SOURCE_FIELDS.get(name, ""), "")
+    if not workdir:
+      continue
+    params, step = checkpoints.read_frozen(workdir, config)
+    parts[name] = params["expression"] if name == "expression" else params
+    logging.info("frozen %s from %s (step %d)", name, workdir, step)
+  return parts
+
+
+def create_frozen(task, config, mesh, rules):
+  """`task.make_frozen`'s parts as one `nnx.Dict`, each in its shards and dtype."""
+  make = lambda: nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1)))
+  names = list(nnx.state(nnx.eval_shape(make)).to_pure_dict())
+  saved = saved_parts(config, names)
+  if len(saved) == len(names):
+    return create_loaded(make, saved, mesh, rules)
+  frozen = create_sharded(make, mesh, rules)
+  for name, params in saved.items():
+    checkpoints.load_into(frozen[name], params)
+  return frozen
