@@ -57,8 +57,10 @@ def get_config(arg="dit"):
     # the input workers after their first render: the dataset's 32 training people are memorised
     # (held-out pose error 8.10 degrees after 400 steps of its clips with 4 twin frames a window,
     # expression R^2 -0.11) where these are not (5.02 degrees, R^2 -0.05 after 400 steps of 10000
-    # people; benchmarks/motion.py). Until every person has been rendered by both input workers (a
-    # person comes back to either), the steps wait for renders. 600 steps, both runs measured with
+    # people; benchmarks/motion.py). Until every person has been rendered once (the input workers
+    # share their renders: ~step 45 here, against ~130 when each rendered every person itself;
+    # 150 steps took 174 s against 211, the same examples), the steps wait for renders. 600 steps,
+    # both runs measured with
     # benchmarks/motion.py --workdir=RUN --data_dir=outputs/demo/data on one day:
     #   10000 people: pose error 4.36 degrees, R^2 0.01, identity probe 0.40 (0.63 on crops cut from
     #                 frames; chance 0.25); renders held the steps back until ~step 250;

@@ -18,7 +18,9 @@ as the clips draw them (data_pipeline/expression_twins.py). The world frame is t
 An epoch of `fresh_people = N` people repeats them in the next epoch, drawn exactly as before.
 With `fresh_people_cache = M` each worker keeps up to M rendered examples in memory and serves a
 repeat from there instead of rendering it again: the same example, at a fraction of the cost, so a
-run on a few thousand people can take many epochs (figures in configs/data/input.py).
+run on a few thousand people can take many epochs (figures in configs/data/input.py). What a
+worker keeps, it also writes to a folder the host's other workers read (shared_renders.py): a
+person is rendered once per host, not once per worker.
 
 Keys (one frame, `T = 1`): driving [1, S, S, 3] uint8, expression [1, C], head_pose [1, 10],
 extrinsics [1, 3, 4], and with twins twin_frames [1], driving_twin [1, S, S, 3], twin_pose [1, 10].
@@ -28,7 +30,7 @@ import zlib
 import grain
 import numpy as np
 
-from data_pipeline import examples, expression_twins, world
+from data_pipeline import examples, expression_twins, shared_renders, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 
@@ -54,6 +56,8 @@ class MakeFreshExample(grain.transforms.RandomMap):
     self._cache_size = int(config.get("fresh_people_cache", 0))
     require(self._cache_size >= 0, f"fresh_people_cache must be >= 0 (0: off), got {self._cache_size}")
     self._cache = {}  # index -> example, filled in each worker process (it starts empty there)
+    # What one worker renders, the host's other workers read instead of rendering it again.
+    self._shared = shared_renders.SharedRenders("fresh_people_") if self._cache_size else None
 
   def random_map(self, index, rng):
     # Not Grain's generator, which follows the seed and the stream position alone: the person
@@ -62,10 +66,15 @@ class MakeFreshExample(grain.transforms.RandomMap):
     index = int(index)
     example = self._cache.get(index)
     if example is None:
-      example = self._render(index)
+      example = self._shared.get(index) if self._shared else None
+      rendered = example is None
+      if rendered:
+        example = self._render(index)
       if len(self._cache) >= self._cache_size:
         return example
       self._cache[index] = example
+      if rendered:
+        self._shared.put(index, example)
     # Copies (a few KB): nothing done to an example served reaches the one kept.
     return {key: np.array(value) for key, value in example.items()}
 

@@ -1,4 +1,8 @@
 """The motion trainer: camera-frame pose targets, expression twins and the terms they feed."""
+import gc
+import os
+import pickle
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +10,7 @@ import pytest
 from flax import nnx
 
 from configs import tiny
-from data_pipeline import appearance, cameras, examples, fresh_people, head_pose, input_pipeline
+from data_pipeline import appearance, cameras, examples, fresh_people, head_pose, input_pipeline, shared_renders
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 from fp_jax.train.tasks import motion_task
@@ -247,3 +251,50 @@ def test_keypoint_pooling_reads_where_a_spot_is():
   assert encoder.head.kernel.shape == (3 * 16, 4) and encoder(jnp.asarray(images)).shape == (2, 4)
   with pytest.raises(InputError, match="unknown pooling"):
     motion.ImageEncoder(motion.EncoderConfig((8, 16), 4, "max"), rngs=nnx.Rngs(0))
+
+
+def test_input_workers_share_their_renders_of_fresh_people(data_dir, monkeypatch):
+  """A person one input worker rendered, another reads from the host's shared folder (here the
+  workers are pickled copies of one transform, as Grain makes them), and gets the same example."""
+  records = ClipRecords(data_dir, "tiny", "train")
+  settings = {"fresh_people": 40, "expression_twins": 1, "face_crop.source": "stored"}
+  first = fresh_people.MakeFreshExample(records, make_config(data_dir, **settings, fresh_people_cache=40))
+  second = pickle.loads(pickle.dumps(first))
+  renders = []
+  real_twin_crops = fresh_people.expression_twins.twin_crops
+  monkeypatch.setattr(fresh_people.expression_twins, "twin_crops",
+                      lambda *args: renders.append(1) or real_twin_crops(*args))
+  truth = first.random_map(5, None)
+  assert len(renders) == 2  # the person and the twin
+  served = second.random_map(5, None)
+  assert len(renders) == 2 and served.keys() == truth.keys()
+  for key in truth:
+    np.testing.assert_array_equal(served[key], truth[key], err_msg=key)
+  # The folder is the first transform's: a worker's copy going away leaves it, the owner's removes it.
+  folder = first._shared.folder  # pylint: disable=protected-access
+  del second
+  gc.collect()
+  assert os.path.isfile(os.path.join(folder, "5.npz"))
+  del first
+  gc.collect()
+  assert not os.path.exists(folder)
+
+
+def test_a_shared_render_is_read_whole_or_not_at_all(tmp_path, monkeypatch):
+  shared = shared_renders.SharedRenders("test_")
+  example = {"driving": np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3), "record": np.int64(3)}
+  # A file still being written (or left by a killed worker) is not served.
+  with open(os.path.join(shared.folder, "3.npz.123.partial"), "wb") as half:
+    half.write(b"PK")
+  assert shared.get(3) is None
+  shared.put(3, example)
+  kept = shared.get(3)
+  np.testing.assert_array_equal(kept["driving"], example["driving"])
+  assert int(kept["record"]) == 3
+  # A full disk: nothing kept, nothing half-written left, the worker renders for itself.
+  def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(shared_renders.np, "savez", disk_full)
+  shared.put(4, example)
+  assert shared.get(4) is None
+  assert sorted(os.listdir(shared.folder)) == ["3.npz", "3.npz.123.partial"]

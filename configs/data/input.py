@@ -43,10 +43,12 @@ def get_config(arg="demo"):
   config.fresh_people = 0
   # Each input worker keeps up to this many rendered fresh people in memory, so the later epochs
   # of a run on `fresh_people = N` people re-read them instead of rendering them again (0: off).
+  # The workers of a host share what they keep through a temporary folder (about the same size
+  # again on disk), so each person is rendered once per host, not once per worker.
   # A 64x64 crop is 12 KB (24 with its twin): 10000 people cost ~120 MB a worker. Measured
   # (benchmarks/motion.py --steps 400 --fresh_people 10000 --fresh_people_cache 10000 --batch 128
-  # --expression_twins 0, 6 min 21 s in all; input-bound for the first two epochs, as a repeat may
-  # reach the other worker, then no wait): held-out pose error 5.02 degrees against 8.10 for the
+  # --expression_twins 0, 6 min 21 s in all, before the workers shared renders; input-bound for the
+  # first two epochs, as a repeat could reach the other worker, then no wait): held-out pose error 5.02 degrees against 8.10 for the
   # demo's clips with 4 twins at 400 steps; expression R^2 -0.05 against -0.11.
   config.fresh_people_cache = 0
   # A latent cache (fp-cache-latents) to read instead of the clips: dit task only; "" = off.
