@@ -43,7 +43,7 @@ import torch  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
-from dit_train_step import compiled_train_step  # pylint: disable=g-import-not-at-top
+from dit_train_step import compiled_train_step, diffusers_train_step, wan_core  # pylint: disable=g-import-not-at-top
 from timing import counted_seconds, median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
@@ -66,32 +66,12 @@ class WithoutCrossAttention(DiTConfig):
 
 def ours(size, batch, scan_layers, attention, config_class=DiTConfig):
   """Our train step as a timed callable, and its peak memory."""
-  config = config_class(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
-                        attention=attention, scan_layers=scan_layers)
-  return compiled_train_step(config, batch)
+  return compiled_train_step(wan_core(size, config_class, attention=attention, scan_layers=scan_layers), batch)
 
 
 def theirs(size, batch):
-  """diffusers' train step as a timed callable."""
-  from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
-  torch.manual_seed(0)
-  model = WanTransformer3DModel(
-      patch_size=(1, 2, 2), num_attention_heads=size["heads"], attention_head_dim=size["dim"] // size["heads"],
-      in_channels=16, out_channels=16, text_dim=size["text_dim"], ffn_dim=size["ffn_dim"],
-      num_layers=size["layers"]).train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-  tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
-  latents = tensors["latents"].permute(0, 4, 1, 2, 3).contiguous()
-  target = tensors["target"].permute(0, 4, 1, 2, 3).contiguous()
-
-  def run():
-    optimizer.zero_grad(set_to_none=True)
-    out = model(latents, tensors["timestep"], tensors["context"], return_dict=False)[0]
-    loss = torch.mean(torch.square(out - target))
-    loss.backward()
-    optimizer.step()
-
-  return run
+  """diffusers' train step as a timed callable (fp32)."""
+  return diffusers_train_step(size, batch)
 
 
 def parts_ms(size, tokens, steps, attention):

@@ -38,9 +38,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import torch  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
-from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel import attention as attention_lib  # pylint: disable=g-import-not-at-top
-from dit_train_step import compiled_train_step  # pylint: disable=g-import-not-at-top
+from dit_train_step import compiled_train_step, diffusers_train_step, wan_core  # pylint: disable=g-import-not-at-top
 from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
@@ -67,43 +66,18 @@ def make_batch(size, shape, seed=0):
 
 def ours(size, batch, attention, remat="none"):
   """Our compiled train step as a timed callable, and its peak memory in bytes."""
-  config = DiTConfig(**size, reference=False, normals=False, rays=False, expression="none", pose=False,
-                     attention=attention, scan_layers=True, remat=remat, dtype="bfloat16")
-  return compiled_train_step(config, batch)
+  return compiled_train_step(wan_core(size, attention=attention, scan_layers=True, remat=remat, dtype="bfloat16"),
+                             batch)
 
 
 def theirs(size, batch, compiled=False):
-  """diffusers' train step as a timed callable, and the function that reads its peak memory;
-  `compiled`: each transformer block through torch.compile (diffusers' regional compilation)."""
-  from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
-  torch.manual_seed(0)
-  model = WanTransformer3DModel(
-      patch_size=(1, 2, 2), num_attention_heads=size["heads"], attention_head_dim=size["dim"] // size["heads"],
-      in_channels=16, out_channels=16, text_dim=size["text_dim"], ffn_dim=size["ffn_dim"],
-      num_layers=size["layers"]).to(TORCH_DEVICE).train()
-  if compiled:
-    model.compile_repeated_blocks(fullgraph=True)
-  fused = TORCH_DEVICE == "cuda"
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
-  tensors = {k: torch.from_numpy(v).to(TORCH_DEVICE) for k, v in batch.items()}
-  latents = tensors["latents"].permute(0, 4, 1, 2, 3).contiguous()
-  target = tensors["target"].permute(0, 4, 1, 2, 3).contiguous()
-
-  def run():
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(TORCH_DEVICE, dtype=torch.bfloat16):
-      out = model(latents, tensors["timestep"], tensors["context"], return_dict=False)[0]
-    loss = torch.mean(torch.square(out.float() - target))
-    loss.backward()
-    optimizer.step()
-    float(loss.detach())  # waits for the step
-
-  def peak():
-    return torch.cuda.max_memory_allocated() if fused else float("nan")
-
-  if fused:
+  """diffusers' train step as a timed callable (bf16 autocast), and the function that reads its
+  peak memory."""
+  run = diffusers_train_step(size, batch, TORCH_DEVICE, autocast=True, compiled=compiled)
+  if TORCH_DEVICE == "cuda":
     torch.cuda.reset_peak_memory_stats()
-  return run, peak
+    return run, torch.cuda.max_memory_allocated
+  return run, lambda: float("nan")
 
 
 def timed_theirs(size, batch, steps, compiled=False):
