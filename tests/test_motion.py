@@ -2,6 +2,8 @@
 import gc
 import os
 import pickle
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -298,3 +300,19 @@ def test_a_shared_render_is_read_whole_or_not_at_all(tmp_path, monkeypatch):
   shared.put(4, example)
   assert shared.get(4) is None
   assert sorted(os.listdir(shared.folder)) == ["3.npz", "3.npz.123.partial"]
+
+
+def test_a_killed_run_s_shared_renders_are_removed_by_the_next(tmp_path, monkeypatch):
+  monkeypatch.setattr(shared_renders.tempfile, "tempdir", str(tmp_path))
+  gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                        check=True)
+  dead_owner = tmp_path / f"fresh_people_{int(gone.stdout)}_abc"
+  live_owner = tmp_path / f"fresh_people_{os.getppid()}_abc"  # this test's parent: alive
+  for folder in (dead_owner, live_owner):
+    folder.mkdir()
+    (folder / "0.npz").write_bytes(b"x")
+  other = tmp_path / "fresh_people_notes"
+  other.mkdir()
+  shared = shared_renders.SharedRenders("fresh_people_")
+  assert os.path.dirname(shared.folder) == str(tmp_path)
+  assert not dead_owner.exists() and live_owner.exists() and other.exists()
