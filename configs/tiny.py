@@ -14,15 +14,16 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 22 to 36 minutes on a 2-core machine, as fast as its cores are that hour. From
-empty outputs with the environment set up it took 22 min 18 s on a fast evening, minutes per stage:
-dataset and previews 0.8, VAE 2.6, motion 8.5, latent cache 1.5, DiT 7.2, sampling 0.5,
-evaluation 1.2 (PSNR 21.636 dB against the baseline's 22.346, pose error 16.866 against 18.611
-degrees, as a second run with those stages gave). With 10000
-people, a whole run from empty outputs took 39 min 16 s on a slow afternoon: dataset 1.4, VAE
-4.3, motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent cache
-2.4, DiT 13.0, sampling 1.0, evaluation 2.3; half the people cut the motion stage's render wait
-by about half (see motion below), about 3.5 of those minutes. Any field can be
+one device), in 20 to 37 minutes on a 2-core machine, as fast as its cores are that hour. From
+empty outputs with the environment set up it took 20 min 21 s on a fast evening, minutes per stage:
+dataset and previews 0.7, VAE 2.4, motion 7.5, latent cache 1.0, DiT 7.0, sampling 0.5,
+evaluation 1.1 (PSNR 21.636 dB against the baseline's 22.346, pose error 16.866 against 18.611
+degrees, the same figures as the runs before it). On a slow afternoon a whole run (then with
+10000 people, each input worker rendering every one) took 39 min 16 s: dataset 1.4, VAE 4.3,
+motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent cache 2.4,
+DiT 13.0, sampling 1.0, evaluation 2.3. Its unchanged stages ran 1.8x slower than that evening's
+(VAE 4.3 against 2.4, DiT 13.0 against 7.0), which would put today's run at about 37 minutes
+on such an afternoon. Any field can be
 overridden: `--config.optim.learning_rate=3e-4 --config.total_steps=200`. Every field and its
 meaning: configs/common.py.
 """
