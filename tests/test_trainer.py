@@ -81,10 +81,15 @@ def test_dit_loss_falls_with_validation_and_a_sample_video(data_dir, tmp_path, c
   assert video.shape == (5, 8 * 32, 2 * 32, 3)
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
+def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path, monkeypatch):
   config = train_config(data_dir, "motion", total_steps=6, checkpoint_every=3)
   uninterrupted = run(config, tmp_path / "a")
   run(train_config(data_dir, "motion", total_steps=3, checkpoint_every=3), tmp_path / "b")
+
+  def no_init(*args, **kwargs):
+    raise AssertionError("a resumed run made a fresh state before restoring its checkpoint")
+  monkeypatch.setattr(trainer_lib, "create_sharded", no_init)
+  monkeypatch.setattr(trainer_lib, "initial_state", no_init)
   resumed = run(config, tmp_path / "b")  # picks up step 3: state, optimizer, iterator
   assert int(resumed["step"]) == 6
   for name in ("params", "opt_state", "ema", "rng"):
@@ -244,15 +249,19 @@ def test_unknown_config_field_is_one_line(tmp_path):
                                    ":dit has no field 'totl_steps'; did you mean 'total_steps'?")
 
 
-def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp_path, capsys):
-  run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path)
-  step_dir = tmp_path / "checkpoints" / "4"
-  assert (step_dir / "manifest.json").exists() and (tmp_path / "checkpoints" / "2" / "manifest.json").exists()
+def _damage(step_dir):
   largest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "manifest.json"),
                 key=lambda p: p.stat().st_size)
   data = bytearray(largest.read_bytes())
   data[len(data) // 2] ^= 0xFF  # same size, one byte altered: only the checksum can tell
   largest.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp_path, capsys):
+  run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path)
+  step_dir = tmp_path / "checkpoints" / "4"
+  assert (step_dir / "manifest.json").exists() and (tmp_path / "checkpoints" / "2" / "manifest.json").exists()
+  _damage(step_dir)
   capsys.readouterr()
   state = run(train_config(data_dir, "motion", total_steps=5, checkpoint_every=100), tmp_path)
   out = capsys.readouterr().out
@@ -262,6 +271,27 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp
   assert int(state["step"]) == 5
   set_aside = list((tmp_path / "checkpoints_set_aside").iterdir())
   assert len(set_aside) == 1 and set_aside[0].name.startswith("4-")
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_starts_afresh(data_dir, tmp_path):
+  config = train_config(data_dir, "motion", total_steps=2, checkpoint_every=2)
+  run(config, tmp_path / "run")
+  _damage(tmp_path / "run" / "checkpoints" / "2")
+  trainer = trainer_lib.Trainer(config, str(tmp_path / "run"))
+  try:
+    assert trainer.state is None  # a checkpoint is there: nothing is made before it is read
+    assert trainer.restore_latest() == 0
+    restarted = host(trainer.state)
+  finally:
+    trainer.close()
+  fresh = trainer_lib.Trainer(config, str(tmp_path / "fresh"))
+  try:
+    want = host(fresh.state)
+  finally:
+    fresh.close()
+  assert int(restarted["step"]) == 0
+  for name in ("params", "opt_state", "ema", "rng"):
+    jax.tree.map(np.testing.assert_array_equal, restarted[name], want[name])
 
 
 def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):

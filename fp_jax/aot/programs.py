@@ -12,21 +12,20 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from data_pipeline import rays
 from data_pipeline.errors import require
 from fp_jax.diffusion import flow, guidance, samplers
+from fp_jax.models.build import abstract_sharded
 from fp_jax.parallel import mesh as mesh_lib
 from fp_jax.parallel.global_batches import batch_sharding
 from fp_jax.parallel.sharding import use_mesh
 from fp_jax.train import flops as flops_lib
-from fp_jax.train import offload
 from fp_jax.train.step import TrainStep
 from fp_jax.train.tasks import get_task
-from fp_jax.train.trainer import fresh_state
+from fp_jax.train.trainer import abstract_state
 
 JOBS = ("train", "sample")
 HYBRID = ("none", "reference", "all")  # the three guidance branches, batched in one forward
@@ -67,16 +66,6 @@ class Program:
       return flops_lib.step_flops(self.fn, *self.args)
 
 
-def _abstract(tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
-def _abstract_module(make, mesh):
-  """(graphdef, abstract state with the shardings of its logical axes)."""
-  graphdef, state = nnx.split(nnx.eval_shape(make))
-  return graphdef, _abstract(state, nnx.get_named_sharding(state, mesh))
-
-
 def _batch_arrays(config, video, batch, mesh, rays_dtype):
   """What one global batch of cached latents holds, split over the batch axes."""
   latent = video.latent_shape(config)
@@ -99,21 +88,13 @@ def train_program(config, mesh, rules, video):
   batch_size = config.input.global_batch_size
   mesh_lib.check_global_batch(batch_size, mesh)
   task = get_task(config)
+  graphdef, params = abstract_sharded(lambda: task.make_model(nnx.Rngs(config.seed)), mesh, rules)
+  frozen_graphdef, frozen = abstract_sharded(lambda: nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1))),
+                                             mesh, rules)
   with use_mesh(mesh, rules):
-    graphdef, params = _abstract_module(lambda: task.make_model(nnx.Rngs(config.seed)), mesh)
-    frozen_graphdef, frozen = _abstract_module(
-        lambda: nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1))), mesh)
     step = TrainStep(config, task, graphdef, frozen_graphdef)
-    like_params = jax.tree.map(lambda x: x.sharding, params)
-    shapes = jax.eval_shape(lambda p: fresh_state(p, step.tx, config.seed, like_params), params)
-  # As the trainer's initial state is: parameter-shaped parts sharded as the parameters, the
-  # counters replicated.
+    state = abstract_state(params, step.tx, config.seed, mesh, step.offloaded)  # as the trainer makes it
   replicated = NamedSharding(mesh, PartitionSpec())
-  shardings = dict(jax.tree.map(lambda _: replicated, shapes), params=like_params, ema=like_params,
-                   opt_state=optax.tree_utils.tree_map_params(
-                       step.tx, lambda _, s: s, shapes["opt_state"], like_params,
-                       transform_non_params=lambda _: replicated))
-  state = _abstract(shapes, offload.host_shardings(shardings, step.offloaded))
   batch = _batch_arrays(config, video, batch_size, mesh, config.input.rays_dtype)
   flag = lambda dtype: jax.ShapeDtypeStruct((batch_size,), dtype, sharding=batch_sharding(mesh))
   batch.update({f"drop_{name}": flag(jnp.bool_) for name in ("reference", "expression", "pose", "camera")})
@@ -130,8 +111,7 @@ def sample_program(config, mesh, rules, video, batch_size):
   """One guided Euler step: the DiT on the three hybrid-guidance branches at once, then the update."""
   task = get_task(config)
   shards = mesh_lib.batch_shards(mesh)
-  with use_mesh(mesh, rules):
-    graphdef, params = _abstract_module(lambda: task.make_model(nnx.Rngs(config.seed)), mesh)
+  graphdef, params = abstract_sharded(lambda: task.make_model(nnx.Rngs(config.seed)), mesh, rules)
 
   def sample_step(params, latents, sigma, next_sigma, weights, conditions):
     model = nnx.merge(graphdef, params)

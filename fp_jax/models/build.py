@@ -20,17 +20,23 @@ def create_sharded(make_model, mesh, rules=DEFAULT_RULES):
   return nnx.merge(graphdef, state)
 
 
+def abstract_sharded(make_model, mesh, rules=DEFAULT_RULES):
+  """(graphdef, state) of `make_model()`'s module with nothing computed: each leaf a
+  `jax.ShapeDtypeStruct` carrying the sharding of its logical axes."""
+  with use_mesh(mesh, rules):
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(make_model))
+    shardings = nnx.get_named_sharding(abstract_state, mesh)
+  return graphdef, jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                                abstract_state, shardings)
+
+
 def create_loaded(make_model, params, mesh, rules=DEFAULT_RULES):
   """`make_model()`'s module holding `params` (a pure dict of host arrays, the module's tree), each
   leaf cast to the module's dtype and put into its shard. Nothing is initialised, traced beyond the
   shapes or compiled: for a sampling job, the init that `create_sharded` runs is wasted work."""
-  with use_mesh(mesh, rules):
-    graphdef, abstract_state = nnx.split(nnx.eval_shape(make_model))
-    shardings = nnx.get_named_sharding(abstract_state, mesh)
-  like = jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-                      abstract_state.to_pure_dict(), shardings.to_pure_dict())
-  nnx.replace_by_pure_dict(abstract_state, place_like(params, like))
-  return nnx.merge(graphdef, abstract_state)
+  graphdef, state = abstract_sharded(make_model, mesh, rules)
+  nnx.replace_by_pure_dict(state, place_like(params, state.to_pure_dict()))
+  return nnx.merge(graphdef, state)
 
 
 def create_dit(config, mesh, rules=DEFAULT_RULES, seed=0):

@@ -15,10 +15,11 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import nnx
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 from data_pipeline import input_pipeline, latent_cache
 from data_pipeline.errors import require
-from fp_jax.models.build import create_sharded
+from fp_jax.models.build import abstract_sharded, create_sharded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
@@ -57,6 +58,21 @@ def initial_state(params, tx, seed):
   return jax.jit(lambda params: fresh_state(params, tx, seed, shardings))(params)
 
 
+def abstract_state(params, tx, seed, mesh, offloaded=()):
+  """The training state's shapes and shardings, with nothing computed, for `params` (abstract,
+  each carrying its sharding; call under the mesh): the parameter-shaped parts sharded as the
+  parameters, the counters replicated, the `offloaded` parts in pinned host memory."""
+  like_params = jax.tree.map(lambda x: x.sharding, params)
+  shapes = jax.eval_shape(lambda p: fresh_state(p, tx, seed, like_params), params)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  shardings = dict(jax.tree.map(lambda _: replicated, shapes), params=like_params, ema=like_params,
+                   opt_state=optax.tree_utils.tree_map_params(
+                       tx, lambda _, s: s, shapes["opt_state"], like_params,
+                       transform_non_params=lambda _: replicated))
+  shardings = offload.host_shardings(shardings, offloaded)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+
+
 class Trainer(TrainStep):
 
   def __init__(self, config, workdir):
@@ -77,18 +93,18 @@ class Trainer(TrainStep):
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
     self.checkpoints = ckpt.manager(workdir, config)
     # -- model and frozen parts ----------------------------------------------------------------
-    model = create_sharded(lambda: self.task.make_model(nnx.Rngs(config.seed)), self.mesh, self.rules)
-    self.graphdef, params = nnx.split(model)
-    self._init_from_diffusers(params)
-    self._init_from_data(params)
+    self.make_model = lambda: self.task.make_model(nnx.Rngs(config.seed))
+    self.graphdef, abstract_params = abstract_sharded(self.make_model, self.mesh, self.rules)
     self.frozen_graphdef, self.frozen_state = nnx.split(create_frozen(self.task, config, self.mesh, self.rules))
     # -- optimizer and state -------------------------------------------------------------------
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
     with use_mesh(self.mesh, self.rules):
-      self.state = initial_state(params, self.tx, config.seed)
-    self.shardings = offload.host_shardings(jax.tree.map(lambda x: x.sharding, self.state), self.offloaded)
-    self.state = jax.device_put(self.state, self.shardings)
+      self.abstract_state = abstract_state(abstract_params, self.tx, config.seed, self.mesh, self.offloaded)
+    self.shardings = jax.tree.map(lambda x: x.sharding, self.abstract_state)
     self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
+    # A resumed run's state comes from its checkpoint alone (restore_latest): no random model and
+    # optimizer state are made first, which would hold the chips' memory twice over while it loads.
+    self.state = self._fresh_state() if self.checkpoints.latest_step() is None else None
     self.evaluator = None
     if config.eval.every:
       self.evaluator = Evaluator(config, self.task, self.mesh, self.graphdef, self.frozen_graphdef, workdir)
@@ -109,11 +125,21 @@ class Trainer(TrainStep):
     require(made_with == wanted, f"the latent cache {cache_dir} was made with frozen weights {made_with}, "
                                  f"this run names {wanted}")
 
+  def _fresh_state(self):
+    """The state at step 0: the model initialised (from a diffusers checkpoint or the training
+    data where the config says so), its EMA copy and the optimizer's state."""
+    _, params = nnx.split(create_sharded(self.make_model, self.mesh, self.rules))
+    self._init_from_diffusers(params)
+    self._init_from_data(params)
+    with use_mesh(self.mesh, self.rules):
+      state = initial_state(params, self.tx, self.config.seed)
+    return jax.device_put(state, self.shardings)
+
   def _init_from_diffusers(self, params):
     """A fresh run of the dit task may start from a diffusers Wan checkpoint (`config.init`)."""
     path = self.config.init.diffusers_checkpoint
-    if not path or self.checkpoints.latest_step() is not None:
-      return  # a resumed run takes everything from its own checkpoint
+    if not path:
+      return
     require(self.config.task == "dit", "init.diffusers_checkpoint applies to the dit task only")
     from fp_jax.export import wan_init  # pylint: disable=g-import-not-at-top
     wan_init.load_wan(params, path, self.task.model_config.layers)
@@ -122,7 +148,7 @@ class Trainer(TrainStep):
   def _init_from_data(self, params):
     """A fresh run of a task that fits part of its model to its training clips (the VAE's linear
     path) does so here, before the state (and its EMA copy) is made."""
-    if hasattr(self.task, "initialise_from_data") and self.checkpoints.latest_step() is None:
+    if hasattr(self.task, "initialise_from_data"):
       self.task.initialise_from_data(params)
 
   def _ema_on_device(self):
@@ -167,12 +193,16 @@ class Trainer(TrainStep):
         manifest.write(step_dir)
 
   def restore_latest(self):
+    """The newest intact checkpoint's step, its state restored; 0 and a fresh state if none is
+    (every one damaged included)."""
     step = self._newest_intact_step()
     if step is None:
+      if self.state is None:
+        self.state = self._fresh_state()
       return 0
     ckpt.check_compatible(self.checkpoints, step, self.config)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state)
-    self.state = ckpt.restore(self.checkpoints, step, abstract, self.batches)
+    self.state = None  # a fresh state (a checkpoint written since the trainer began) is freed first
+    self.state = ckpt.restore(self.checkpoints, step, self.abstract_state, self.batches)
     logging.info("resumed from step %d", step)
     return step
 
