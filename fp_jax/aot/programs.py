@@ -93,7 +93,7 @@ def train_program(config, mesh, rules, video):
                                              mesh, rules)
   with use_mesh(mesh, rules):
     step = TrainStep(config, task, graphdef, frozen_graphdef)
-    state = abstract_state(params, step.tx, config.seed, mesh, step.offloaded)  # as the trainer makes it
+  state = abstract_state(params, step.tx, config.seed, mesh, rules, step.offloaded)  # as the trainer makes it
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = _batch_arrays(config, video, batch_size, mesh, config.input.rays_dtype)
   flag = lambda dtype: jax.ShapeDtypeStruct((batch_size,), dtype, sharding=batch_sharding(mesh))

@@ -58,12 +58,15 @@ def initial_state(params, tx, seed):
   return jax.jit(lambda params: fresh_state(params, tx, seed, shardings))(params)
 
 
-def abstract_state(params, tx, seed, mesh, offloaded=()):
+def abstract_state(params, tx, seed, mesh, rules, offloaded=()):
   """The training state's shapes and shardings, with nothing computed, for `params` (abstract,
-  each carrying its sharding; call under the mesh): the parameter-shaped parts sharded as the
-  parameters, the counters replicated, the `offloaded` parts in pinned host memory."""
+  each carrying its sharding): the parameter-shaped parts sharded as the parameters, the counters
+  replicated, the `offloaded` parts in pinned host memory."""
   like_params = jax.tree.map(lambda x: x.sharding, params)
-  shapes = jax.eval_shape(lambda p: fresh_state(p, tx, seed, like_params), params)
+  with use_mesh(mesh, rules):
+    shapes = jax.eval_shape(lambda p: fresh_state(p, tx, seed, like_params), params)
+  # Outside the mesh: mapping the optimizer's state runs its init on the default device, which
+  # for a compile-only topology (fp-aot) cannot run anything.
   replicated = NamedSharding(mesh, PartitionSpec())
   shardings = dict(jax.tree.map(lambda _: replicated, shapes), params=like_params, ema=like_params,
                    opt_state=optax.tree_utils.tree_map_params(
@@ -98,8 +101,8 @@ class Trainer(TrainStep):
     self.frozen_graphdef, self.frozen_state = nnx.split(create_frozen(self.task, config, self.mesh, self.rules))
     # -- optimizer and state -------------------------------------------------------------------
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
-    with use_mesh(self.mesh, self.rules):
-      self.abstract_state = abstract_state(abstract_params, self.tx, config.seed, self.mesh, self.offloaded)
+    self.abstract_state = abstract_state(abstract_params, self.tx, config.seed, self.mesh, self.rules,
+                                         self.offloaded)
     self.shardings = jax.tree.map(lambda x: x.sharding, self.abstract_state)
     self.step_fn = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.shardings, None))
     # A resumed run's state comes from its checkpoint alone (restore_latest): no random model and
