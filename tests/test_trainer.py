@@ -1,6 +1,7 @@
 """The trainer: loss falls, exact resume, accumulation, the non-finite guard, SIGTERM, bad input."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,31 @@ def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path, monkeypatch
   assert int(resumed["step"]) == 6
   for name in ("params", "opt_state", "ema", "rng"):
     jax.tree.map(np.testing.assert_array_equal, resumed[name], uninterrupted[name])
+
+
+def test_a_run_resumes_on_another_mesh(data_dir, tmp_path, capsys):
+  """Saved on one layout (8-way data parallel), resumed on another (the model split over fsdp and
+  tensor as well, as a run moved to another slice shape would be): the state is read straight into
+  the new shardings and training goes on as the uninterrupted run did."""
+  config = lambda steps, **mesh: train_config(data_dir, "dit", total_steps=steps, checkpoint_every=2,
+                                              **{f"mesh.{axis}": size for axis, size in mesh.items()})
+  uninterrupted = run(config(4), tmp_path / "a")
+  shutil.copytree(tmp_path / "a" / "checkpoints" / "2", tmp_path / "b" / "checkpoints" / "2")
+  capsys.readouterr()
+  trainer = trainer_lib.Trainer(config(4, data=2, fsdp=2, tensor=2), str(tmp_path / "b"))
+  try:
+    trainer.run()
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("step ")] == ["step 3", "step 4"]  # from the checkpoint, not afresh
+    specs = {leaf.sharding.spec for leaf in jax.tree.leaves(trainer.state["opt_state"])}
+    resumed = host(trainer.state)
+  finally:
+    trainer.close()
+  assert any("fsdp" in spec for spec in specs) and any("tensor" in spec for spec in specs)
+  assert int(resumed["step"]) == 4
+  for name in ("params", "ema"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), resumed[name],
+                 uninterrupted[name])
 
 
 def test_state_parked_in_host_memory_steps_saves_and_resumes_as_on_device(data_dir, tmp_path):
