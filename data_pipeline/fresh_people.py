@@ -19,8 +19,8 @@ An epoch of `fresh_people = N` people repeats them in the next epoch, drawn exac
 With `fresh_people_cache = M` each worker keeps up to M rendered examples in memory and serves a
 repeat from there instead of rendering it again: the same example, at a fraction of the cost, so a
 run on a few thousand people can take many epochs (figures in configs/data/input.py). What a
-worker keeps, it also writes to a folder the host's other workers read (shared_renders.py): a
-person is rendered once per host, not once per worker.
+worker keeps, it also writes to a folder the host's other workers read (shared_renders.py; with
+two workers or more): a person is rendered once per host, not once per worker.
 
 Keys (one frame, `T = 1`): driving [1, S, S, 3] uint8, expression [1, C], head_pose [1, 10],
 extrinsics [1, 3, 4], and with twins twin_frames [1], driving_twin [1, S, S, 3], twin_pose [1, 10].
@@ -57,7 +57,9 @@ class MakeFreshExample(grain.transforms.RandomMap):
     require(self._cache_size >= 0, f"fresh_people_cache must be >= 0 (0: off), got {self._cache_size}")
     self._cache = {}  # index -> example, filled in each worker process (it starts empty there)
     # What one worker renders, the host's other workers read instead of rendering it again.
-    self._shared = shared_renders.SharedRenders("fresh_people_") if self._cache_size else None
+    workers = int(config.get("workers", {}).get("count", 0))
+    self._shared = (shared_renders.SharedRenders("fresh_people_") if self._cache_size and workers > 1
+                    else None)
 
   def random_map(self, index, rng):
     # Not Grain's generator, which follows the seed and the stream position alone: the person
@@ -73,7 +75,7 @@ class MakeFreshExample(grain.transforms.RandomMap):
       if len(self._cache) >= self._cache_size:
         return example
       self._cache[index] = example
-      if rendered:
+      if rendered and self._shared:
         self._shared.put(index, example)
     # Copies (a few KB): nothing done to an example served reaches the one kept.
     return {key: np.array(value) for key, value in example.items()}

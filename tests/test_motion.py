@@ -185,6 +185,7 @@ def test_fresh_people_cache_serves_repeats_without_rendering_them_again(data_dir
     served["driving"][...] = 0  # what a consumer does to its copy does not reach the cache
   # Two crops (the person and the twin) a render; uncached: all 7; cached: 5 and 6 once, 7 both times.
   assert len(renders) == 2 * (7 + 2 + 2)
+  assert cached._shared is None  # pylint: disable=protected-access  # no other worker to share with
   with pytest.raises(InputError, match="fresh_people_cache must be >= 0"):
     fresh_people.MakeFreshExample(records, make_config(data_dir, **settings, fresh_people_cache=-1))
 
@@ -260,7 +261,8 @@ def test_input_workers_share_their_renders_of_fresh_people(data_dir, monkeypatch
   workers are pickled copies of one transform, as Grain makes them), and gets the same example."""
   records = ClipRecords(data_dir, "tiny", "train")
   settings = {"fresh_people": 40, "expression_twins": 1, "face_crop.source": "stored"}
-  first = fresh_people.MakeFreshExample(records, make_config(data_dir, **settings, fresh_people_cache=40))
+  first = fresh_people.MakeFreshExample(records, make_config(data_dir, **settings, fresh_people_cache=40,
+                                                             **{"workers.count": 2}))
   second = pickle.loads(pickle.dumps(first))
   renders = []
   real_twin_crops = fresh_people.expression_twins.twin_crops

@@ -43,7 +43,7 @@ def get_config(arg="demo"):
   config.fresh_people = 0
   # Each input worker keeps up to this many rendered fresh people in memory, so the later epochs
   # of a run on `fresh_people = N` people re-read them instead of rendering them again (0: off).
-  # The workers of a host share what they keep through a temporary folder (about the same size
+  # Two workers or more share what they keep through a temporary folder (about the same size
   # again on disk), so each person is rendered once per host, not once per worker.
   # A 64x64 crop is 12 KB (24 with its twin): 10000 people cost ~120 MB a worker. Measured
   # (benchmarks/motion.py --steps 400 --fresh_people 10000 --fresh_people_cache 10000 --batch 128
