@@ -89,7 +89,7 @@ def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path, monkeypatch
 
   def no_init(*args, **kwargs):
     raise AssertionError("a resumed run made a fresh state before restoring its checkpoint")
-  monkeypatch.setattr(trainer_lib, "create_sharded", no_init)
+  monkeypatch.setattr(trainer_lib, "initialised", no_init)
   monkeypatch.setattr(trainer_lib, "initial_state", no_init)
   resumed = run(config, tmp_path / "b")  # picks up step 3: state, optimizer, iterator
   assert int(resumed["step"]) == 6

@@ -7,7 +7,7 @@ part it does not name (a test, a from-scratch smoke run) is initialised from `co
 from absl import logging
 from flax import nnx
 
-from fp_jax.models.build import create_loaded, create_sharded
+from fp_jax.models.build import abstract_sharded, initialised, loaded
 from fp_jax.train import checkpoints
 
 # Each frozen part and the `config.frozen` field naming the run that trains it.
@@ -30,11 +30,12 @@ def saved_parts(config, names):
 def create_frozen(task, config, mesh, rules):
   """`task.make_frozen`'s parts as one `nnx.Dict`, each in its shards and dtype."""
   make = lambda: nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1)))
-  names = list(nnx.state(nnx.eval_shape(make)).to_pure_dict())
+  abstract = abstract_sharded(make, mesh, rules)
+  names = list(abstract[1].to_pure_dict())
   saved = saved_parts(config, names)
   if len(saved) == len(names):
-    return create_loaded(make, saved, mesh, rules)
-  frozen = create_sharded(make, mesh, rules)
+    return loaded(abstract, saved)
+  frozen = initialised(make, abstract, mesh, rules)
   for name, params in saved.items():
     checkpoints.load_into(frozen[name], params)
   return frozen

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from data_pipeline import input_pipeline, latent_cache
 from data_pipeline.errors import require
-from fp_jax.models.build import abstract_sharded, create_sharded
+from fp_jax.models.build import abstract_sharded, initialised
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
@@ -97,7 +97,8 @@ class Trainer(TrainStep):
     self.checkpoints = ckpt.manager(workdir, config)
     # -- model and frozen parts ----------------------------------------------------------------
     self.make_model = lambda: self.task.make_model(nnx.Rngs(config.seed))
-    self.graphdef, abstract_params = abstract_sharded(self.make_model, self.mesh, self.rules)
+    self.abstract_model = abstract_sharded(self.make_model, self.mesh, self.rules)
+    self.graphdef, abstract_params = self.abstract_model
     self.frozen_graphdef, self.frozen_state = nnx.split(create_frozen(self.task, config, self.mesh, self.rules))
     # -- optimizer and state -------------------------------------------------------------------
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
@@ -131,7 +132,7 @@ class Trainer(TrainStep):
   def _fresh_state(self):
     """The state at step 0: the model initialised (from a diffusers checkpoint or the training
     data where the config says so), its EMA copy and the optimizer's state."""
-    _, params = nnx.split(create_sharded(self.make_model, self.mesh, self.rules))
+    _, params = nnx.split(initialised(self.make_model, self.abstract_model, self.mesh, self.rules))
     self._init_from_diffusers(params)
     self._init_from_data(params)
     with use_mesh(self.mesh, self.rules):
