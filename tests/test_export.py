@@ -243,6 +243,20 @@ def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(data_dir, tm
   zero = [name for name in set(exported) - set(original)
           if name.startswith(("condition_embedding", "ray_embedding", "pose_embedding_2")) or ".expression_attn.to_out." in name]
   assert len(zero) == 1 + 2 + 2 + 2 * 2 and all(not torch.any(exported[name]) for name in zero)
+  # Every control weight, zero or not, is the seed's own init: only the controls were initialised.
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from fp_jax.export import diffusers_wan  # pylint: disable=g-import-not-at-top
+  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks import get_task  # pylint: disable=g-import-not-at-top
+  imported = traverse_util.flatten_dict(checkpoints.latest_params(str(tmp_path / "run"))[0])
+  from fp_jax.parallel.sharding import use_mesh  # pylint: disable=g-import-not-at-top
+  with use_mesh(helpers.single_device_mesh()):  # a whole init on one device
+    fresh = jax.jit(lambda: nnx.state(get_task(config).make_model(nnx.Rngs(config.seed))).to_pure_dict())()
+  fresh = traverse_util.flatten_dict(fresh)
+  controls = set(fresh) - diffusers_wan.mapped_paths(config.model.layers)
+  assert len(controls) > len(zero) and any(np.any(np.asarray(fresh[path])) for path in controls)
+  for path in controls:
+    np.testing.assert_array_equal(np.asarray(imported[path]), np.asarray(fresh[path]), err_msg=str(path))
   # The imported run trains on: fp-train resumes from the imported step 0.
   config.total_steps = 1
   state = trainer_lib.Trainer(config, str(tmp_path / "run"))

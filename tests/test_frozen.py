@@ -52,3 +52,28 @@ def test_a_part_no_run_names_is_initialised_from_the_seed(data_dir, frozen_runs)
   # The expression encoder as a plain (unsharded) init from the same seed makes it.
   fresh = jax.jit(lambda: nnx.state(nnx.Dict(get_task(config).make_frozen(nnx.Rngs(config.seed + 1)))))()
   _assert_holds(state["expression"], fresh["expression"].to_pure_dict())
+
+
+def test_completed_initialises_only_the_leaves_it_is_not_given(data_dir):
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from fp_jax.models import build  # pylint: disable=g-import-not-at-top
+  config = train_config(data_dir, "motion")
+  make = lambda: get_task(config).make_model(nnx.Rngs(4))
+  mesh = mesh_lib.make_mesh(dict(data=2, fsdp=2, context=1, tensor=2))
+  abstract = build.abstract_sharded(make, mesh)
+  fresh = traverse_util.flatten_dict(jax.jit(lambda: nnx.state(make()).to_pure_dict())())
+  # The pose encoder is given (list indices spelt as a checkpoint spells them); the rest is not.
+  rng = np.random.default_rng(0)
+  given = {tuple(map(str, path)): rng.standard_normal(value.shape).astype(np.float32)
+           for path, value in fresh.items() if path[0] == "pose"}
+  got = traverse_util.flatten_dict(nnx.state(build.completed(
+      make, abstract, traverse_util.unflatten_dict(given), mesh)).to_pure_dict())
+  assert set(got) == set(fresh) and 0 < len(given) < len(fresh)
+  for path, value in got.items():
+    want = given.get(tuple(map(str, path)), fresh[path])
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(want), err_msg=str(path))
+    assert value.sharding == traverse_util.flatten_dict(abstract[1].to_pure_dict())[path].sharding
+  with pytest.raises(ValueError, match="no value for"):
+    build.loaded(abstract, traverse_util.unflatten_dict(given))
+  with pytest.raises(ValueError, match="is not a leaf"):
+    build.loaded(abstract, {"nowhere": np.zeros(1)})

@@ -5,8 +5,9 @@ r"""`fp-import`: PyTorch-side weights as step 0 of a training run here.
   fp-train --config=configs/wan_1_3b.py --workdir=gs://BUCKET/runs/dit_1_3b ...   # resumes from it
 
 By the config's task, `--from` is (safetensors, one file or shards with an index; bf16 widened):
-- dit: a diffusers `WanTransformer3DModel` checkpoint; read tensor by tensor into the sharded
-  model; the portrait controls keep their zero initialisation (the model is Wan exactly);
+- dit: a diffusers `WanTransformer3DModel` checkpoint, read tensor by tensor into the sharded
+  model; only the portrait controls, which Wan lacks, are initialised (their outputs start at
+  zero, so the model is Wan exactly);
 - vae: a diffusers `AutoencoderKLWan` checkpoint; a config with `vae.linear_path` also reads the
   `linear_path.safetensors` that `fp-export` writes beside it (a diffusers VAE has none);
 - motion: encoders in the PyTorch mirror's names (`fp_jax/export/torch_motion.py`), e.g. ones a
@@ -24,7 +25,7 @@ from flax import nnx
 from data_pipeline.errors import InputError, require
 from fp_jax.export import diffusers_vae, motion_names, wan_init, weights_files
 from fp_jax.export.export_run import LINEAR_PATH_FILE
-from fp_jax.models.build import create_sharded
+from fp_jax.models.build import abstract_sharded, loaded
 from fp_jax.parallel import mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints, manifest
@@ -33,19 +34,12 @@ from fp_jax.train.tasks import get_task
 from fp_jax.train.trainer import initial_state
 
 
-def _place(params, values):
-  """Every leaf of `params` (an nnx.State of sharded arrays) from the numpy tree `values`."""
-  current = params.to_pure_dict()
-  placed = jax.tree.map(lambda value, old: jax.make_array_from_callback(
-      old.shape, old.sharding, lambda index: np.asarray(value, old.dtype)[index]), values, current)
-  nnx.replace_by_pure_dict(params, placed)
-
-
-def _load(task_name, params, source, task):
+def _model(task_name, make_model, abstract, source, task, mesh, rules):
+  """The imported model: every weight from `source` (a Wan checkpoint lacks the portrait controls,
+  which alone are initialised), in its shards. Raises `InputError` before placing anything."""
   if task_name == "dit":
-    wan_init.load_wan(params, source, task.model_config.layers)
-    return
-  values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), params.to_pure_dict())
+    return wan_init.wan_model(make_model, abstract, source, task.model_config.layers, mesh, rules)
+  values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), abstract[1].to_pure_dict())
   state_dict = weights_files.load_state_dict(source)
   if task_name == "vae":
     linear = values.pop("linear_path", None)
@@ -54,7 +48,7 @@ def _load(task_name, params, source, task):
       values["linear_path"] = _linear_path(linear, source)
   else:
     motion_names.from_state_dict(state_dict, values, source=source)
-  _place(params, values)
+  return loaded(abstract, values)
 
 
 def _linear_path(wanted, source):
@@ -62,12 +56,12 @@ def _linear_path(wanted, source):
   path = os.path.join(os.path.dirname(os.path.abspath(source)), LINEAR_PATH_FILE)
   require(os.path.exists(path), f"vae.linear_path is set but {path} does not exist (fp-export writes it "
                                 f"beside model.safetensors; for a diffusers VAE set --config.vae.linear_path=False)")
-  loaded = weights_files.load_state_dict(path)
-  problems = [f"{name} {np.shape(loaded.get(name))} vs ours {np.shape(value)}" for name, value in wanted.items()
-              if name not in loaded or np.shape(loaded[name]) != np.shape(value)]
-  require(not problems and set(loaded) == set(wanted),
-          f"{path} does not hold the linear path of this VAE: {'; '.join(problems) or sorted(loaded)}")
-  return {name: np.asarray(loaded[name], np.float32) for name in wanted}
+  saved = weights_files.load_state_dict(path)
+  problems = [f"{name} {np.shape(saved.get(name))} vs ours {np.shape(value)}" for name, value in wanted.items()
+              if name not in saved or np.shape(saved[name]) != np.shape(value)]
+  require(not problems and set(saved) == set(wanted),
+          f"{path} does not hold the linear path of this VAE: {'; '.join(problems) or sorted(saved)}")
+  return {name: np.asarray(saved[name], np.float32) for name in wanted}
 
 
 def import_weights(source, config, workdir, config_name="the config"):
@@ -78,12 +72,13 @@ def import_weights(source, config, workdir, config_name="the config"):
   existing = os.path.join(workdir, "checkpoints")
   require(not (os.path.isdir(existing) and os.listdir(existing)),
           f"{workdir} already holds checkpoints; import into a new workdir")
-  model = create_sharded(lambda: task.make_model(nnx.Rngs(config.seed)), mesh, rules)
-  _, params = nnx.split(model)
+  make_model = lambda: task.make_model(nnx.Rngs(config.seed))
+  abstract = abstract_sharded(make_model, mesh, rules)
   try:  # the whole file is checked before anything is written
-    _load(config.task, params, source, task)
+    model = _model(config.task, make_model, abstract, source, task, mesh, rules)
   except InputError as error:
     raise InputError(f"{error} (the model of {config_name})") from None
+  _, params = nnx.split(model)
   tx, _ = make_optimizer(config.optim, config.total_steps)
   with use_mesh(mesh, rules):
     state = initial_state(params, tx, config.seed)

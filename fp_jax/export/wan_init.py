@@ -1,23 +1,29 @@
-"""Filling a sharded DiT's parameters from a diffusers Wan checkpoint, one tensor at a time."""
+"""A DiT whose Wan core comes from a diffusers Wan checkpoint (`fp-import`, `config.init`)."""
 import jax
 import numpy as np
+from flax import traverse_util
 
 from fp_jax.export import diffusers_wan, weights_files
+from fp_jax.models.build import completed
 
 
-def load_wan(params, path, num_layers):
-  """Writes the Wan core of the checkpoint at `path` into `params` (an `nnx.State` of sharded
-  arrays, changed in place); the portrait controls keep their values.
+def read_wan(abstract_params, path, num_layers):
+  """The Wan core of the checkpoint at `path`: a pure dict of host float32 arrays holding the
+  leaves of `abstract_params` (our pure dict of shapes) that Wan fills, the portrait controls left
+  out. The file is checked whole first (one-line `InputError` listing what does not fit).
 
-  The host holds one float32 copy of the Wan core (zeros from calloc cost nothing until written)
-  plus one checkpoint tensor at a time; each host places only its own shards on its devices.
+  Zeros from calloc cost nothing until written, so the host holds one float32 copy of the Wan core
+  plus one checkpoint tensor at a time.
   """
-  values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), params.to_pure_dict())
+  values = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), abstract_params)
   diffusers_wan.from_diffusers(weights_files.load_state_dict(path), values, num_layers, source=path)
-  for tensor_path in diffusers_wan.mapped_paths(num_layers):
-    variable, value = params, values
-    for key in tensor_path:
-      variable, value = variable[key], value[key]
-    old = variable.value
-    variable.value = jax.make_array_from_callback(
-        old.shape, old.sharding, lambda index, value=value, dtype=old.dtype: value[index].astype(dtype))
+  flat = traverse_util.flatten_dict(values)
+  return traverse_util.unflatten_dict({leaf: flat[leaf] for leaf in diffusers_wan.mapped_paths(num_layers)})
+
+
+def wan_model(make_model, abstract, path, num_layers, mesh, rules):
+  """The DiT `abstract` (`build.abstract_sharded(make_model, ...)`) with the Wan core of the
+  checkpoint at `path` in its shards and the portrait controls as `make_model()` initialises them
+  (their outputs start at zero, so the model is Wan exactly); nothing else is initialised."""
+  wan = read_wan(abstract[1].to_pure_dict(), path, num_layers)
+  return completed(make_model, abstract, wan, mesh, rules)

@@ -2,12 +2,13 @@
 
 The parts that `config.frozen` names go from their runs straight into their shards: nothing is
 initialised for them, which on a pod spares a traced, compiled and run init of the whole VAE. A
-part it does not name (a test, a from-scratch smoke run) is initialised from `config.seed + 1`.
+part it does not name (a test, a from-scratch smoke run) is initialised from `config.seed + 1`,
+and that part alone.
 """
 from absl import logging
 from flax import nnx
 
-from fp_jax.models.build import abstract_sharded, initialised, loaded
+from fp_jax.models.build import abstract_sharded, completed
 from fp_jax.train import checkpoints
 
 # Each frozen part and the `config.frozen` field naming the run that trains it.
@@ -31,11 +32,4 @@ def create_frozen(task, config, mesh, rules):
   """`task.make_frozen`'s parts as one `nnx.Dict`, each in its shards and dtype."""
   make = lambda: nnx.Dict(task.make_frozen(nnx.Rngs(config.seed + 1)))
   abstract = abstract_sharded(make, mesh, rules)
-  names = list(abstract[1].to_pure_dict())
-  saved = saved_parts(config, names)
-  if len(saved) == len(names):
-    return loaded(abstract, saved)
-  frozen = initialised(make, abstract, mesh, rules)
-  for name, params in saved.items():
-    checkpoints.load_into(frozen[name], params)
-  return frozen
+  return completed(make, abstract, saved_parts(config, list(abstract[1].to_pure_dict())), mesh, rules)

@@ -130,24 +130,27 @@ class Trainer(TrainStep):
                                  f"this run names {wanted}")
 
   def _fresh_state(self):
-    """The state at step 0: the model initialised (from a diffusers checkpoint or the training
-    data where the config says so), its EMA copy and the optimizer's state."""
-    _, params = nnx.split(initialised(self.make_model, self.abstract_model, self.mesh, self.rules))
-    self._init_from_diffusers(params)
+    """The state at step 0: the model initialised (its Wan core from a diffusers checkpoint, or
+    part of it fitted to the training data, where the config says so), its EMA copy and the
+    optimizer's state."""
+    _, params = nnx.split(self._fresh_model())
     self._init_from_data(params)
     with use_mesh(self.mesh, self.rules):
       state = initial_state(params, self.tx, self.config.seed)
     return jax.device_put(state, self.shardings)
 
-  def _init_from_diffusers(self, params):
-    """A fresh run of the dit task may start from a diffusers Wan checkpoint (`config.init`)."""
+  def _fresh_model(self):
+    """The model at step 0. A fresh run of the dit task may start from a diffusers Wan checkpoint
+    (`config.init`): then only the portrait controls, which Wan lacks, are initialised."""
     path = self.config.init.diffusers_checkpoint
     if not path:
-      return
+      return initialised(self.make_model, self.abstract_model, self.mesh, self.rules)
     require(self.config.task == "dit", "init.diffusers_checkpoint applies to the dit task only")
     from fp_jax.export import wan_init  # pylint: disable=g-import-not-at-top
-    wan_init.load_wan(params, path, self.task.model_config.layers)
+    model = wan_init.wan_model(self.make_model, self.abstract_model, path, self.task.model_config.layers,
+                               self.mesh, self.rules)
     logging.info("initialised from the diffusers checkpoint %s", path)
+    return model
 
   def _init_from_data(self, params):
     """A fresh run of a task that fits part of its model to its training clips (the VAE's linear
