@@ -10,6 +10,10 @@ its blocks) as safetensors, then imports it into a dit run of configs/tiny.py wi
 alternating. Prints the medians: `import_seconds_*` (the whole `import_weights`: model made,
 step 0 written), `model_seconds_*` (the model alone, weights in place), `import_peak_rss_growth_*`
 (peak resident memory over what the process held before), `wan_core_size` and the ratios.
+
+Measured (wan_1_3b shapes, 6 layers, 3 rounds): Wan core 1161 MiB; the model in 5.25 s against
+10.98 s (2.09x), the import 18.77 s against 23.61 s (1.26x), peak RSS growth 9327 against 9755 MiB
+(1.05x: step 0's optimizer state and EMA, written by both ways, dominate it).
 """
 import argparse
 import json
