@@ -22,7 +22,10 @@ def batch_sharding(mesh):
 def to_global(host_batch, mesh):
   """A dict of host numpy arrays (this process's rows) -> dict of global `jax.Array`s."""
   sharding = batch_sharding(mesh)
-  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+  # A copy: on the CPU the device array would otherwise alias the host buffer, and Grain's workers
+  # hand batches over in shared memory, freed only when every array over it is: each batch would
+  # stay in shared memory as long as the step holds it (and be reported leaked at exit).
+  return {key: jax.make_array_from_process_local_data(sharding, np.array(value))
           for key, value in host_batch.items()}
 
 
