@@ -34,8 +34,7 @@ def completed(make_model, abstract, params, mesh, rules=DEFAULT_RULES):
     if _named(path) not in by_name:
       raise ValueError(f"{'/'.join(map(str, path))} is not a leaf of this module")
     given[by_name[_named(path)]] = value
-  values = {path: jax.device_put(np.asarray(value, wanted[path].dtype), wanted[path].sharding)
-            for path, value in given.items()}
+  values = {path: _placed(value, wanted[path]) for path, value in given.items()}
   missing = [path for path in wanted if path not in given]
   if missing:
     if make_model is None:
@@ -50,6 +49,15 @@ def completed(make_model, abstract, params, mesh, rules=DEFAULT_RULES):
     values.update(zip(missing, made))
   nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(values))
   return nnx.merge(graphdef, state)
+
+
+def _placed(value, like):
+  """Host `value` as a global array shaped like `like` (a ShapeDtypeStruct with a sharding): each
+  process converts and places only its own devices' shards, so a pod's hosts each write their
+  part and no host makes a converted copy of a whole weight."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(like.shape, like.sharding,
+                                      lambda index: np.asarray(value[index], like.dtype))
 
 
 def _named(path):
