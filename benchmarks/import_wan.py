@@ -18,7 +18,6 @@ Measured (wan_1_3b shapes, 6 layers, 3 rounds): Wan core 1161 MiB; the model in 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ os.environ.pop("XLA_FLAGS", None)  # one device: every byte of the model once
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-import-not-at-top
 keep_freed_memory_on_cpu()  # as fp-import does, before any thread takes a malloc arena
+from timing import peak_rss_growth, resident_bytes  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 
 WAYS = ("controls_only", "whole_init_first")
 
@@ -54,12 +54,6 @@ def save_wan(config, path):
       num_layers=model.layers, cross_attn_norm=True, eps=1e-6)
   wan.save_pretrained(path, safe_serialization=True)
   return sum(p.numel() * p.element_size() for p in wan.parameters())
-
-
-def resident_bytes():
-  """This process's resident memory now (not its peak so far, which an import may have set)."""
-  with open("/proc/self/statm") as statm:
-    return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def whole_init_first(make_model, abstract, path, num_layers, mesh, rules):
@@ -100,7 +94,7 @@ def run_import(config, source, workdir, way):
   start = time.perf_counter()
   import_run.import_weights(source, config, workdir)
   seconds = time.perf_counter() - start
-  return seconds, timed["model"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+  return seconds, timed["model"], peak_rss_growth(before)
 
 
 def main():

@@ -17,7 +17,6 @@ Measured (bench size, 3 rounds): state 738 MiB; 15.8 s and 1461 MiB checkpoint o
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ os.environ.pop("XLA_FLAGS", None)  # one device: every byte of the state once
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-import-not-at-top
 keep_freed_memory_on_cpu()  # as fp-train does, before any thread takes a malloc arena
+from timing import peak_rss_growth, resident_bytes  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 
 WAYS = ("checkpoint_only", "fresh_state_first")
 
@@ -55,12 +55,6 @@ def save_run(config, workdir):
     trainer.close()
 
 
-def resident_bytes():
-  """This process's resident memory now (not its peak so far, which an import may have set)."""
-  with open("/proc/self/statm") as statm:
-    return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def resume(config, workdir, way):
   """In this process: (seconds, peak RSS growth in bytes) of making the Trainer and restoring."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -75,7 +69,7 @@ def resume(config, workdir, way):
   assert step == 1, step
   del held
   trainer.close()
-  return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+  return seconds, peak_rss_growth(before)
 
 
 def main():

@@ -1,5 +1,6 @@
-"""Timing shared by the benchmarks: the median of repeated calls after warm-up calls, and one
-call's page faults and kernel time."""
+"""Timing shared by the benchmarks: the median of repeated calls after warm-up calls, one call's
+page faults and kernel time, and a process's resident memory."""
+import os
 import resource
 import time
 
@@ -25,3 +26,14 @@ def counted_seconds(function):
   function()
   seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
   return seconds, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
+
+
+def resident_bytes():
+  """This process's resident memory now (not its peak so far, which an import may have set)."""
+  with open("/proc/self/statm") as statm:
+    return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_growth(before):
+  """This process's peak resident memory over `before` (a `resident_bytes()`), in bytes."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
