@@ -53,11 +53,17 @@ def completed(make_model, abstract, params, mesh, rules=DEFAULT_RULES):
 
 def _placed(value, like):
   """Host `value` as a global array shaped like `like` (a ShapeDtypeStruct with a sharding): each
-  process converts and places only its own devices' shards, so a pod's hosts each write their
-  part and no host makes a converted copy of a whole weight."""
-  value = np.asarray(value)
-  return jax.make_array_from_callback(like.shape, like.sharding,
-                                      lambda index: np.asarray(value[index], like.dtype))
+  process converts and places only its own devices' shards, each distinct shard once, so a pod's
+  hosts each write their part and no host converts more of a sharded weight than it holds."""
+  value, converted = np.asarray(value), {}
+
+  def shard(index):  # devices holding the same shard (replicas) share one conversion
+    key = tuple((part.start, part.stop, part.step) if isinstance(part, slice) else part for part in index)
+    if key not in converted:
+      converted[key] = np.asarray(value[index], like.dtype)
+    return converted[key]
+
+  return jax.make_array_from_callback(like.shape, like.sharding, shard)
 
 
 def _named(path):
