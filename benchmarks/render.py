@@ -11,6 +11,9 @@ the `*_one_process` lines are `Renderer.render_clip` in this process, for compar
 which copies the mesh one Python item at a time; the renderer hands it the faces as tuple rows)
 and `frame_rest_ms` (culling, tracing, shading) split one frame's time on one thread;
 `embreex_mesh_int_faces_ms` is the same copy from a plain int32 face array, for comparison.
+`latent_grid_rays_ms` is the DiT's camera input for the clip's first 1 + 4k frames, made in its
+latent cells (`rays.latent_grid_rays`), beside `latent_grid_rays_map_then_fold_ms`, a whole ray
+map made and then folded (`to_latent_grid(plucker_rays(...))`, the input pipeline's way before).
 """
 import argparse
 
@@ -81,6 +84,12 @@ def main():
   normals_one, rgb_one = fps(renderer.render_clip), fps(renderer.render_clip, albedo=person.albedo)
   build_ms, mesh_ms, int_faces_ms, rest_ms = stage_milliseconds(renderer, vertices, cams)
   rays_s = median_seconds(lambda: rays.plucker_rays(cams.intrinsics, cams.extrinsics, size, size), args.repeats)
+  # The DiT's camera input for the clip's first 1 + 4k frames: made in the latent cells, against a
+  # ray map made whole and then folded (what the input pipeline did before).
+  grid = slice(0, 1 + 4 * ((frames - 1) // 4))
+  grid_cams = (cams.intrinsics[grid], cams.extrinsics[grid], size, size)
+  in_cells_s = median_seconds(lambda: rays.latent_grid_rays(*grid_cams), args.repeats)
+  folded_s = median_seconds(lambda: rays.to_latent_grid(rays.plucker_rays(*grid_cams)), args.repeats)
   print(f"triangles: {len(model.f)}")
   print(f"resolution: {size}x{size}")
   print(f"render_workers: {workers}")
@@ -93,6 +102,9 @@ def main():
   print(f"embreex_mesh_int_faces_ms: {int_faces_ms:.1f}")
   print(f"frame_rest_ms: {rest_ms:.1f}")
   print(f"raymaps_per_s: {frames / rays_s:.1f}")
+  print(f"latent_grid_rays_ms: {in_cells_s * 1e3:.1f}")
+  print(f"latent_grid_rays_map_then_fold_ms: {folded_s * 1e3:.1f}")
+  print(f"latent_grid_rays_speedup: {folded_s / in_cells_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,14 @@ def skew(vectors):
   return np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(x.shape + (3, 3))
 
 
+def _ray_matrices(extrinsics):
+  """`[T, 3, 6]` float32: a camera-space direction (row vector) times this is its Plücker ray."""
+  extrinsics = np.asarray(extrinsics, np.float64)
+  rotation, translation = extrinsics[:, :, :3], extrinsics[:, :, 3]
+  centre = -np.einsum("tji,tj->ti", rotation, translation)
+  return np.concatenate([rotation, rotation @ np.swapaxes(skew(centre), 1, 2)], axis=-1).astype(np.float32)
+
+
 def plucker_rays(intrinsics, extrinsics, height, width):
   """`[T, H, W, 6]` float32 Plücker rays for cameras `K [T,3,3]`, `[R|t] [T,3,4]`.
 
@@ -50,11 +58,7 @@ def plucker_rays(intrinsics, extrinsics, height, width):
   require_resolution(height, width)
   validate_cameras(intrinsics, extrinsics)
   intrinsics = np.asarray(intrinsics, np.float64)
-  extrinsics = np.asarray(extrinsics, np.float64)
-  rotation, translation = extrinsics[:, :, :3], extrinsics[:, :, 3]
-  centre = -np.einsum("tji,tj->ti", rotation, translation)
-  to_rays = np.concatenate([rotation, rotation @ np.swapaxes(skew(centre), 1, 2)], axis=-1)
-  to_rays = to_rays.astype(np.float32)
+  to_rays = _ray_matrices(extrinsics)
   out = np.empty((len(extrinsics), height * width, 6), np.float32)
   for frame in range(len(extrinsics)):
     directions = camera_directions(intrinsics[frame], height, width).reshape(-1, 3)
@@ -87,9 +91,42 @@ def to_latent_grid(ray_maps, stride=VAE_STRIDE):
   return np.ascontiguousarray(cells).reshape(*cells.shape[:n + 3], -1)
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_cell_directions(intrinsics_key, height, width, cell_height, cell_width):
+  """The camera-space directions `[h * w * ch * cw, 3]`, each latent cell's pixels side by side."""
+  directions = _cached_directions(intrinsics_key, height, width)
+  cells = directions.reshape(height // cell_height, cell_height, width // cell_width, cell_width, 3)
+  cells = np.ascontiguousarray(cells.transpose(0, 2, 1, 3, 4)).reshape(-1, 3)
+  cells.flags.writeable = False
+  return cells
+
+
 def latent_grid_rays(intrinsics, extrinsics, height, width, stride=VAE_STRIDE):
-  """`to_latent_grid(plucker_rays(...))`: the DiT's camera input for a video's cameras."""
-  return to_latent_grid(plucker_rays(intrinsics, extrinsics, height, width), stride)
+  """`to_latent_grid(plucker_rays(...))`, the DiT's camera input for a video's cameras, computed
+  in place: each frame's rays are written straight into their latent cells from directions kept
+  in that order, instead of a whole ray map being made and then transposed (`benchmarks/render.py`:
+  29 against 65 ms for 13 frames at 512x512, 65 against 148 ms for 21 at 480x832, 0.5 against
+  5.0 ms for the demo's 17 at 64x64; the same values bit for bit)."""
+  require_resolution(height, width)
+  validate_cameras(intrinsics, extrinsics)
+  st, sh, sw = stride
+  frames = len(extrinsics)
+  require(frames >= 1 and (frames - 1) % st == 0, f"rays have {frames} frames; the latent grid needs 1 + {st}k")
+  require(height % sh == 0 and width % sw == 0,
+          f"rays of {height}x{width} pixels do not divide into {sh}x{sw} latent cells")
+  to_rays = _ray_matrices(extrinsics)
+  cells, pixels = (height // sh) * (width // sw), sh * sw
+  out = np.empty((1 + (frames - 1) // st, cells, st, pixels, 6), np.float32)
+  frame_rays = np.empty((cells * pixels, 6), np.float32)  # one frame's, contiguous: a plain GEMM
+  for frame in range(frames):
+    key = tuple(np.asarray(intrinsics[frame], np.float64).ravel().tolist())
+    directions = _cached_cell_directions(key, int(height), int(width), sh, sw)
+    np.matmul(directions, to_rays[frame], out=frame_rays)
+    if frame == 0:  # the first frame fills its whole group, as the causal VAE groups it
+      out[0] = frame_rays.reshape(cells, 1, pixels, 6)
+    else:  # frame 1 + st * (f - 1) + s is step s of latent frame f
+      out[1 + (frame - 1) // st, :, (frame - 1) % st] = frame_rays.reshape(cells, pixels, 6)
+  return out.reshape(out.shape[0], height // sh, width // sw, -1)
 
 
 def visualise(rays):

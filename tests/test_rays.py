@@ -92,3 +92,17 @@ def test_latent_grid_refuses_frames_or_sizes_off_the_grid():
     rays.to_latent_grid(np.zeros((6, 8, 8, 6), np.float32))
   with pytest.raises(ValueError, match="8x8 latent cells"):
     rays.to_latent_grid(np.zeros((5, 12, 8, 6), np.float32))
+
+
+def test_rays_made_in_their_latent_cells_equal_the_folded_ray_maps():
+  rng = np.random.default_rng(5)
+  cams = _random_cameras(rng, 9, 24, 40)  # 1 + 4 * 2 frames, each its own camera
+  intrinsics, extrinsics = cams.intrinsics, cams.extrinsics
+  want = rays.to_latent_grid(rays.plucker_rays(intrinsics, extrinsics, 24, 40))
+  got = rays.latent_grid_rays(intrinsics, extrinsics, 24, 40)
+  assert got.shape == want.shape == (3, 3, 5, 1536) and got.dtype == np.float32
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="1 \\+ 4k"):
+    rays.latent_grid_rays(intrinsics[:6], extrinsics[:6], 24, 40)
+  with pytest.raises(ValueError, match="8x8 latent cells"):
+    rays.latent_grid_rays(intrinsics, extrinsics, 20, 40)
