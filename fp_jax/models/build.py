@@ -2,12 +2,12 @@
 parameter straight into its shard, so no device or host ever holds the whole model; or, for a
 trained model, its saved weights put into those shards with no random weights made first."""
 import jax
-import numpy as np
 from flax import nnx, traverse_util
 
 from fp_jax.models.dit import DiT
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.parallel.sharding import DEFAULT_RULES, use_mesh
+from fp_jax.train.checkpoints import placed
 
 
 def abstract_sharded(make_model, mesh, rules=DEFAULT_RULES):
@@ -34,7 +34,7 @@ def completed(make_model, abstract, params, mesh, rules=DEFAULT_RULES):
     if _named(path) not in by_name:
       raise ValueError(f"{'/'.join(map(str, path))} is not a leaf of this module")
     given[by_name[_named(path)]] = value
-  values = {path: _placed(value, wanted[path]) for path, value in given.items()}
+  values = {path: placed(value, wanted[path]) for path, value in given.items()}
   missing = [path for path in wanted if path not in given]
   if missing:
     if make_model is None:
@@ -49,21 +49,6 @@ def completed(make_model, abstract, params, mesh, rules=DEFAULT_RULES):
     values.update(zip(missing, made))
   nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(values))
   return nnx.merge(graphdef, state)
-
-
-def _placed(value, like):
-  """Host `value` as a global array shaped like `like` (a ShapeDtypeStruct with a sharding): each
-  process converts and places only its own devices' shards, each distinct shard once, so a pod's
-  hosts each write their part and no host converts more of a sharded weight than it holds."""
-  value, converted = np.asarray(value), {}
-
-  def shard(index):  # devices holding the same shard (replicas) share one conversion
-    key = tuple((part.start, part.stop, part.step) if isinstance(part, slice) else part for part in index)
-    if key not in converted:
-      converted[key] = np.asarray(value[index], like.dtype)
-    return converted[key]
-
-  return jax.make_array_from_callback(like.shape, like.sharding, shard)
 
 
 def _named(path):

@@ -153,10 +153,26 @@ def _pure(tree):
   return tree
 
 
+def placed(value, like):
+  """Host `value` as a global array shaped like `like` (an array or ShapeDtypeStruct with a
+  sharding): each process converts and places only its own devices' shards, each distinct shard
+  once, so a pod's hosts each write their part and no host converts more of a sharded weight
+  than it holds."""
+  value, converted = np.asarray(value), {}
+
+  def shard(index):  # devices holding the same shard (replicas) share one conversion
+    key = tuple((part.start, part.stop, part.step) if isinstance(part, slice) else part for part in index)
+    if key not in converted:
+      converted[key] = np.asarray(value[index], like.dtype)
+    return converted[key]
+
+  return jax.make_array_from_callback(like.shape, like.sharding, shard)
+
+
 def place_like(params, current):
   """Host `params` as device arrays shaped like `current` (the same tree): each in its sharding
-  and dtype."""
-  return jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), params, current)
+  and dtype (`placed`)."""
+  return jax.tree.map(placed, params, current)
 
 
 def load_into(module, params):
