@@ -8,10 +8,15 @@ batch size and the bytes per batch. Then runs a training loop at the demo config
 pipeline's default workers and device prefetch on 8 simulated devices, and prints the loop's
 median step time and `data_wait_share`: the time spent in `next(batches)` over the loop's total.
 
+First, the cost of one latent-cache record (data_pipeline/latent_cache.py) at the demo's shapes:
+`cached_record_decode_ms_safetensors` (today's records) against `cached_record_decode_ms_npz`
+(the .npz records of earlier caches), medians of interleaved decodes in one run.
+
 The step is a stand-in until the trainer exists: a jitted forward and backward pass of a small
 3D conv net over the batch's video, normal and ray maps, sharded over the batch like the real one.
 """
 import argparse
+import io
 import os
 import sys
 import time
@@ -23,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs.data import input as input_config  # pylint: disable=g-import-not-at-top
-from data_pipeline import input_pipeline  # pylint: disable=g-import-not-at-top
+from data_pipeline import input_pipeline, latent_cache  # pylint: disable=g-import-not-at-top
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 
 
@@ -39,6 +44,26 @@ def batches_per_second(config, batches, runs=3):
     iterator.close()
   size = sum(np.asarray(value).nbytes for value in batch.values())
   return float(np.median(rates)), size
+
+
+def cached_record_decode_ms(rounds=300):
+  """Median ms to decode a latent-cache record of the demo's shapes, safetensors then npz."""
+  rng = np.random.default_rng(0)
+  floats = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  record = dict(latents=floats(5, 8, 8, 16), normals=floats(5, 8, 8, 16), references=floats(17, 8, 8, 16),
+                expression=floats(17, 512), head_pose=floats(17, 10), intrinsics=floats(17, 3, 3),
+                extrinsics=floats(17, 3, 4), identity=np.int64(3), record=np.int64(7), start_frame=np.int64(0))
+  safetensors_bytes = latent_cache._encode(record)  # pylint: disable=protected-access
+  buffer = io.BytesIO()
+  np.savez(buffer, **record)
+  encoded = {"safetensors": safetensors_bytes, "npz": buffer.getvalue()}
+  times = {name: [] for name in encoded}
+  for _ in range(rounds):
+    for name, data in encoded.items():
+      start = time.perf_counter()
+      latent_cache._decode(data, name)  # pylint: disable=protected-access
+      times[name].append(time.perf_counter() - start)
+  return {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
 
 def stand_in_step():
@@ -102,6 +127,10 @@ def main():
   parser.add_argument("--batches", type=int, default=12)
   parser.add_argument("--steps", type=int, default=20)
   args = parser.parse_args()
+  decode = cached_record_decode_ms()
+  for name, milliseconds in decode.items():
+    print(f"cached_record_decode_ms_{name}: {milliseconds:.3f} ms")
+  print(f"cached_record_decode_npz_over_safetensors: {decode['npz'] / decode['safetensors']:.1f}")
   for name in ("tiny", "demo"):
     ensure_dataset(name, args.data_dir)
     for workers in (0, 1, 2):

@@ -94,3 +94,37 @@ def test_a_damaged_or_missing_cache_is_a_clear_error(cache, tmp_path):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == f"error: {out} already exists; remove it or choose another --out"
+
+
+def test_caches_made_with_npz_records_still_read(cache, tmp_path):
+  """Caches from before `record_format` hold .npz records; they read as they always did."""
+  import io, json  # pylint: disable=g-import-not-at-top,multiple-imports
+  from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=g-import-not-at-top
+  from data_pipeline.checksums import sha256_file  # pylint: disable=g-import-not-at-top
+  out, _, _ = cache
+  current = latent_cache.LatentRecords(out, "train")
+  old = tmp_path / "old"
+  os.makedirs(old)
+  writer = ArrayRecordWriter(str(old / "train.array_record"), "group_size:1")
+  for index in range(len(current)):
+    buffer = io.BytesIO()
+    np.savez(buffer, **current[index])
+    writer.write(buffer.getvalue())
+  writer.close()
+  metadata = json.load(open(os.path.join(out, latent_cache.METADATA)))
+  del metadata["record_format"]
+  metadata.update(files={"train": "train.array_record"}, counts={"train": len(current)},
+                  sha256={"train": sha256_file(str(old / "train.array_record"))})
+  (old / latent_cache.METADATA).write_text(json.dumps(metadata))
+  previous = latent_cache.LatentRecords(str(old), "train", verify="all")
+  assert current.record_format == "safetensors" and previous.record_format == "npz"
+  for index in range(len(current)):
+    theirs, ours = previous[index], current[index]
+    assert sorted(theirs) == sorted(ours)
+    for name, value in ours.items():
+      assert value.dtype == theirs[name].dtype and value.shape == theirs[name].shape
+      np.testing.assert_array_equal(value, theirs[name])
+  metadata["record_format"] = "parquet"
+  (old / latent_cache.METADATA).write_text(json.dumps(metadata))
+  with pytest.raises(InputError, match="holds 'parquet' records, which this version cannot read"):
+    latent_cache.LatentRecords(str(old), "train")
