@@ -196,13 +196,14 @@ def test_non_finite_steps_are_skipped_and_counted(data_dir, tmp_path):
   trainer = trainer_lib.Trainer(train_config(data_dir, "motion", total_steps=2), str(tmp_path))
   try:
     batch = next(trainer.batches)
-    before = host(trainer.state["params"])
+    before = host({part: trainer.state[part] for part in ("params", "opt_state", "ema")})
     poisoned = dict(batch, expression=batch["expression"] * jnp.nan)
     with trainer_lib.use_mesh(trainer.mesh, trainer.rules):
       trainer.state, metrics = trainer.step_fn(trainer.state, trainer.frozen_state, poisoned)
       after = host(trainer.state)
       assert int(after["skipped"]) == 1 and int(after["bad_streak"]) == 1
-      jax.tree.map(np.testing.assert_array_equal, after["params"], before)
+      # The weights, the optimizer's moments and count, and the average: all as they were.
+      jax.tree.map(np.testing.assert_array_equal, {part: after[part] for part in before}, before)
       trainer.state, _ = trainer.step_fn(trainer.state, trainer.frozen_state, batch)
     assert int(trainer.state["bad_streak"]) == 0 and int(trainer.state["skipped"]) == 1
   finally:

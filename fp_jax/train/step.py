@@ -70,14 +70,25 @@ class TrainStep:
       state["params"] = offload.to_device(host_params)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
-    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
-    params = jax.tree.map(jnp.add, state["params"], updates)
     decay = ema_decay(self.config.ema_decay, state["step"])
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
-    new = dict(params=params, opt_state=opt_state, ema=ema)
-    old = {key_: state[key_] for key_ in new}
-    new = _select(finite, new, old)
+
+    def update(old, grads):
+      updates, opt_state = self.tx.update(grads, old["opt_state"], old["params"])
+      params = jax.tree.map(jnp.add, old["params"], updates)
+      ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, old["ema"], params)
+      return dict(params=params, opt_state=opt_state, ema=ema)
+
+    # A non-finite step leaves the state as it was.
+    old = {key_: state[key_] for key_ in ("params", "opt_state", "ema")}
+    if self.offloaded:
+      # Every weight's new and old values, selected: XLA streams the parked parts through the chip
+      # weight by weight. A `cond` would bring the whole state on at once (wan_1_3b on v5p with
+      # all three parts parked: 14.6 GiB of HBM against 11.7, fp-aot).
+      new = _select(finite, update(old, jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)), old)
+    else:
+      # Only the branch taken runs, so a good step pays no select over every weight: the demo's
+      # DiT step on 8 simulated CPU devices took 73 ms against 93 to 107 (and 0.4% less HBM on v5p).
+      new = jax.lax.cond(finite, update, lambda old, grads: old, old, grads)
     new.update({part: offload.to_host(new[part]) for part in self.offloaded})
     new.update(step=state["step"] + 1, rng=jax.random.key_data(rng),
                skipped=state["skipped"] + (~finite).astype(jnp.int32),
