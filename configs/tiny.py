@@ -15,10 +15,11 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
 one device), in 20 to 37 minutes on a 2-core machine, as fast as its cores are that hour. From
-empty outputs with the environment set up it took 20 min 21 s on a fast evening, minutes per stage:
-dataset and previews 0.7, VAE 2.4, motion 7.5, latent cache 1.0, DiT 7.0, sampling 0.5,
-evaluation 1.1 (PSNR 21.636 dB against the baseline's 22.346, pose error 16.866 against 18.611
-degrees, the same figures as the runs before it). On a slow afternoon a whole run (then with
+empty outputs with the environment set up it took 19 min 31 s one morning, minutes per stage (from
+its files' times): dataset and previews 0.6, VAE 2.5, motion 7.0, latent cache 1.1, DiT 6.8,
+sampling 0.5, evaluation 1.0 (PSNR 21.636 dB against the baseline's 22.346, pose error 16.895
+against 18.611 degrees; 16.866 before the train step's skip check became a `cond`, which rounds
+the update differently). On a slow afternoon a whole run (then with
 10000 people, each input worker rendering every one) took 39 min 16 s: dataset 1.4, VAE 4.3,
 motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent cache 2.4,
 DiT 13.0, sampling 1.0, evaluation 2.3. Its unchanged stages ran 1.8x slower than that evening's
