@@ -13,8 +13,8 @@ Layout of a cache folder:
       head_pose [N, 10], intrinsics [N, 3, 3], extrinsics [N, 3, 4]
       identity, record, start_frame  (int64 scalars)
 
-Records are safetensors (a JSON header, then the raw arrays): a demo record decodes in 0.04 ms
-against 1.0 ms for the .npz records of caches made before `record_format`, which still read
+Records are safetensors (a JSON header, then the raw arrays): a demo record decodes in 0.06 ms
+against 1.0 to 1.1 ms for the .npz records of caches made before `record_format`, which still read
 (benchmarks/input_pipeline.py).
 The folder is written under `<out>.partial` and renamed into place when complete, so a cache
 is never half-written. This module never imports jax (it runs in Grain workers).
