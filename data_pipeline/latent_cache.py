@@ -35,12 +35,15 @@ from data_pipeline.errors import InputError, require
 
 METADATA = "metadata.json"
 BUILD_COMMAND = "fp-cache-latents --config=CONFIG --out={cache_dir}"
-
-
 RECORD_FORMAT = "safetensors"  # caches whose metadata names none hold .npz records
 
 
-def _encode(arrays):
+def _encode(arrays, record_format=RECORD_FORMAT):
+  """A record's bytes; "npz" writes the records of earlier caches (benchmarks, tests)."""
+  if record_format == "npz":
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
   return safetensors.numpy.save({name: np.require(np.asarray(value), requirements="C")
                                  for name, value in arrays.items()})
 

@@ -66,6 +66,15 @@ def plucker_rays(intrinsics, extrinsics, height, width):
   return out.reshape(len(extrinsics), height, width, 6)
 
 
+def _require_latent_grid(frames, height, width, stride):
+  """Rays of `frames` frames at `height x width` must fill whole latent frames and cells."""
+  st, sh, sw = stride
+  require(frames >= 1 and (frames - 1) % st == 0,
+          f"rays have {frames} frames; the latent grid needs 1 + {st}k")
+  require(height % sh == 0 and width % sw == 0,
+          f"rays of {height}x{width} pixels do not divide into {sh}x{sw} latent cells")
+
+
 def to_latent_grid(ray_maps, stride=VAE_STRIDE):
   """Plücker maps `[..., T, H, W, 6]` (T = 1 + 4k) -> the DiT's camera input
   `[..., 1 + k, H/8, W/8, 4*8*8*6]`: each latent cell's rays side by side, ordered
@@ -79,10 +88,7 @@ def to_latent_grid(ray_maps, stride=VAE_STRIDE):
   ray_maps = np.asarray(ray_maps)
   st, sh, sw = stride
   *lead, frames, height, width, channels = ray_maps.shape
-  require(frames >= 1 and (frames - 1) % st == 0,
-          f"rays have {frames} frames; the latent grid needs 1 + {st}k")
-  require(height % sh == 0 and width % sw == 0,
-          f"rays of {height}x{width} pixels do not divide into {sh}x{sw} latent cells")
+  _require_latent_grid(frames, height, width, stride)
   first = np.repeat(ray_maps[..., :1, :, :, :], st, axis=-4)
   grouped = np.concatenate([first, ray_maps[..., 1:, :, :, :]], axis=-4)
   cells = grouped.reshape(*lead, grouped.shape[-4] // st, st, height // sh, sh, width // sw, sw, channels)
@@ -111,9 +117,7 @@ def latent_grid_rays(intrinsics, extrinsics, height, width, stride=VAE_STRIDE):
   validate_cameras(intrinsics, extrinsics)
   st, sh, sw = stride
   frames = len(extrinsics)
-  require(frames >= 1 and (frames - 1) % st == 0, f"rays have {frames} frames; the latent grid needs 1 + {st}k")
-  require(height % sh == 0 and width % sw == 0,
-          f"rays of {height}x{width} pixels do not divide into {sh}x{sw} latent cells")
+  _require_latent_grid(frames, height, width, stride)
   to_rays = _ray_matrices(extrinsics)
   cells, pixels = (height // sh) * (width // sw), sh * sw
   out = np.empty((1 + (frames - 1) // st, cells, st, pixels, 6), np.float32)

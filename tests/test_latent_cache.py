@@ -98,7 +98,7 @@ def test_a_damaged_or_missing_cache_is_a_clear_error(cache, tmp_path):
 
 def test_caches_made_with_npz_records_still_read(cache, tmp_path):
   """Caches from before `record_format` hold .npz records; they read as they always did."""
-  import io, json  # pylint: disable=g-import-not-at-top,multiple-imports
+  import json  # pylint: disable=g-import-not-at-top
   from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=g-import-not-at-top
   from data_pipeline.checksums import sha256_file  # pylint: disable=g-import-not-at-top
   out, _, _ = cache
@@ -107,9 +107,7 @@ def test_caches_made_with_npz_records_still_read(cache, tmp_path):
   os.makedirs(old)
   writer = ArrayRecordWriter(str(old / "train.array_record"), "group_size:1")
   for index in range(len(current)):
-    buffer = io.BytesIO()
-    np.savez(buffer, **current[index])
-    writer.write(buffer.getvalue())
+    writer.write(latent_cache._encode(current[index], "npz"))  # pylint: disable=protected-access
   writer.close()
   metadata = json.load(open(os.path.join(out, latent_cache.METADATA)))
   del metadata["record_format"]
