@@ -193,10 +193,10 @@ class Renderer:
   def _occluded(self, scene, origins, directions):
     return scene.run(origins, directions, query="OCCLUDED") >= 0
 
-  def render(self, vertices, intrinsics, extrinsics, albedo=None, lighting=None, background=None,
-             threads=None):
-    """Renders one frame. Returns a dict of `normals` uint8 [H,W,3], `depth` float32 [H,W],
-    `mask` uint8 [H,W] and, when `albedo [V,3]` (RGB in [0, 1]) is given, `rgb` uint8 [H,W,3]."""
+  def _hits(self, vertices, intrinsics, extrinsics, supersample, threads):
+    """Traces the rays of one camera at `supersample` samples a side: the flat indices of the
+    samples that hit the mesh, Embree's hit record for them (`primID`, `u`, `v`, `tfar`), their
+    camera-space directions, world directions and the camera centre."""
     vertices = np.ascontiguousarray(vertices, dtype=np.float32)
     require(vertices.ndim == 2 and vertices.shape[1] == 3 and len(vertices) > 0,
             "cannot render an empty mesh")
@@ -205,7 +205,7 @@ class Renderer:
     intrinsics, extrinsics = np.asarray(intrinsics, np.float64), np.asarray(extrinsics, np.float64)
     validate_cameras(intrinsics[None], extrinsics[None])
 
-    s = self.supersample
+    s = supersample
     height, width = self.height * s, self.width * s
     k = np.diag([s, s, 1.0]) @ intrinsics
     rotation = extrinsics[:, :3].astype(np.float32)
@@ -216,24 +216,53 @@ class Renderer:
     cam = vertices @ rotation.T + translation
     if np.all(cam[:, 2] > 1e-6):
       projected = cam @ k.T.astype(np.float32)
+      tiles = self._tile_pixels if s == self.supersample else _tile_pixels(height, width)
       candidates = _covered_pixels(projected[:, :2] / projected[:, 2:], self._faces_by_corner,
-                                   self._tile_pixels, height, width)
+                                   tiles, height, width)
     else:  # part of the mesh is behind the camera: its projection is unbounded
       candidates = np.arange(height * width)
     # np.take: several times faster than fancy indexing for row gathers.
     directions_cam = np.take(camera_directions(k, height, width).reshape(-1, 3), candidates, axis=0)
+    directions = directions_cam @ rotation
+    if not len(directions_cam):
+      return candidates, {}, directions_cam, directions, centre, None
+    scene = self._scene(vertices)
+    result = self._trace(scene, np.broadcast_to(centre, directions.shape), directions,
+                         self.threads if threads is None else threads)
+    hits = np.flatnonzero(result["primID"] >= 0)
+    result = {key: result[key][hits] for key in ("primID", "u", "v", "tfar")}
+    return candidates[hits], result, directions_cam[hits], directions[hits], centre, scene
 
-    pixel = np.zeros(0, np.int64)
+  def surface(self, vertices, intrinsics, extrinsics, threads=None):
+    """What each pixel's centre sees of the mesh, one sample a pixel: `triangle` int32 [H,W] (-1
+    off the mesh), `barycentric` float32 [H,W,2] (Embree's u, v: the point is
+    `a + u (b - a) + v (c - a)` of the triangle's corners a, b, c) and `depth` float32 [H,W]
+    (camera-space z, 0 off the mesh)."""
+    pixel, result, directions_cam, _, _, _ = self._hits(vertices, intrinsics, extrinsics, 1, threads)
+    size = self.height * self.width
+    triangle = np.full(size, -1, np.int32)
+    barycentric = np.zeros((size, 2), np.float32)
+    depth = np.zeros(size, np.float32)
+    if len(pixel):
+      triangle[pixel] = result["primID"]
+      barycentric[pixel, 0], barycentric[pixel, 1] = result["u"], result["v"]
+      depth[pixel] = result["tfar"] * directions_cam[:, 2]
+    shape = (self.height, self.width)
+    return {"triangle": triangle.reshape(shape), "barycentric": barycentric.reshape(shape + (2,)),
+            "depth": depth.reshape(shape)}
+
+  def render(self, vertices, intrinsics, extrinsics, albedo=None, lighting=None, background=None,
+             threads=None):
+    """Renders one frame. Returns a dict of `normals` uint8 [H,W,3], `depth` float32 [H,W],
+    `mask` uint8 [H,W] and, when `albedo [V,3]` (RGB in [0, 1]) is given, `rgb` uint8 [H,W,3]."""
+    pixel, result, directions_cam, directions, centre, scene = self._hits(
+        vertices, intrinsics, extrinsics, self.supersample, threads)
+    vertices = np.asarray(vertices, np.float32)
+    rotation = np.asarray(extrinsics, np.float64)[:, :3].astype(np.float32)
     attributes = {}
-    if len(directions_cam):
-      directions = directions_cam @ rotation
-      origins = np.broadcast_to(centre, directions.shape)
-      scene = self._scene(vertices)
-      result = self._trace(scene, origins, directions, self.threads if threads is None else threads)
-      hits = np.flatnonzero(result["primID"] >= 0)
-      pixel = candidates[hits]  # flat index in the full image
-      u, v = result["u"][hits, None], result["v"][hits, None]
-      corners = np.take(self._faces_by_corner, result["primID"][hits], axis=1)  # [3, N]: hit triangles' corners
+    if len(pixel):
+      u, v = result["u"][:, None], result["v"][:, None]
+      corners = np.take(self._faces_by_corner, result["primID"], axis=1)  # [3, N]: hit triangles' corners
 
       def interpolate(per_vertex):
         """`a + u (b - a) + v (c - a)` at each hit, in place: a third of the time of the weighted sum."""
@@ -247,14 +276,13 @@ class Renderer:
         return a
 
       world_normals = normalize(interpolate(self.vertex_normals(vertices)))
-      t_hit = result["tfar"][hits]
+      t_hit = result["tfar"]
       attributes["normals"] = world_normals @ rotation.T
-      attributes["depth"] = t_hit * directions_cam[hits, 2]
+      attributes["depth"] = t_hit * directions_cam[:, 2]
       if albedo is not None:
-        ray = directions[hits]
         attributes["rgb"] = self._shade(scene, interpolate(np.asarray(albedo, np.float32)), world_normals,
-                                        ray, centre + t_hit[:, None] * ray, lighting or Lighting())
-    if s == 1:
+                                        directions, centre + t_hit[:, None] * directions, lighting or Lighting())
+    if self.supersample == 1:
       return self._scatter(pixel, attributes, background if albedo is not None else None, albedo is not None)
     return self._supersampled(pixel, attributes, background, albedo is not None)
 

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from data_pipeline import cameras
+from data_pipeline.errors import InputError
+from data_pipeline.rays import camera_directions
+from data_pipeline.reference_warp import warp_reference
+from data_pipeline.renderer import Lighting, Renderer
+from tests.test_renderer import _analytic_sphere, _sphere
+
+FLAT = Lighting(ambient=(1.0, 1.0, 1.0), colour=(0.0, 0.0, 0.0), specular=0.0, shadows=False)
+SIZE, RADIUS = 64, 0.3
+
+
+def _turned(vertices, degrees):
+  a = np.radians(degrees)
+  rotation = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+  return vertices @ rotation.T, rotation
+
+
+@pytest.fixture(scope="module")
+def textured_sphere():
+  vertices, faces = _sphere(RADIUS)
+  # A smooth texture that changes across the whole sphere, so a wrong correspondence shows.
+  unit = vertices / RADIUS
+  albedo = np.stack([0.5 + 0.4 * unit[:, 0], 0.5 + 0.4 * unit[:, 1], 0.5 + 0.4 * np.sin(3.0 * unit[:, 2])], -1)
+  cams = cameras.orbit([0.0], [10.0], [1.2], SIZE, SIZE, focal=1.2, target=(0, 0, 0))
+  return vertices, faces, albedo, cams
+
+
+def _render(faces, vertices, albedo, cams):
+  return Renderer(faces, SIZE, SIZE, threads=1).render(vertices, cams.intrinsics[0], cams.extrinsics[0],
+                                                       albedo=albedo, lighting=FLAT)
+
+
+def test_the_warped_portrait_matches_a_render_of_the_turned_head(textured_sphere):
+  vertices, faces, albedo, cams = textured_sphere
+  portrait = _render(faces, vertices, albedo, cams)["rgb"]
+  turned, _ = _turned(vertices, 25.0)
+  target = _render(faces, turned, albedo, cams)
+  warped, valid = warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0],
+                                 turned[None], cams.intrinsics, cams.extrinsics)
+  carried = valid[0] & (target["mask"] > 0)
+  assert carried.sum() > 0.6 * (target["mask"] > 0).sum()
+  error = np.abs(warped[0].astype(float) - target["rgb"].astype(float))[carried]
+  repeated = np.abs(portrait.astype(float) - target["rgb"].astype(float))[carried]
+  # Bilinear resampling of a 64-pixel render: a grey level or two on average, where the portrait
+  # itself is off by ~10x that.
+  assert np.mean(error) < 2.0 and np.mean(repeated) > 10 * np.mean(error)
+  # Pixels the warp did not carry keep the portrait's own.
+  assert np.array_equal(warped[0][~valid[0]], portrait[~valid[0]])
+
+
+def test_points_the_portrait_cannot_see_are_not_carried(textured_sphere):
+  vertices, faces, albedo, cams = textured_sphere
+  portrait = _render(faces, vertices, albedo, cams)["rgb"]
+  turned, rotation = _turned(vertices, 40.0)
+  _, valid = warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0],
+                            turned[None], cams.intrinsics, cams.extrinsics)
+  hit, _, depth = _analytic_sphere(cams, RADIUS, SIZE)
+  # The exact sphere point each pixel sees, turned back to the portrait's pose: it is seen there
+  # when it faces the camera.
+  directions_cam = camera_directions(cams.intrinsics[0], SIZE, SIZE).astype(np.float64)
+  points_cam = directions_cam * (depth / directions_cam[..., 2])[..., None]
+  points = (points_cam - cams.extrinsics[0][:, 3]) @ cams.extrinsics[0][:, :3]  # camera -> world
+  before = points @ rotation  # undo the turn
+  to_camera = cams.centres[0] - before
+  facing = np.sum(before / RADIUS * to_camera, axis=-1) / np.linalg.norm(to_camera, axis=-1)
+  # Grazing points (the portrait's rim) may go either way: bilinear samples there touch background.
+  hidden, shown = hit & (facing < 0.0), hit & (facing > 0.35)
+  assert hidden.sum() > 50  # the turn brings part of the back into view
+  assert np.mean(valid[0][hidden]) < 0.05 and np.mean(valid[0][shown]) > 0.95
+
+
+def test_a_bad_portrait_is_refused(textured_sphere):
+  vertices, faces, _, cams = textured_sphere
+  with pytest.raises(InputError, match="uint8"):
+    warp_reference(faces, np.zeros((SIZE, SIZE, 3), np.float32), vertices, cams.intrinsics[0],
+                   cams.extrinsics[0], vertices[None], cams.intrinsics, cams.extrinsics)
+  with pytest.raises(InputError, match="vertices"):
+    warp_reference(faces, np.zeros((SIZE, SIZE, 3), np.uint8), vertices[:-1], cams.intrinsics[0],
+                   cams.extrinsics[0], vertices[None], cams.intrinsics, cams.extrinsics)
