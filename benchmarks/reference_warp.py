@@ -11,7 +11,10 @@ the first --clips test clips. Prints, side by side:
   (shape 0: what tracking without a fitted shape gives), with the share of pixels carried;
 - with --vae=RUN (a trained vae run, e.g. outputs/demo/vae), each of them and the real clip
   through that VAE (encode, decode): what a generator in its latent space would score if it
-  reproduced them exactly (`*_through_vae_psnr_db`; the real clip's is fp-eval's ceiling row).
+  reproduced them exactly (`*_through_vae_psnr_db`; the real clip's is fp-eval's ceiling row);
+- with --motion=RUN (a trained motion run, e.g. outputs/demo/motion), fp-eval's pose error of each
+  video (`*_pose_error_deg`: the pose encoder's reading of its face crops against its reading of
+  the real frames' crops, in degrees).
 """
 import argparse
 import os
@@ -50,17 +53,40 @@ def vae_round_trip(workdir):
   return lambda video: np.asarray(round_trip(vae, common.unit_range(jnp.asarray(video))[None]))[0]
 
 
+def pose_reader(workdir, data_dir):
+  """`(video, clip) -> [T, 10]` pose vectors of the video's face crops, cut by the clip's tracking
+  as fp-eval cuts them."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fp_jax.sample import inputs  # pylint: disable=g-import-not-at-top
+  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks import motion_task  # pylint: disable=g-import-not-at-top
+  params, _, saved = checkpoints.read_run(workdir, None, "ema")
+  saved = ml_collections.ConfigDict(saved)
+  models = checkpoints.load_into(motion_task.MotionModels(saved, saved.motion.num_controls, nnx.Rngs(0)), params)
+  size, margin = int(saved.input.face_crop.size), float(saved.input.face_crop.margin)
+  read = nnx.jit(lambda models, crops: models.pose(crops))
+
+  def poses(video, clip):
+    tracking = inputs._clip_tracking(clip, slice(None))  # pylint: disable=protected-access
+    return np.asarray(read(models, jnp.asarray(inputs.face_crops(video, tracking, size, margin))))
+  return poses
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--data_dir", default="outputs/demo/data")
   parser.add_argument("--clips", type=int, default=4, help="test clips, as fp-eval's max_clips")
   parser.add_argument("--vae", default="", help="a trained vae run: also score everything through it")
+  parser.add_argument("--motion", default="", help="a trained motion run: also score the pose error")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   records = ClipRecords(args.data_dir, "demo", "test")
   model = build_template()
   through_vae = vae_round_trip(args.vae) if args.vae else None
-  scores, carried, seconds = {}, {"warped_portrait": [], "warped_template": []}, []
+  read_poses = pose_reader(args.motion, args.data_dir) if args.motion else None
+  scores, pose_errors, carried, seconds = {}, {}, {"warped_portrait": [], "warped_template": []}, []
   for index in range(min(args.clips, len(records))):
     clip = records[index]
     real = np.asarray(clip["frames"])
@@ -75,9 +101,14 @@ def main():
       videos["real_through_vae"] = through_vae(real)
     for name, video in videos.items():
       scores.setdefault(name, []).append(metrics.image_scores(video[1:], real[1:])[0])
+      if read_poses:
+        error = metrics.pose_error_deg(read_poses(video, clip)[1:], read_poses(real, clip)[1:])
+        pose_errors.setdefault(name, []).append(error)
   print(f"test_clips: {len(scores['repeated_portrait'])}")
   for name, values in scores.items():
     print(f"{name}_psnr_db: {np.mean(values):.2f}")
+  for name, values in pose_errors.items():
+    print(f"{name}_pose_error_deg: {np.mean(values):.2f}")
   for name, values in carried.items():
     print(f"{name}_pixels_carried: {np.mean(values):.2f}")
   print(f"warp_ms_per_clip: {1000 * np.median(seconds):.0f}")
