@@ -66,6 +66,7 @@ def control_inputs(rng, batch, frames, height, width, expression_dim=512):
   return dict(
       reference=jnp.asarray(rng.standard_normal((batch, height, width, 16)), jnp.float32),
       normals=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
+      warped=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
       rays=jnp.asarray(rng.standard_normal((batch, frames, height, width, 4 * 8 * 8 * 6)), jnp.float32),
       expression=jnp.asarray(rng.standard_normal((batch, video_frames, expression_dim)), jnp.float32),
       head_pose=jnp.asarray(rng.standard_normal((batch, video_frames, 10)), jnp.float32))

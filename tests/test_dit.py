@@ -54,7 +54,7 @@ def test_per_frame_timesteps_match_diffusers_per_token_timesteps():
   assert helpers.relative_error(got, want) <= 1e-4
 
 
-ALL_CONTROLS = dict(reference=True, normals=True, rays=True, expression="both", pose=True)
+ALL_CONTROLS = dict(reference=True, normals=True, warped_reference=True, rays=True, expression="both", pose=True)
 
 
 def test_converted_model_with_controls_is_wan_at_step_zero():
@@ -121,6 +121,33 @@ def test_a_preconditioned_dit_is_wan_between_edms_scalings(reference_residual, s
   assert helpers.relative_error(got, want) <= 1e-4
 
 
+def test_the_residual_runs_from_the_warped_portrait_where_it_is_kept():
+  """With warped_reference, reference_residual measures each frame from the warped portrait w
+  (the first frame from the portrait r): Wan reads x_s - (1 - s) w and the velocity is Wan(...) -
+  w; an example whose pose is dropped falls back to r on every frame. The reference channels'
+  embedding is set to the latents' own and the warped channels' to zero, so Wan's first frame is
+  the portrait."""
+  reference = helpers.diffusers_wan_model(48, 2, 2, ffn_dim=96)
+  model = helpers.converted(reference, reference=True, warped_reference=True, reference_residual=True)
+  patch = model.patch_embedding.kernel.value.reshape(4, 16, -1)
+  model.condition_embedding.kernel.value = jnp.concatenate([patch, jnp.zeros_like(patch)], axis=1).reshape(4 * 32, -1)
+  rng = np.random.default_rng(8)
+  latents, _, context = random_inputs(rng, 2, 3, 4, 6)
+  timestep = np.array([700.0, 300.0], np.float32)
+  portrait = rng.standard_normal((2, 4, 6, 16)).astype(np.float32)
+  warped = rng.standard_normal((2, 3, 4, 6, 16)).astype(np.float32)
+  keep = {"reference": jnp.ones(2), "pose": jnp.array([1.0, 0.0])}
+  base = np.stack([warped[0], np.broadcast_to(portrait[1], warped.shape[1:])])
+  base[:, 0] = portrait
+  s = (timestep / 1000.0)[:, None, None, None, None]
+  wan_input = latents - (1 - s) * base
+  wan_input[:, 0] = portrait
+  want = helpers.diffusers_forward(reference, wan_input, timestep, context) - base
+  got = call(model, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context),
+             dict(reference=jnp.asarray(portrait), warped=jnp.asarray(warped), keep=keep))
+  assert helpers.relative_error(got, want) <= 1e-4
+
+
 def test_edm_scalings_make_the_networks_target_unit_variance_and_the_skip_the_best_linear_guess():
   """For data of std d and unit noise at level s, the velocity n - x0 regressed on x_s by least
   squares has slope c_skip and leaves residuals of std c_out: a network answering 0 gives the
@@ -160,7 +187,8 @@ def test_every_control_and_its_drop_flag_acts():
   latents, timestep, context = (jnp.asarray(a) for a in random_inputs(rng, 2, 2, 4, 4))
   controls = helpers.control_inputs(rng, 2, 2, 4, 4)
   base = call(model, latents, timestep, context, controls)
-  names = {"reference": ["reference"], "pose": ["normals", "head_pose"], "camera": ["rays"],
+  # The warped portrait carries both the portrait and the pose: either drop withholds it.
+  names = {"reference": ["reference", "warped"], "pose": ["normals", "head_pose", "warped"], "camera": ["rays"],
            "expression": ["expression"]}
   all_dropped = call(model, latents, timestep, context,
                      dict(controls, keep={name: jnp.zeros(2) for name in names}))

@@ -134,6 +134,22 @@ def test_the_mirror_places_the_reference_as_the_jax_dit_does(data_dir, tmp_path,
   assert helpers.relative_error(run_torch(mirror, inputs), want) <= 1e-4
 
 
+def test_the_mirror_carries_the_warped_portrait_as_the_jax_dit_does(data_dir, tmp_path):
+  config = train_config(data_dir, "dit")
+  config.model.update(helpers.NO_CONTROLS, reference=True, normals=True, warped_reference=True,
+                      reference_frames="all", reference_residual=True)
+  saved_run(config, tmp_path / "dit", 7)
+  export_run.export_run(str(tmp_path / "dit"), str(tmp_path / "out"), ema=True)
+  mirror = torch_dit.PortraitTransformer.from_export(tmp_path / "out")
+  inputs = {k: v for k, v in dit_inputs(8).items() if k in ("latents", "timestep", "reference", "normals", "warped")}
+  inputs["keep"] = {"reference": np.array([1.0, 1.0]), "pose": np.array([1.0, 0.0])}  # the second: warp dropped
+  model = jax_models(tmp_path, ["dit"])["dit"]
+  want = run_jax(model, inputs)
+  moved = run_jax(model, dict(inputs, warped=inputs["warped"] + 1.0))
+  assert np.abs(want - moved)[0, 1:].max() > 0.05 and np.abs(want - moved)[1].max() < 1e-5
+  assert helpers.relative_error(run_torch(mirror, inputs), want) <= 1e-4
+
+
 def test_the_wan_core_loads_into_diffusers_strictly_and_agrees(runs):
   from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
   from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top

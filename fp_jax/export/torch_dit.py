@@ -41,6 +41,11 @@ def group_frames(x, latent_frames):
   return torch.cat([first[:, None], rest], dim=1)
 
 
+def _per_frame(reference):
+  """The residual's base at every latent frame: one latent `[B, h, w, C]` or one per frame."""
+  return reference[:, None] if reference.dim() == 4 else reference
+
+
 class PortraitTransformer(nn.Module):
 
   def __init__(self, config):
@@ -57,7 +62,8 @@ class PortraitTransformer(nn.Module):
     self.proj_out = nn.Linear(dim, c["out_channels"] * math.prod(patch))
     self.scale_shift_table = nn.Parameter(torch.zeros(1, 2, dim))
     volume = math.prod(patch)
-    condition_channels = c["in_channels"] * (int(c["reference"]) + int(c["normals"]))
+    condition_channels = c["in_channels"] * (int(c["reference"]) + int(c["normals"])
+                                             + int(c.get("warped_reference", False)))
     if condition_channels:
       self.condition_embedding = nn.Conv3d(condition_channels, dim, kernel_size=patch, stride=patch, bias=False)
     if c["rays"]:
@@ -108,8 +114,12 @@ class PortraitTransformer(nn.Module):
 
   # -- conditions ----------------------------------------------------------------------------
 
-  def _fused_conditions(self, latents, reference, normals, keep):
+  def _warp_keep(self, keep, batch):
+    return self._keep(keep, "reference", batch) * self._keep(keep, "pose", batch)
+
+  def _fused_conditions(self, latents, reference, normals, warped, keep):
     parts, batch = [], latents.shape[0]
+    per_example = lambda keep_value: keep_value[:, None, None, None, None]
     if self.config["reference"]:
       reference = reference.to(latents.dtype)
       if self.config.get("reference_frames", "first") == "all":
@@ -117,12 +127,23 @@ class PortraitTransformer(nn.Module):
       else:
         slot = torch.zeros_like(latents)
         slot[:, 0] = reference
-      parts.append(slot * self._keep(keep, "reference", batch)[:, None, None, None, None])
-    if self.config["normals"]:
-      normals = normals.to(latents.dtype).clone()
-      normals[:, 0] = 0
-      parts.append(normals * self._keep(keep, "pose", batch)[:, None, None, None, None])
+      parts.append(slot * per_example(self._keep(keep, "reference", batch)))
+    for name, frames, kept in (("normals", normals, lambda: self._keep(keep, "pose", batch)),
+                               ("warped_reference", warped, lambda: self._warp_keep(keep, batch))):
+      if self.config.get(name, False):
+        frames = frames.to(latents.dtype).clone()
+        frames[:, 0] = 0
+        parts.append(frames * per_example(kept()))
     return self._embed(self.condition_embedding, torch.cat(parts, dim=-1))
+
+  def _residual_base(self, reference, warped, keep):
+    if not self.config.get("warped_reference", False) or warped is None:
+      return reference
+    reference = reference.float()
+    kept = self._warp_keep(keep, reference.shape[0])[:, None, None, None, None]
+    base = kept * warped.float() + (1.0 - kept) * reference[:, None]
+    base[:, 0] = reference
+    return base
 
   def _ray_tokens(self, rays, latents, keep):
     return self.ray_embedding(self._patchify(rays.to(latents.dtype))) * self._keep(keep, "camera", latents.shape[0])[:, None, None]
@@ -147,16 +168,17 @@ class PortraitTransformer(nn.Module):
   # -- forward -------------------------------------------------------------------------------
 
   def forward(self, latents, timestep, context=None, *, reference=None, normals=None, rays=None,
-              expression=None, head_pose=None, keep=None):
+              expression=None, head_pose=None, keep=None, warped=None):
     c = self.config
     batch, frames, height, width, _ = latents.shape
     controls = reference is not None
-    noisy = self._network_input(latents, timestep, reference)
+    base = self._residual_base(reference, warped, keep) if controls else None
+    noisy = self._network_input(latents, timestep, base)
     if controls:
       noisy[:, 0] = 0
     tokens = self._embed(self.patch_embedding, noisy)
-    if controls and (c["reference"] or c["normals"]):
-      tokens = tokens + self._fused_conditions(latents, reference, normals, keep)
+    if controls and (c["reference"] or c["normals"] or c.get("warped_reference", False)):
+      tokens = tokens + self._fused_conditions(latents, reference, normals, warped, keep)
     if controls and c["rays"] and rays is not None:
       tokens = tokens + self._ray_tokens(rays, latents, keep)
 
@@ -186,7 +208,7 @@ class PortraitTransformer(nn.Module):
     pt, ph, pw = c["patch"]
     out = out.reshape(batch, frames // pt, height // ph, width // pw, pt, ph, pw, -1)
     out = out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(batch, frames, height, width, -1).float()
-    return self._velocity(out, latents, timestep, reference)
+    return self._velocity(out, latents, timestep, base)
 
   # -- preconditioning (fp_jax/models/preconditioning.py) ------------------------------------
 
@@ -195,7 +217,7 @@ class PortraitTransformer(nn.Module):
     sigma = torch.as_tensor(timestep, dtype=torch.float32) / 1000.0
     sigma = sigma.reshape(sigma.shape + (1,) * (latents.ndim - sigma.ndim))
     if self.config.get("reference_residual", False) and reference is not None:
-      latents = latents - (1.0 - sigma) * reference[:, None].to(latents.dtype)
+      latents = latents - (1.0 - sigma) * _per_frame(reference).to(latents.dtype)
     return sigma, latents
 
   def _network_input(self, latents, timestep, reference):
@@ -210,7 +232,7 @@ class PortraitTransformer(nn.Module):
       c_in = torch.rsqrt(((1.0 - sigma) * d) ** 2 + sigma ** 2)
       out = (sigma - (1.0 - sigma) * d * d) * c_in ** 2 * x + d * c_in * out
     if self.config.get("reference_residual", False) and reference is not None:
-      out = out - reference[:, None].to(out.dtype)
+      out = out - _per_frame(reference).to(out.dtype)
     return out
 
   def _block(self, block, x, modulation, rotary, text, expression_tokens, expression_keep):

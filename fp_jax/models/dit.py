@@ -5,7 +5,8 @@ the controls at video rate (`T = 1 + 4k` frames):
 
 - condition fusion (FactorPortrait): the reference-image latent (first latent frame, zeros
   elsewhere) and the normal-map latents (first frame zero) are concatenated with the noisy latents
-  (first frame zero) along channels. The patch embedding of the concatenation is Wan's patch
+  (first frame zero) along channels; with `warped_reference`, also the latents of the portrait
+  warped onto each frame through the tracked mesh (first frame zero). The patch embedding of the concatenation is Wan's patch
   embedding of the noisy latents plus a zero-initialised embedding of the new channels, which is
   the same linear map written as two.
 - camera: Plücker rays folded onto the latent grid, `[B, F, h, w, 4*8*8*6]`
@@ -73,7 +74,8 @@ class DiT(nnx.Module):
     self.scale_shift_table = nnx.Param(jax.random.normal(rngs.params(), (2, dim)) / dim ** 0.5)
     self.proj_out = linear(dim, volume * config.out_channels, ("embed", None))
 
-    condition_channels = config.in_channels * (int(config.reference) + int(config.normals))
+    condition_channels = config.in_channels * (int(config.reference) + int(config.normals)
+                                               + int(config.warped_reference))
     if condition_channels:
       self.condition_embedding = linear(volume * condition_channels, dim, (None, "embed"),
                                         zero=True, use_bias=False)
@@ -126,27 +128,49 @@ class DiT(nnx.Module):
       return jnp.ones((batch,), jnp.float32)
     return jnp.asarray(keep[name], jnp.float32).reshape(batch)
 
-  def _fused_conditions(self, latents, reference, normals, keep, grid):
-    """Reference and normal-map channels (first latent frame: reference only; with
+  def _warp_keep(self, keep, batch):
+    """The warped portrait carries the reference and the pose: dropped with either."""
+    return self._keep(keep, "reference", batch) * self._keep(keep, "pose", batch)
+
+  def _require_frames(self, name, value, latents):
+    require(value is not None and value.shape == latents.shape,
+            f"{name} latents must match latents {latents.shape}, got {None if value is None else value.shape}")
+
+  def _fused_conditions(self, latents, reference, normals, warped, keep, grid):
+    """Reference, normal-map and warped-portrait channels (first latent frame: reference only; with
     `reference_frames="all"` the reference on every frame)."""
     config = self.config
+    batch = latents.shape[0]
+    per_example = lambda keep_value: keep_value[:, None, None, None, None]
     parts = []
     if config.reference:
-      require(reference is not None and reference.shape == (latents.shape[0], *latents.shape[2:]),
+      require(reference is not None and reference.shape == (batch, *latents.shape[2:]),
               f"reference latent must be [B, h, w, C] matching latents {latents.shape}")
       reference = reference.astype(latents.dtype)
       if config.reference_frames == "all":
         slot = jnp.broadcast_to(reference[:, None], latents.shape)
       else:
         slot = jnp.zeros_like(latents).at[:, 0].set(reference)
-      parts.append(slot * self._keep(keep, "reference", latents.shape[0])[:, None, None, None, None])
+      parts.append(slot * per_example(self._keep(keep, "reference", batch)))
     if config.normals:
-      require(normals is not None and normals.shape == latents.shape,
-              f"normal-map latents must match latents {latents.shape}, got "
-              f"{None if normals is None else normals.shape}")
+      self._require_frames("normal-map", normals, latents)
       normals = normals.astype(latents.dtype).at[:, 0].set(0)
-      parts.append(normals * self._keep(keep, "pose", latents.shape[0])[:, None, None, None, None])
+      parts.append(normals * per_example(self._keep(keep, "pose", batch)))
+    if config.warped_reference:
+      self._require_frames("warped-reference", warped, latents)
+      warped = warped.astype(latents.dtype).at[:, 0].set(0)
+      parts.append(warped * per_example(self._warp_keep(keep, batch)))
     return self.condition_embedding(self._patchify(jnp.concatenate(parts, axis=-1), grid))
+
+  def _residual_base(self, reference, warped, keep):
+    """What `reference_residual` measures frames from: the portrait, or where the warped portrait
+    is kept, the portrait carried to each frame (the first frame is the portrait's own)."""
+    if not self.config.warped_reference or warped is None:
+      return reference
+    reference = reference.astype(jnp.float32)
+    kept = self._warp_keep(keep, reference.shape[0])[:, None, None, None, None]
+    base = kept * warped.astype(jnp.float32) + (1.0 - kept) * reference[:, None]
+    return base.at[:, 0].set(reference)
 
   def _ray_tokens(self, rays, latents, keep, dtype, grid):
     st, sh, sw = self.config.vae_stride
@@ -186,7 +210,7 @@ class DiT(nnx.Module):
   # -- forward -------------------------------------------------------------------------------
 
   def __call__(self, latents, timestep, context=None, *, reference=None, normals=None, rays=None,
-               expression=None, head_pose=None, keep=None):
+               expression=None, head_pose=None, keep=None, warped=None):
     """Velocity `[B, F, h, w, C_out]` for noisy `latents` at `timestep` (`[B]` or `[B, F]`)."""
     config = self.config
     timestep = jnp.asarray(timestep)
@@ -197,11 +221,12 @@ class DiT(nnx.Module):
 
     pt, ph, pw = config.patch
     grid = TokenGrid.for_shards(frames // pt, height // ph, width // pw, shards("length"))
-    noisy = preconditioning.network_input(config, latents, timestep, reference)
+    base = self._residual_base(reference, warped, keep) if controls else None
+    noisy = preconditioning.network_input(config, latents, timestep, base)
     noisy = noisy.at[:, 0].set(0) if controls else noisy
     tokens = self.patch_embedding(self._patchify(noisy.astype(dtype), grid))
-    if controls and (config.reference or config.normals):
-      tokens = tokens + self._fused_conditions(latents, reference, normals, keep, grid)
+    if controls and (config.reference or config.normals or config.warped_reference):
+      tokens = tokens + self._fused_conditions(latents, reference, normals, warped, keep, grid)
     if controls and config.rays and rays is not None:
       tokens = tokens + self._ray_tokens(rays, latents, keep, dtype, grid)
     tokens = constrain(tokens.astype(dtype), ("batch", "length", "act_embed"))
@@ -231,7 +256,7 @@ class DiT(nnx.Module):
            + shift).astype(dtype)
     out = self.proj_out(out.reshape(batch, -1, config.dim))
     out = self._unpatchify(out, grid).astype(jnp.float32)
-    return preconditioning.velocity(config, out, latents, timestep, reference)
+    return preconditioning.velocity(config, out, latents, timestep, base)
 
   def _run_blocks(self, tokens, grid, modulation, tables, text, expression_tokens, expression_keep):
     config = self.config

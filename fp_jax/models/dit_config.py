@@ -40,6 +40,10 @@ class DiTConfig:
   # frame's patch embedding sees the portrait at its own position and no attention must fetch it).
   reference_frames: str = "first"
   normals: bool = True
+  # The portrait warped onto every frame through the tracked mesh (data_pipeline/reference_warp.py),
+  # as VAE latents beside the normal maps; with reference_residual, frames' differences are taken
+  # from it instead of the portrait. Dropped with the reference or the pose. Not in either paper.
+  warped_reference: bool = False
   rays: bool = True
   expression: str = "cross_attention"
   expression_dim: int = 512
@@ -70,6 +74,8 @@ class DiTConfig:
     require(self.sigma_data >= 0.0, f"sigma_data must be >= 0 (0: off), got {self.sigma_data}")
     require(not self.reference_residual or self.reference,
             "reference_residual needs the reference control (reference=True)")
+    require(not self.warped_reference or self.reference,
+            "warped_reference needs the reference control (reference=True)")
     attention.get_kernel(self.attention)
     require(self.dtype in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, got {self.dtype!r}")
     require(not self.attention.endswith("cudnn") or self.dtype == "bfloat16",

@@ -8,6 +8,8 @@ small network fails to copy is left in the video as noise. Two DiTConfig fields 
   (`x_0 - r`): the network reads `x_s - (1 - s) r` and the velocity is its answer minus `r`. The
   loss, the samplers and every caller keep the plain contract (velocity of the latents); only
   what the network must learn changes: motion away from the portrait, not the portrait itself.
+  `r` is one latent frame `[B, h, w, C]` for every frame, or one per frame `[B, F, h, w, C]` (the
+  DiT's `warped_reference`: the portrait already carried to each frame by the tracked mesh).
 - `sigma_data` > 0: EDM's preconditioning (Karras et al. 2022) for rectified flow with data of
   that standard deviation `d` (of the differences, with `reference_residual`): the input is
   scaled to unit variance, `c_in = 1 / sqrt((1 - s)^2 d^2 + s^2)`, and the velocity is
@@ -53,8 +55,12 @@ def velocity(config, output, latents, timestep, reference):
     c_in = _c_in(d, sigma)
     output = (sigma - (1.0 - sigma) * d * d) * c_in * c_in * x + d * c_in * output
   if config.reference_residual and reference is not None:
-    output = output - reference[:, None].astype(output.dtype)
+    output = output - _per_frame(reference).astype(output.dtype)
   return output
+
+
+def _per_frame(reference):
+  return reference[:, None] if reference.ndim == 4 else reference
 
 
 def _relative(config, latents, sigma, reference):
@@ -62,7 +68,7 @@ def _relative(config, latents, sigma, reference):
   (no reference) runs on the latents themselves, as Wan does."""
   if not config.reference_residual or reference is None:
     return latents
-  return latents - (1.0 - sigma) * reference[:, None].astype(latents.dtype)
+  return latents - (1.0 - sigma) * _per_frame(reference).astype(latents.dtype)
 
 
 def _c_in(d, sigma):
