@@ -93,6 +93,14 @@ def get_config(arg="dit"):
     # and 13.50 degrees, its one-step Euler mean 22.43 dB (the repeated portrait: 22.35), so the
     # samples' spread costs 2.4 dB; 1x1x1 patches (1000 steps, same minutes) 21.07 dB and 15.06.
     config.model.reference_residual = True
+    # The portrait warped onto every frame through the mesh, read beside the normal maps and the
+    # base the residual above starts from (fp_jax/models/dit_config.py). fp-eval, one run each
+    # from the same frozen runs, 2000 steps: PSNR 22.65 dB against 21.64, pose error 10.78
+    # against 16.90 degrees (0.58x the repeated portrait's, against 0.91x); validation loss 0.156
+    # against 0.277. A perfect copy of the warp through the demo VAE would score 24.18 dB and 13.29
+    # degrees (benchmarks/reference_warp.py).
+    config.model.warped_reference = True
+    config.input.warped_reference = True
     # Guidance on the motion controls only: a reference scale above 1 pushes a model that reads
     # the portrait this well off its data (the default hybrid schedule: 17.84 dB, 11.13 degrees;
     # motion scale 1 (guidance off): 20.59 dB, 10.53 degrees; 1.5: 20.57, 10.10; 2: 20.40, 9.94;

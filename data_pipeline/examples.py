@@ -6,6 +6,8 @@ the element's index, so results do not depend on which worker runs it):
 - the reference image: a random frame of the same clip, or (`cross_clip`) of another clip of the
   same identity, i.e. another time and camera, as DeX-Portrait's cross-view training does;
 - Plücker ray maps of the window's cameras; normal maps, stored or re-rendered on the fly;
+- with `warped_reference`, the reference carried onto every frame of the window through the mesh
+  (data_pipeline/reference_warp.py);
 - the explicit head pose (6D rotation, t, s) and the ground-truth expression controls;
 - the driving frames the expression encoder sees: face crops placed by the known head pose;
 - condition-drop flags for classifier-free guidance (see `draw_drop_flags`);
@@ -19,7 +21,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from data_pipeline import expression_twins, face_crop, head_pose, rays, renderer, world
+from data_pipeline import controls, expression_twins, face_crop, head_pose, rays, reference_warp, renderer, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 
@@ -100,6 +102,7 @@ class MakeExample(grain.transforms.RandomMap):
               f"face_crop.margin {self._crop_margin} differs from the stored faces' {records.face_margin}")
     self._normals = config.normals.to_dict()
     self._rays_dtype = np.dtype(config.rays_dtype)
+    self._warped_reference = bool(config.get("warped_reference", False))
     self._drop_rates = config.drop.to_dict()
     self._twins = int(config.get("expression_twins", 0))
     self._twin_people = config.get("twin_people", "one")
@@ -118,7 +121,8 @@ class MakeExample(grain.transforms.RandomMap):
     frame and the drop flags)."""
     clip = self._records[index] if clip is None else clip
     frames = np.arange(start, start + window_span(self._num_frames, self._stride), self._stride)
-    reference = self._reference_image(index, clip, rng)
+    source, reference_frame = self._reference_frame(index, clip, rng)
+    reference = source["frames"][reference_frame]
     model = build_template()
     window = {key: clip[key][frames] for key in
               ("frames", "intrinsics", "extrinsics", "head_pose", "head_scale", "expression")}
@@ -142,6 +146,8 @@ class MakeExample(grain.transforms.RandomMap):
         "record": np.int64(index),
         "start_frame": np.int64(start),
     }
+    if self._warped_reference:
+      example["warped"] = warped_window(model, source, [reference_frame], clip, window)[0]
     example.update(draw_drop_flags(rng, self._drop_rates))
     if self._twins:
       count = len(frames)
@@ -164,11 +170,12 @@ class MakeExample(grain.transforms.RandomMap):
     return np.stack([np.asarray(Image.fromarray(face).resize((self._crop_size,) * 2, Image.Resampling.BILINEAR))
                      for face in faces])
 
-  def _reference_image(self, index, clip, rng):
+  def _reference_frame(self, index, clip, rng):
+    """The clip the reference image comes from and its frame's index."""
     if self._reference == "cross_clip" and self._records.clips_per_identity > 1:
       others = [i for i in self._records.clips_of_identity(index) if i != index]
       clip = self._records[others[int(rng.integers(len(others)))]]
-    return clip["frames"][int(rng.integers(clip["frames"].shape[0]))]
+    return clip, int(rng.integers(clip["frames"].shape[0]))
 
   def _normal_maps(self, model, clip, frames, window):
     options = self._normals
@@ -187,3 +194,17 @@ class MakeExample(grain.transforms.RandomMap):
     if options["encoding"] == "unit":
       return renderer.decode_normals(normals).astype(np.float32)
     return normals
+
+
+def warped_window(model, source, reference_frames, clip, window):
+  """Frames `reference_frames` of clip `source` each carried onto the frames of `window` (of
+  `clip`) through each clip's mesh as its tracking poses it: uint8 `[R, T, H, W, 3]`."""
+  at = np.asarray(reference_frames)
+  portrait_vertices = controls.pose_vertices(model, source["shape"], source["expression"][at],
+                                             source["head_pose"][at], source["head_scale"][at])
+  window_vertices = controls.pose_vertices(model, clip["shape"], window["expression"], window["head_pose"],
+                                           window["head_scale"])
+  warped, _ = reference_warp.warp_references(
+      model.f, source["frames"][at], portrait_vertices, source["intrinsics"][at], source["extrinsics"][at],
+      window_vertices, window["intrinsics"], window["extrinsics"])
+  return warped

@@ -8,7 +8,10 @@ Layout of a cache folder:
   <split>.array_record   one record per window, a safetensors blob of
       latents [F, h, w, z]   normalised VAE latents of the window (F = 1 + (N - 1) / 4)
       normals [F, h, w, z]   normalised VAE latents of the window's normal maps
-      references [T, h, w, z]  every frame of the clip encoded as an image (reference candidates)
+      references [T, h, w, z]  every frame of the clip encoded as an image (reference candidates;
+                             with `warped_reference` in the metadata, every WARP_CANDIDATE_STRIDE-th)
+      warped [R, F, h, w, z] with `warped_reference`: each reference candidate carried onto the
+                             window through the mesh (data_pipeline/reference_warp.py), encoded
       expression [N, D]      expression codes of the window's driving crops
       head_pose [N, 10], intrinsics [N, 3, 3], extrinsics [N, 3, 4]
       identity, record, start_frame  (int64 scalars)
@@ -36,6 +39,9 @@ from data_pipeline.errors import InputError, require
 METADATA = "metadata.json"
 BUILD_COMMAND = "fp-cache-latents --config=CONFIG --out={cache_dir}"
 RECORD_FORMAT = "safetensors"  # caches whose metadata names none hold .npz records
+# With warped references, every this-many-th frame of a clip is a reference candidate: each costs
+# a warp and an encode of the whole window (a 17-frame clip keeps frames 0, 4, 8, 12 and 16).
+WARP_CANDIDATE_STRIDE = 4
 
 
 def _encode(arrays, record_format=RECORD_FORMAT):
@@ -141,6 +147,10 @@ def check_config(config, records):
           f"the latent cache holds windows of {window['num_frames']} frames at stride {window['stride']}; "
           f"the input config asks for {config.window.num_frames} at stride {config.window.stride}")
   require(config.reference == "same_clip", "a latent cache offers same_clip references only")
+  cached = bool(records.metadata.get("warped_reference", False))
+  require(bool(config.get("warped_reference", False)) == cached,
+          f"input.warped_reference={bool(config.get('warped_reference', False))}, but the latent cache "
+          f"was made {'with' if cached else 'without'} warped references; make one with the same setting")
 
 
 class MakeCachedExample(grain.transforms.RandomMap):
@@ -155,9 +165,10 @@ class MakeCachedExample(grain.transforms.RandomMap):
   def random_map(self, index, rng):
     record = self._records[int(index)]
     references = record["references"]
+    choice = int(rng.integers(len(references)))
     example = {
         "latents": record["latents"],
-        "reference_latent": references[int(rng.integers(len(references)))],
+        "reference_latent": references[choice],
         "normals_latents": record["normals"],
         "expression_codes": record["expression"],
         "rays": rays.latent_grid_rays(record["intrinsics"], record["extrinsics"], self._height, self._width
@@ -167,5 +178,7 @@ class MakeCachedExample(grain.transforms.RandomMap):
         "record": record["record"],
         "start_frame": record["start_frame"],
     }
+    if "warped" in record:
+      example["warped_latents"] = record["warped"][choice]
     example.update(examples.draw_drop_flags(rng, self._drop_rates))
     return example

@@ -34,31 +34,57 @@ def warp_reference(faces, portrait, portrait_vertices, portrait_intrinsics, port
   """`portrait` uint8 [H,W,3] seen by its camera with the mesh posed as `portrait_vertices
   [V,3]`, carried onto `T` target frames (`vertices [T,V,3]` or `[V,3]`, cameras `[T,...]`,
   rendered at the portrait's size). Returns `warped` uint8 [T,H,W,3] and `valid` bool [T,H,W]."""
-  portrait = np.asarray(portrait)
-  require(portrait.ndim == 3 and portrait.shape[2] == 3 and portrait.dtype == np.uint8,
-          f"the portrait must be uint8 [H, W, 3], got {portrait.dtype} {list(portrait.shape)}")
-  height, width = portrait.shape[:2]
+  warped, valid = warp_references(faces, np.asarray(portrait)[None], np.asarray(portrait_vertices)[None],
+                                  np.asarray(portrait_intrinsics)[None], np.asarray(portrait_extrinsics)[None],
+                                  vertices, intrinsics, extrinsics)
+  return warped[0], valid[0]
+
+
+def warp_references(faces, portraits, portrait_vertices, portrait_intrinsics, portrait_extrinsics,
+                    vertices, intrinsics, extrinsics):
+  """`warp_reference` for `R` portraits at once (`[R, ...]` each) onto the same targets: each
+  target frame is traced once. Returns `warped` uint8 [R,T,H,W,3] and `valid` bool [R,T,H,W]."""
+  portraits = np.asarray(portraits)
+  require(portraits.ndim == 4 and portraits.shape[3] == 3 and portraits.dtype == np.uint8,
+          f"the portrait must be uint8 [H, W, 3], got {portraits.dtype} {list(portraits.shape[1:])}")
+  count, height, width = portraits.shape[:3]
   renderer = Renderer(faces, height, width, threads=1)
   vertices, intrinsics, extrinsics = clip_inputs(vertices, intrinsics, extrinsics)
   portrait_vertices = np.asarray(portrait_vertices, np.float64)
-  require(portrait_vertices.shape == vertices.shape[1:],
-          f"the portrait's mesh has {portrait_vertices.shape[0]} vertices, the targets' {vertices.shape[1]}")
-  portrait_intrinsics = np.asarray(portrait_intrinsics, np.float64)
-  portrait_extrinsics = np.asarray(portrait_extrinsics, np.float64)
-  seen_at, seen_depth = _projection(portrait_vertices, portrait_intrinsics, portrait_extrinsics)
-  portrait_depth = renderer.surface(portrait_vertices, portrait_intrinsics, portrait_extrinsics)["depth"]
-  faces = renderer.faces
-  portrait_rgb = portrait.reshape(-1, 3).astype(np.float32)
-  warped = np.broadcast_to(portrait, (len(vertices),) + portrait.shape).copy()
-  valid = np.zeros((len(vertices), height, width), bool)
+  require(portrait_vertices.shape == (count,) + vertices.shape[1:],
+          f"the portrait's mesh has {portrait_vertices.shape[1]} vertices, the targets' {vertices.shape[1]}")
+  views = [_PortraitView(renderer, portraits[r], portrait_vertices[r], np.asarray(portrait_intrinsics[r], np.float64),
+                         np.asarray(portrait_extrinsics[r], np.float64)) for r in range(count)]
+  warped = np.broadcast_to(portraits[:, None], (count, len(vertices)) + portraits.shape[1:]).copy()
+  valid = np.zeros((count, len(vertices), height, width), bool)
   for t in range(len(vertices)):
     surface = renderer.surface(vertices[t], intrinsics[t], extrinsics[t])
     pixel = np.flatnonzero(surface["triangle"] >= 0)
-    corners = faces[surface["triangle"].ravel()[pixel]]
+    corners = renderer.faces[surface["triangle"].ravel()[pixel]]
     u, v = (surface["barycentric"].reshape(-1, 2)[pixel, i, None] for i in range(2))
     barycentric = np.concatenate([1.0 - u - v, u, v], axis=1)
-    point_at = np.sum(seen_at[corners] * barycentric[..., None], axis=1)  # where the portrait shows each point
-    point_depth = np.sum(seen_depth[corners] * barycentric, axis=1)
+    for r, view in enumerate(views):
+      carried, colours = view.carry(corners, barycentric)
+      warped[r, t].reshape(-1, 3)[pixel[carried]] = colours
+      valid[r, t].ravel()[pixel[carried]] = True
+  return warped, valid
+
+
+class _PortraitView:
+  """One portrait, its camera and its posed mesh: where it shows each surface point."""
+
+  def __init__(self, renderer, portrait, vertices, intrinsics, extrinsics):
+    self.height, self.width = portrait.shape[:2]
+    self.rgb = portrait.reshape(-1, 3).astype(np.float32)
+    self.seen_at, self.seen_depth = _projection(vertices, intrinsics, extrinsics)
+    self.depth = renderer.surface(vertices, intrinsics, extrinsics)["depth"].ravel()
+
+  def carry(self, corners, barycentric):
+    """For surface points (their triangles' `corners [N, 3]` and `barycentric [N, 3]` weights):
+    which the portrait shows (bool [N]) and their colours there (uint8 [n, 3])."""
+    height, width = self.height, self.width
+    point_at = np.sum(self.seen_at[corners] * barycentric[..., None], axis=1)
+    point_depth = np.sum(self.seen_depth[corners] * barycentric, axis=1)
     x, y = point_at[:, 0] - 0.5, point_at[:, 1] - 0.5  # array indices of the pixel centres
     inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
     x0 = np.clip(np.floor(x), 0, width - 2).astype(int)
@@ -69,15 +95,12 @@ def warp_reference(faces, portrait, portrait_vertices, portrait_intrinsics, port
     # shows the mesh at its depth: a nearer surface there means the point is hidden behind it.
     corners_at = [(y0 + dy) * width + x0 + dx for dy in (0, 1) for dx in (0, 1)]
     bilinear = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
-    corner_depth = np.stack([portrait_depth.ravel()[at] for at in corners_at])
+    corner_depth = np.stack([self.depth[at] for at in corners_at])
     on_mesh = corner_depth > 0
     weights = bilinear * on_mesh
     total = weights.sum(axis=0)
     farthest_surface = np.max(np.where(on_mesh, corner_depth, 0.0), axis=0)
     seen = inside & (total > 0) & (point_depth <= farthest_surface * (1.0 + DEPTH_TOLERANCE))
     weights = weights[:, seen] / total[seen]
-    colours = np.stack([portrait_rgb[at[seen]] for at in corners_at])  # [4, N, 3]
-    carried = pixel[seen]
-    warped[t].reshape(-1, 3)[carried] = np.clip(np.rint(np.sum(weights[..., None] * colours, axis=0)), 0, 255)
-    valid[t].ravel()[carried] = True
-  return warped, valid
+    colours = np.stack([self.rgb[at[seen]] for at in corners_at])  # [4, n, 3]
+    return seen, np.clip(np.rint(np.sum(weights[..., None] * colours, axis=0)), 0, 255).astype(np.uint8)

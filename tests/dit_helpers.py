@@ -10,8 +10,8 @@ from fp_jax.models.build import create_dit
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.parallel import mesh as mesh_lib
 
-NO_CONTROLS = dict(reference=False, normals=False, rays=False, expression="none", pose=False,
-                   reference_residual=False)
+NO_CONTROLS = dict(reference=False, normals=False, warped_reference=False, rays=False, expression="none",
+                   pose=False, reference_residual=False)
 
 
 def diffusers_wan_model(dim, heads, layers, ffn_dim, text_dim=32, seed=0):

@@ -123,6 +123,7 @@ def test_the_mirror_equals_the_jax_dit_with_every_control(runs):
 def test_the_mirror_places_the_reference_as_the_jax_dit_does(data_dir, tmp_path, reference):
   config = train_config(data_dir, "dit")
   config.model.update(helpers.NO_CONTROLS, reference=True, **reference)
+  config.input.warped_reference = False
   saved_run(config, tmp_path / "dit", 5)
   export_run.export_run(str(tmp_path / "dit"), str(tmp_path / "out"), ema=True)
   mirror = torch_dit.PortraitTransformer.from_export(tmp_path / "out")
@@ -309,6 +310,7 @@ def test_a_dit_without_controls_exports_as_a_plain_diffusers_wan(data_dir, tmp_p
   from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
   config = train_config(data_dir, "dit")
   config.model.update(helpers.NO_CONTROLS)
+  config.input.warped_reference = False
   saved_run(config, tmp_path / "run", 4)
   export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
   exported = json.loads((tmp_path / "out" / "config.json").read_text())

@@ -12,8 +12,9 @@ from flax import nnx
 from data_pipeline import examples, input_pipeline, latent_cache
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
+from data_pipeline.template_head import build_template
 from fp_jax.train.cache_latents import build_cache
-from fp_jax.train.tasks import dit_task
+from fp_jax.train.tasks import common, dit_task
 from tests.test_trainer import run, train_config
 
 
@@ -42,10 +43,28 @@ def test_the_cache_holds_every_window_as_the_frozen_models_encode_it(cache, data
   for name in ("latents", "normals", "expression"):
     np.testing.assert_allclose(got[name], want[name][0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got["head_pose"], example["head_pose"])
-  # Every frame of the clip is a reference candidate; the example's reference is one of them.
-  reference = want["reference"][0]
-  assert got["references"].shape == (5,) + got["latents"].shape[1:]
-  assert min(float(jnp.max(jnp.abs(reference - candidate))) for candidate in got["references"]) < 1e-4
+  # The reference candidates: every WARP_CANDIDATE_STRIDE-th frame (the tiny config warps the
+  # reference), each encoded as an image, and each carried onto the window and encoded.
+  clip = records[1]
+  candidates = np.arange(0, len(clip["frames"]), latent_cache.WARP_CANDIDATE_STRIDE)
+  assert config.input.warped_reference and list(candidates) == [0, 4]
+  encode = nnx.jit(lambda vae, videos: vae.normalize(vae.encode(common.unit_range(videos))[0]))
+  images = jnp.asarray(clip["frames"][candidates])[:, None]
+  np.testing.assert_allclose(got["references"], encode(frozen["vae"], images)[:, 0], rtol=1e-4, atol=1e-5)
+  window = {key: clip[key][:5] for key in ("intrinsics", "extrinsics", "head_pose", "head_scale", "expression")}
+  warped = examples.warped_window(build_template(), clip, candidates, clip, window)
+  np.testing.assert_allclose(got["warped"], encode(frozen["vae"], jnp.asarray(warped)), rtol=1e-4, atol=1e-5)
+  # Frame 0 carried onto itself is itself: its first latent frame is that frame's image latent (the
+  # causal VAE encodes a video's first frame alone); frame 4's warp onto frame 0 is another picture.
+  own = np.abs(got["warped"][0, 0] - got["references"][0]).mean()
+  other = np.abs(got["warped"][1, 0] - got["references"][0]).mean()
+  assert own < 0.1 * other
+  # An example reads one candidate and that candidate's warp.
+  maker = latent_cache.MakeCachedExample(cached, config.input)
+  for seed in range(4):
+    cached_example = maker.random_map(1, np.random.default_rng(seed))
+    chosen = [i for i in range(2) if np.array_equal(cached_example["reference_latent"], got["references"][i])]
+    assert len(chosen) == 1 and np.array_equal(cached_example["warped_latents"], got["warped"][chosen[0]])
 
 
 def test_dit_training_reads_the_cache(cache, tmp_path):
@@ -73,6 +92,10 @@ def test_a_cache_from_other_frozen_weights_or_windows_is_refused(cache, tmp_path
   config.frozen.vae = ""
   config.input.window.stride = 2
   with pytest.raises(InputError, match="holds windows of 5 frames at stride 1"):
+    input_pipeline.make_dataset(config.input)
+  config.input.window.stride = 1
+  config.input.warped_reference = False
+  with pytest.raises(InputError, match="was made with warped references"):
     input_pipeline.make_dataset(config.input)
 
 
@@ -126,3 +149,4 @@ def test_caches_made_with_npz_records_still_read(cache, tmp_path):
   (old / latent_cache.METADATA).write_text(json.dumps(metadata))
   with pytest.raises(InputError, match="holds 'parquet' records, which this version cannot read"):
     latent_cache.LatentRecords(str(old), "train")
+

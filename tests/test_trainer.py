@@ -236,11 +236,12 @@ def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_
     # A DiT saved before these fields existed held the reference on the first frame and ran the
     # plain velocity on 1x2x2 patches.
     saved = json.loads(tiny.get_config(task).to_json())
-    for field in ("reference_frames", "reference_residual", "sigma_data", "patch"):
+    for field in ("reference_frames", "reference_residual", "sigma_data", "patch", "warped_reference"):
       del saved["model"][field]
     assert model_differences(saved, tiny.get_config(task)) == (
         "model.reference_frames: 'first' in the checkpoint, 'all' now; "
-        "model.reference_residual: False in the checkpoint, True now" if task == "dit" else "")
+        "model.reference_residual: False in the checkpoint, True now; "
+        "model.warped_reference: False in the checkpoint, True now" if task == "dit" else "")
     # How the DiT runs is not what it computes: a run trained with another kernel, remat policy or
     # compute dtype still matches; its width does not.
     saved = json.loads(tiny.get_config(task).to_json())
@@ -339,13 +340,15 @@ def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):
   timestep = np.array([500.0], np.float32)
   context = rng.standard_normal((1, 3, 64)).astype(np.float32)
   controls = helpers.control_inputs(rng, 1, 2, 4, 4)
-  # The tiny DiT runs the flow relative to the reference (model.reference_residual): Wan reads the
-  # latents less (1 - s) references, and the velocity is its answer less the reference.
-  assert config.model.reference_residual
-  portrait = np.asarray(controls["reference"])[:, None]
-  wan_input = latents - (1 - timestep[0] / 1000) * portrait
+  # The tiny DiT runs the flow relative to the warped portrait (model.reference_residual and
+  # warped_reference): Wan reads the latents less (1 - s) times it, and the velocity is its answer
+  # less it; the first frame's base is the portrait itself.
+  assert config.model.reference_residual and config.model.warped_reference
+  base = np.array(controls["warped"])
+  base[:, 0] = controls["reference"]
+  wan_input = latents - (1 - timestep[0] / 1000) * base
   wan_input[:, 0] = 0  # the reference latent takes the first frame's place
-  want = helpers.diffusers_forward(reference, wan_input, timestep, context) - portrait
+  want = helpers.diffusers_forward(reference, wan_input, timestep, context) - base
   forward = nnx.jit(lambda m, *a, **k: m(*a, **k))
   for weights in (model, ema):  # Wan at step 0, controls and all; the EMA starts equal
     got = forward(weights, jnp.asarray(latents), jnp.asarray(timestep), jnp.asarray(context), **controls)

@@ -134,6 +134,7 @@ def test_the_dit_loss_weighs_latent_channels_by_their_pixels_only_with_a_linear_
   zero_model = lambda noisy, *args, **kwargs: jnp.zeros_like(noisy)
   batch = {f"drop_{name}": jnp.zeros((2,), bool) for name in ("reference", "expression", "pose", "camera")}
   batch.update(reference_latent=jnp.zeros((2, 2, 2, 4)), normals_latents=jnp.zeros((2, 3, 2, 2, 4)),
+               warped_latents=jnp.zeros((2, 3, 2, 2, 4)),
                expression_codes=jnp.zeros((2, 9, 8)), rays=jnp.zeros((2, 3, 2, 2, 8)), head_pose=jnp.zeros((2, 9, 10)))
   for share in (0.0, 0.5, 1.0):
     task = DiTTask(train_config(data_dir, "dit", **{"diffusion.pixel_weighting": share}))

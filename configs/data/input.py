@@ -26,6 +26,9 @@ def get_config(arg="demo"):
   config.normals = ml_collections.ConfigDict(
       dict(source="stored", height=0, width=0, supersample=1, encoding="uint8"))
   config.rays_dtype = "float32"
+  # The reference carried onto every frame through the mesh (`warped`, data_pipeline/reference_warp.py):
+  # what a DiT with model.warped_reference reads; the two go together.
+  config.warped_reference = False
   # Motion training: this many frames of each window also rendered on another person and view
   # (0: none); rendering them is most of the motion input's cost.
   config.expression_twins = 0

@@ -22,6 +22,9 @@ def get_config(arg="tiny"):
   config.reference = True
   config.reference_frames = "first"  # or "all" (fp_jax/models/dit_config.py)
   config.normals = True
+  # The portrait warped onto each frame through the tracked mesh, beside the normal maps (not in
+  # either paper; needs input.warped_reference; fp_jax/models/dit_config.py).
+  config.warped_reference = False
   config.rays = True
   config.expression = "cross_attention"
   config.expression_dim = 512

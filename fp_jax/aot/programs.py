@@ -71,11 +71,14 @@ def _batch_arrays(config, video, batch, mesh, rays_dtype):
   latent = video.latent_shape(config)
   sharding = batch_sharding(mesh)
   array = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct((batch, *shape), dtype, sharding=sharding)
-  return dict(
+  arrays = dict(
       latents=array(latent), reference_latent=array(latent[1:]), normals_latents=array(latent),
       expression_codes=array((video.frames, config.motion.expression_dim)),
       rays=array((*latent[:3], math.prod(rays.VAE_STRIDE) * 6), jnp.dtype(rays_dtype)),  # folded on the host
       head_pose=array((video.frames, 10)))
+  if config.model.get("warped_reference", False):
+    arrays["warped_latents"] = array(latent)
+  return arrays
 
 
 def _tokens(config, latent):
@@ -125,6 +128,8 @@ def sample_program(config, mesh, rules, video, batch_size):
         mesh, PartitionSpec())), arrays)
   conditions = dict(reference=arrays["reference_latent"], normals=arrays["normals_latents"],
                     rays=arrays["rays"], expression=arrays["expression_codes"], head_pose=arrays["head_pose"])
+  if "warped_latents" in arrays:
+    conditions["warped"] = arrays["warped_latents"]
   scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
   weights = jax.ShapeDtypeStruct((len(HYBRID),), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
   latents = arrays["latents"]

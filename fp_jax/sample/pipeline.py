@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from data_pipeline import cameras as cameras_lib
-from data_pipeline import controls, rays, world
+from data_pipeline import controls, rays, reference_warp, world
 from data_pipeline import head_pose as head_pose_lib
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
@@ -65,6 +65,7 @@ class Conditions:
   num_frames: int  # N, the output length
   fps: float
   camera: str  # the preset or file the cameras came from
+  warped: np.ndarray = None  # uint8 [T, H, W, 3]: the portrait carried onto each frame (model.warped_reference)
 
 
 def _pad_to_video_rate(array):
@@ -202,17 +203,32 @@ class Pipeline:
                                       target_cameras.intrinsics, target_cameras.extrinsics, spec)
     ray_maps = rays.plucker_rays(target_cameras.intrinsics, target_cameras.extrinsics, self.height, self.width)
     fps = driving.fps if driving is not None else float(self.config.sample.fps)
+    warped = None
+    if self.config.model.get("warped_reference", False):
+      warped = self._warped_portrait(model, portrait, source, shape, signals, target_cameras)
     return Conditions(portrait, driving, signals, target_cameras, normals, ray_maps.astype(np.float32),
-                      num_frames, fps, read.camera)
+                      num_frames, fps, read.camera, warped)
+
+  def _warped_portrait(self, model, portrait, source, shape, signals, target_cameras):
+    """The portrait carried onto every frame through the template mesh (posed by the source's own
+    signals at the portrait and by the target signals at each frame), as the normal maps pose it."""
+    pose = lambda s: controls.pose_vertices(model, shape, controls.clip_to_range(s.coefficients), s.head_pose, s.scale)
+    intrinsics, extrinsics = _portrait_camera(portrait, self.height, self.width)
+    warped, _ = reference_warp.warp_reference(model.f, portrait.image, pose(source)[0], intrinsics, extrinsics,
+                                              pose(signals), target_cameras.intrinsics, target_cameras.extrinsics)
+    return warped
 
   # -- device side ---------------------------------------------------------------------------
 
   def _window_inputs(self, conditions, window_plan):
     """The DiT's conditions for every window, stacked window-major (batch = windows)."""
     pick = lambda array: np.stack([array[window_plan.video_frames(s)] for s in window_plan.starts])
-    return dict(normals=pick(conditions.normals), rays=rays.to_latent_grid(pick(conditions.rays)),
+    host = dict(normals=pick(conditions.normals), rays=rays.to_latent_grid(pick(conditions.rays)),
                 expression=pick(conditions.signals.codes.astype(np.float32)),
                 head_pose=pick(conditions.signals.pose_vectors()))
+    if conditions.warped is not None:
+      host["warped"] = pick(conditions.warped)
+    return host
 
   def _step_for(self, window_plan, drop):
     key = (window_plan.total, window_plan.length, window_plan.starts, drop)
@@ -250,7 +266,9 @@ class Pipeline:
     with use_mesh(self.mesh, self.rules):
       reference = self._encode_video(self._vae_state, self._put(conditions.portrait.image[None, None]))[:, 0]
       device = {key: self._put(value) for key, value in host.items()}
-      device["normals"] = self._encode_video(self._vae_state, device["normals"])
+      for name in ("normals", "warped"):
+        if name in device:
+          device[name] = self._encode_video(self._vae_state, device[name])
       device["reference"] = jnp.repeat(reference, window_plan.count, axis=0)
       step = self._step_for(window_plan, tuple(drop))
       _, dit_state = nnx.split(self.models.dit)
@@ -290,6 +308,16 @@ def _decode_latents(graphdef, state, latents):
   """uint8 video of normalised latents, decoded frame by frame (bounded memory)."""
   vae = nnx.merge(graphdef, state)
   return common.to_uint8(vae.decode(vae.denormalize(latents), chunked=True))
+
+
+def _portrait_camera(portrait, height, width):
+  """The camera that saw the portrait at the model's resolution: a stored clip frame's own
+  (`load_portrait` moves it with the crop and resize), else the frontal camera the pose estimate
+  assumes."""
+  if portrait.truth is None:
+    frontal = cameras_lib.static_frontal(1, height, width)
+    return frontal.intrinsics[0], frontal.extrinsics[0]
+  return portrait.truth["intrinsics"][0], portrait.truth["extrinsics"][0]
 
 
 def _estimated_pose(vectors):

@@ -61,13 +61,15 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
   encode = nnx.jit(task.encode)
 
   @nnx.jit
-  def encode_images(frozen, frames):
+  def encode_videos(frozen, videos):
     vae = frozen["vae"]
-    return vae.normalize(vae.encode(common.unit_range(frames[:, None]))[0])[:, 0]
+    return vae.normalize(vae.encode(common.unit_range(videos))[0])
 
+  encode_images = lambda frozen, frames: encode_videos(frozen, frames[:, None])[:, 0]
   writer = latent_cache.CacheWriter(out)
   try:
-    video_size = _encode_splits(writer, sources, input_config, span, window_step, frozen, encode, encode_images)
+    video_size = _encode_splits(writer, sources, input_config, span, window_step, frozen, encode, encode_images,
+                                encode_videos)
   except BaseException:
     writer.abort()
     raise
@@ -75,28 +77,42 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
       source=dict(data_dir=input_config.data_dir, dataset=input_config.dataset),
       window=dict(num_frames=int(window.num_frames), stride=int(window.stride)),
       video_size=[int(n) for n in video_size],
-      frozen=dict(vae=config.frozen.vae, motion=config.frozen.motion)))
+      frozen=dict(vae=config.frozen.vae, motion=config.frozen.motion),
+      warped_reference=bool(input_config.warped_reference)))
   return latent_cache.read_metadata(out)["counts"]
 
 
-def _encode_splits(writer, sources, input_config, span, window_step, frozen, encode, encode_images):
+def _encode_splits(writer, sources, input_config, span, window_step, frozen, encode, encode_images, encode_videos):
   import jax  # pylint: disable=g-import-not-at-top
+  from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)  # only picks reference frames, which the cache does not keep
+  warped_reference = bool(input_config.warped_reference)
+  window_config = copy.deepcopy(input_config)
+  with window_config.unlocked():
+    window_config.warped_reference = False  # the candidates' warps are made below, not a random one
   video_size = None
   for split, records in sources.items():
-    maker = examples.MakeExample(records, input_config)
+    maker = examples.MakeExample(records, window_config)
     for index in tqdm.trange(len(records), desc=f"encoding {split}", unit="clip"):
       clip = records[index]
-      references = np.asarray(encode_images(frozen, clip["frames"]))
+      candidates = np.arange(0, clip["frames"].shape[0], latent_cache.WARP_CANDIDATE_STRIDE if warped_reference else 1)
+      references = np.asarray(encode_images(frozen, clip["frames"][candidates]))
       for start in range(0, clip["frames"].shape[0] - span + 1, window_step or span):
         example = maker.example(index, start, rng, clip)
         video_size = example["video"].shape[1:3]
         encoded = jax.device_get(encode(frozen, {key: value[None] for key, value in example.items()}))
-        writer.add(split, dict(
+        record = dict(
             latents=encoded["latents"][0], normals=encoded["normals"][0], references=references,
             expression=encoded["expression"][0], head_pose=example["head_pose"],
             intrinsics=example["intrinsics"], extrinsics=example["extrinsics"],
-            identity=example["identity"], record=example["record"], start_frame=example["start_frame"]))
+            identity=example["identity"], record=example["record"], start_frame=example["start_frame"])
+        if warped_reference:
+          frames = np.arange(start, start + span, input_config.window.stride)
+          window = {key: clip[key][frames] for key in
+                    ("intrinsics", "extrinsics", "head_pose", "head_scale", "expression")}
+          warped = examples.warped_window(build_template(), clip, candidates, clip, window)
+          record["warped"] = np.asarray(encode_videos(frozen, warped))
+        writer.add(split, record)
   return video_size
 
 

@@ -26,6 +26,10 @@ class DiTTask:
             f"diffusion.pixel_weighting must be in [0, 1], got {self.pixel_weighting}")
     require(not self.pixel_weighting or config.vae.get("linear_path"),
             "diffusion.pixel_weighting > 0 needs vae.linear_path (the weights come from its decoder)")
+    self.warped_reference = bool(config.input.get("warped_reference", False))
+    require(self.warped_reference == self.model_config.warped_reference,
+            f"model.warped_reference={self.model_config.warped_reference} needs input.warped_reference "
+            f"to match (the input makes the warped portrait the model reads), got {self.warped_reference}")
 
   def make_model(self, rngs):
     return DiT(self.model_config, rngs=rngs)
@@ -41,8 +45,11 @@ class DiTTask:
             for name in ("reference", "expression", "pose", "camera")}
     common_inputs = dict(rays=batch["rays"], head_pose=batch["head_pose"], keep=keep)
     if "latents" in batch:
-      return dict(common_inputs, latents=batch["latents"], reference=batch["reference_latent"],
-                  normals=batch["normals_latents"], expression=batch["expression_codes"])
+      cached = dict(latents=batch["latents"], reference=batch["reference_latent"],
+                    normals=batch["normals_latents"], expression=batch["expression_codes"])
+      if self.warped_reference:
+        cached["warped"] = batch["warped_latents"]
+      return dict(common_inputs, **cached)
     encoded = jax.lax.stop_gradient(self.encode(frozen, batch))
     return dict(common_inputs, **encoded)
 
@@ -50,10 +57,13 @@ class DiTTask:
     """What the frozen models make of a batch of clips (what a latent cache stores)."""
     vae = frozen["vae"]
     encode = lambda video: vae.normalize(vae.encode(common.unit_range(video))[0])
-    return dict(latents=encode(batch["video"]),
-                reference=encode(batch["reference"][:, None])[:, 0],
-                normals=encode(batch["normals"]),
-                expression=frozen["expression"](batch["driving"]))
+    encoded = dict(latents=encode(batch["video"]),
+                   reference=encode(batch["reference"][:, None])[:, 0],
+                   normals=encode(batch["normals"]),
+                   expression=frozen["expression"](batch["driving"]))
+    if "warped" in batch:
+      encoded["warped"] = encode(batch["warped"])
+    return encoded
 
   def loss(self, model, frozen, batch, key):
     conditions = self.conditions(frozen, batch)
