@@ -14,17 +14,19 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 20 to 37 minutes on a 2-core machine, as fast as its cores are that hour. From
-empty outputs with the environment set up it took 19 min 31 s one morning, minutes per stage (from
-its files' times): dataset and previews 0.6, VAE 2.5, motion 7.0, latent cache 1.1, DiT 6.8,
-sampling 0.5, evaluation 1.0 (PSNR 21.636 dB against the baseline's 22.346, pose error 16.895
-against 18.611 degrees; 16.866 before the train step's skip check became a `cond`, which rounds
-the update differently). On a slow afternoon a whole run (then with
-10000 people, each input worker rendering every one) took 39 min 16 s: dataset 1.4, VAE 4.3,
-motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent cache 2.4,
-DiT 13.0, sampling 1.0, evaluation 2.3. Its unchanged stages ran 1.8x slower than that evening's
-(VAE 4.3 against 2.4, DiT 13.0 against 7.0), which would put today's run at about 37 minutes
-on such an afternoon. Any field can be
+one device), in 23 to about 41 minutes on a 2-core machine, as fast as its cores are that hour.
+From empty outputs with the environment set up it took 22 min 59 s one morning, minutes per stage
+(from its files' times): dataset and previews 0.7, VAE 2.5, motion 7.7, latent cache 2.9 (1.1
+before the warped references: each clip's 5 reference candidates are warped and encoded, 0.9 s
+a clip), DiT 7.1, sampling 0.6, evaluation 1.3 (PSNR 22.651 dB against the baseline's 22.346,
+pose error 10.805 against 18.611 degrees, 0.58x, at motion guidance 2; its DiT at today's 1.5:
+23.170 dB and 10.687 degrees, 0.57x; without the warped references, an earlier morning's 19 min
+31 s run gave 21.636 dB and 16.895 degrees). On a slow afternoon a whole run
+(then with 10000 people, each input worker rendering every one) took 39 min 16 s: dataset 1.4,
+VAE 4.3, motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent cache
+2.4, DiT 13.0, sampling 1.0, evaluation 2.3. Its unchanged stages ran 1.8x slower than that
+evening's (VAE 4.3 against 2.4, DiT 13.0 against 7.0), which would put today's run at about 41
+minutes on such an afternoon. Any field can be
 overridden: `--config.optim.learning_rate=3e-4 --config.total_steps=200`. Every field and its
 meaning: configs/common.py.
 """
@@ -97,16 +99,18 @@ def get_config(arg="dit"):
     # base the residual above starts from (fp_jax/models/dit_config.py). fp-eval, one run each
     # from the same frozen runs, 2000 steps: PSNR 22.65 dB against 21.64, pose error 10.78
     # against 16.90 degrees (0.58x the repeated portrait's, against 0.91x); validation loss 0.156
-    # against 0.277. A perfect copy of the warp through the demo VAE would score 24.18 dB and 13.29
-    # degrees (benchmarks/reference_warp.py).
+    # against 0.277; a whole make demo with it: 22.651 dB, 10.805 degrees. A perfect copy of the
+    # warp through the demo VAE would score 24.18 dB and 13.29 degrees (benchmarks/reference_warp.py).
     config.model.warped_reference = True
     config.input.warped_reference = True
     # Guidance on the motion controls only: a reference scale above 1 pushes a model that reads
     # the portrait this well off its data (the default hybrid schedule: 17.84 dB, 11.13 degrees;
     # motion scale 1 (guidance off): 20.59 dB, 10.53 degrees; 1.5: 20.57, 10.10; 2: 20.40, 9.94;
-    # 3: 19.82, 9.16).
+    # 3: 19.82, 9.16, figures of an earlier DiT). With the warped portrait (the demo's DiT of 22 min
+    # 59 s above, fp-eval, seed 0): motion scale 1: 23.230 dB, 11.146 degrees; 1.5: 23.170, 10.687;
+    # 2: 22.651, 10.805; 3: 21.194, 12.543. 1.5 is the better of 2 on both.
     config.sample.guidance.mode = "motion"
-    config.sample.guidance.motion = dict(start=2.0, end=2.0, shape="constant")
+    config.sample.guidance.motion = dict(start=1.5, end=1.5, shape="constant")
     # The flow's timestep shift stays at 3 (diffusion.shift for training, sample.shift for
     # sampling; one run each, this DiT, fp-eval): shift 1 gave 21.01 dB and pose error 15.46
     # degrees (sampled at shift 3 instead: 20.95, 15.43), shift 3 21.64 and 16.87, shift 6 21.60
