@@ -4,7 +4,8 @@ Video-DiT training at scale spends much of its step in the frozen VAE and encode
 every training window once (`fp-cache-latents`) and reading the results removes that work.
 Layout of a cache folder:
 
-  metadata.json          counts, shapes, the window, the frozen weights used, file checksums
+  metadata.json          counts, shapes, the window, the frozen weights used, file checksums,
+                         whether it holds warped references (`warped_reference`)
   <split>.array_record   one record per window, a safetensors blob of
       latents [F, h, w, z]   normalised VAE latents of the window (F = 1 + (N - 1) / 4)
       normals [F, h, w, z]   normalised VAE latents of the window's normal maps

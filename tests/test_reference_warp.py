@@ -80,3 +80,23 @@ def test_a_bad_portrait_is_refused(textured_sphere):
   with pytest.raises(InputError, match="vertices"):
     warp_reference(faces, np.zeros((SIZE, SIZE, 3), np.uint8), vertices[:-1], cams.intrinsics[0],
                    cams.extrinsics[0], vertices[None], cams.intrinsics, cams.extrinsics)
+
+
+def test_a_training_examples_warp_is_its_reference_on_the_reference_frame(data_dir):
+  from data_pipeline import examples  # pylint: disable=g-import-not-at-top
+  from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
+  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  config = train_config(data_dir, "dit")  # the tiny DiT reads the warped reference
+  assert config.input.warped_reference and config.input.reference == "same_clip"
+  records = ClipRecords(data_dir, "tiny", "train")
+  frames = np.asarray(records[0]["frames"])  # 5 frames: the window is the whole clip
+  example = examples.MakeExample(records, config.input).example(0, 0, np.random.default_rng(1))
+  warped, reference = example["warped"].astype(int), example["reference"].astype(int)
+  assert warped.shape == frames.shape
+  at = [i for i in range(len(frames)) if np.array_equal(frames[i], example["reference"])]
+  assert len(at) == 1
+  # Carried onto its own frame, the reference is itself (bilinear weights at pixel centres); on
+  # the others the head has moved.
+  assert np.abs(warped[at[0]] - reference).max() <= 1
+  others = [i for i in range(len(frames)) if i != at[0]]
+  assert min(np.abs(warped[i] - reference).mean() for i in others) > 0.5
