@@ -6,9 +6,9 @@ the controls at video rate (`T = 1 + 4k` frames):
 - condition fusion (FactorPortrait): the reference-image latent (first latent frame, zeros
   elsewhere) and the normal-map latents (first frame zero) are concatenated with the noisy latents
   (first frame zero) along channels; with `warped_reference`, also the latents of the portrait
-  warped onto each frame through the tracked mesh (first frame zero). The patch embedding of the concatenation is Wan's patch
-  embedding of the noisy latents plus a zero-initialised embedding of the new channels, which is
-  the same linear map written as two.
+  warped onto each frame through the tracked mesh (first frame zero). The patch embedding of the
+  concatenation is Wan's patch embedding of the noisy latents plus a zero-initialised embedding of
+  the new channels, which is the same linear map written as two.
 - camera: Plücker rays folded onto the latent grid, `[B, F, h, w, 4*8*8*6]`
   (`data_pipeline.rays.to_latent_grid`: frames grouped as the causal VAE groups them,
   space-to-depth by the VAE stride), patchified and embedded by their own zero-initialised
