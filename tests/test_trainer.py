@@ -277,6 +277,19 @@ def test_unknown_config_field_is_one_line(tmp_path):
                                    ":dit has no field 'totl_steps'; did you mean 'total_steps'?")
 
 
+def test_a_run_refused_at_start_up_leaves_no_workdir(tmp_path):
+  workdir = tmp_path / "run"
+  result = subprocess.run([sys.executable, "-c", "from fp_jax.train.cli import run; run()",
+                           "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":dit",
+                           f"--workdir={workdir}", "--config.model.warped_reference=False"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: model.warped_reference=False needs input.warped_reference to match (the input makes the "
+      "warped portrait the model reads), got True")
+  assert not workdir.exists()
+
+
 def _damage(step_dir):
   largest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "manifest.json"),
                 key=lambda p: p.stat().st_size)

@@ -20,6 +20,7 @@ def main(argv):
   del argv
   if _CONFIG.value is None:
     raise InputError("--config is required, e.g. --config=configs/tiny.py:dit")
+  created = bool(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value)
   workdir = writable_directory(_WORKDIR.value, "workdir")
   from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize_from_env()  # started by launch/local_multiprocess.py or launch/tpu_vm.sh
@@ -31,8 +32,19 @@ def main(argv):
   except trainer.TrainingStopped as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(3)
+  except InputError:
+    if created:  # a run refused at start-up leaves no empty workdir behind
+      _remove_if_empty(workdir)
+    raise
   if jax.process_index() == 0:
     print(f"trained to step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
+
+
+def _remove_if_empty(path):
+  try:
+    os.rmdir(path)  # only ever removes an empty folder
+  except OSError:
+    pass  # something was written there (or another process of the job removed it first)
 
 
 def _flat_keys(config, prefix=""):
