@@ -198,25 +198,19 @@ class Pipeline:
     signals = motion_control.Signals(*(_pad_to_video_rate(v) for v in dataclasses.astuple(signals)))
 
     shape = portrait.truth["shape"] if portrait.truth is not None else np.zeros(model.num_shape)
-    spec = world.ClipSpec(self.height, self.width, total, self.config.sample.fps, 1)
-    normals, _ = world.render_normals(model, shape, controls.clip_to_range(signals.coefficients), signals.head_pose, signals.scale,
-                                      target_cameras.intrinsics, target_cameras.extrinsics, spec)
+    pose = lambda s: controls.pose_vertices(model, shape, controls.clip_to_range(s.coefficients), s.head_pose, s.scale)
+    vertices = pose(signals)  # the targets' meshes: their normal maps and, with the warp, its targets
+    normals = world.renderer_for(model.f.tobytes(), self.height, self.width, 1).render_clip(
+        vertices, target_cameras.intrinsics, target_cameras.extrinsics)["normals"]
     ray_maps = rays.plucker_rays(target_cameras.intrinsics, target_cameras.extrinsics, self.height, self.width)
     fps = driving.fps if driving is not None else float(self.config.sample.fps)
     warped = None
     if self.config.model.get("warped_reference", False):
-      warped = self._warped_portrait(model, portrait, source, shape, signals, target_cameras)
+      intrinsics, extrinsics = _portrait_camera(portrait, self.height, self.width)
+      warped, _ = reference_warp.warp_reference(model.f, portrait.image, pose(source)[0], intrinsics, extrinsics,
+                                                vertices, target_cameras.intrinsics, target_cameras.extrinsics)
     return Conditions(portrait, driving, signals, target_cameras, normals, ray_maps.astype(np.float32),
                       num_frames, fps, read.camera, warped)
-
-  def _warped_portrait(self, model, portrait, source, shape, signals, target_cameras):
-    """The portrait carried onto every frame through the template mesh (posed by the source's own
-    signals at the portrait and by the target signals at each frame), as the normal maps pose it."""
-    pose = lambda s: controls.pose_vertices(model, shape, controls.clip_to_range(s.coefficients), s.head_pose, s.scale)
-    intrinsics, extrinsics = _portrait_camera(portrait, self.height, self.width)
-    warped, _ = reference_warp.warp_reference(model.f, portrait.image, pose(source)[0], intrinsics, extrinsics,
-                                              pose(signals), target_cameras.intrinsics, target_cameras.extrinsics)
-    return warped
 
   # -- device side ---------------------------------------------------------------------------
 
