@@ -78,6 +78,11 @@ class ClipRecords:
     require(not self.face_size or tfds.core.Version(str(info.version)) >= "1.3.0",
             f"dataset {info.data_dir} stores face crops boxed around the expression (version "
             f"{info.version} < 1.3.0); rebuild it with: {BUILD_COMMAND.format(name=name, data_dir=data_dir)}")
+    # Before 1.4.0 the template's expressions were half as strong: the normal maps, warps and
+    # fresh people rendered here from today's template would disagree with its frames.
+    require(tfds.core.Version(str(info.version)) >= "1.4.0",
+            f"dataset {info.data_dir} was rendered with the template's weaker expressions (version "
+            f"{info.version} < 1.4.0); rebuild it with: {BUILD_COMMAND.format(name=name, data_dir=data_dir)}")
     split_info = info.splits[split]
     self.files = [os.fspath(path) for path in split_info.filepaths]
     self.shard_lengths = [int(n) for n in split_info.shard_lengths]

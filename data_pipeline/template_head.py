@@ -185,38 +185,45 @@ def _identity_fields(p):
 
 
 def _expression_fields(p):
-  """[N, 3, 13] expression blend shapes at full activation."""
+  """[N, 3, 13] expression blend shapes at full activation.
+
+  Full activation moves the skin about as far as a real face's strongest expressions do (a smile
+  lifts the mouth corners 1.6 cm, raised brows rise 1.2 cm). At half these amplitudes (dataset
+  versions before 1.4.0) the expressions the world draws changed a 64x64 face crop by a tenth of a
+  grey level on average, and the motion encoders learned to memorise people instead of reading
+  expressions (benchmarks/motion.py). Blinks keep their depth: a deeper lid bulges out of the
+  socket."""
   x, y = p[:, 0], p[:, 1]
   face = _front_weight(p)
   dirs = np.zeros(p.shape + (len(EXPRESSION_NAMES),))
   for column, side in ((0, 1.0), (1, -1.0)):  # smile: corners up, out, back; cheek rises
     corner = gaussian(x, y, side * 0.026, MOUTH_Y, 0.012, 0.010) * face
     cheek = gaussian(x, y, side * 0.040, 0.140, 0.015, 0.015) * face
-    dirs[:, 0, column] = 0.004 * side * corner
-    dirs[:, 1, column] = 0.008 * corner + 0.003 * cheek
-    dirs[:, 2, column] = -0.002 * corner + 0.003 * cheek
+    dirs[:, 0, column] = 0.008 * side * corner
+    dirs[:, 1, column] = 0.016 * corner + 0.006 * cheek
+    dirs[:, 2, column] = -0.004 * corner + 0.006 * cheek
   for column, side in ((2, 1.0), (3, -1.0)):  # brow raise
-    dirs[:, 1, column] = 0.006 * gaussian(x, y, side * 0.033, 0.205, 0.022, 0.012) * face
+    dirs[:, 1, column] = 0.012 * gaussian(x, y, side * 0.033, 0.205, 0.022, 0.012) * face
   inner = sum(gaussian(x, y, s * 0.018, 0.200, 0.010, 0.008) for s in (-1.0, 1.0)) * face
-  dirs[:, 0, 4] = -0.003 * np.sign(x) * inner  # furrow: inner brows down and together
-  dirs[:, 1, 4] = -0.004 * inner
+  dirs[:, 0, 4] = -0.006 * np.sign(x) * inner  # furrow: inner brows down and together
+  dirs[:, 1, 4] = -0.008 * inner
   for column, side in ((5, 1.0), (6, -1.0)):  # blink: the lid fills the socket over the eye
     dirs[:, 2, column] = 0.010 * gaussian(x, y, side * EYE_X, EYE_Y, 0.013, 0.009) * face
   lips = gaussian(x, y, 0.0, MOUTH_Y, 0.022, 0.010) * face
-  dirs[:, 0, 7] = -0.006 * np.clip(x / 0.022, -1.0, 1.0) * lips  # pucker
-  dirs[:, 2, 7] = 0.009 * lips
+  dirs[:, 0, 7] = -0.012 * np.clip(x / 0.022, -1.0, 1.0) * lips  # pucker
+  dirs[:, 2, 7] = 0.018 * lips
   cheeks = sum(gaussian(x, y, s * 0.045, 0.125, 0.016, 0.018) for s in (-1.0, 1.0)) * face
-  dirs[:, 0, 8] = 0.010 * np.sign(x) * cheeks  # cheek puff
-  dirs[:, 2, 8] = 0.006 * cheeks
+  dirs[:, 0, 8] = 0.015 * np.sign(x) * cheeks  # cheek puff
+  dirs[:, 2, 8] = 0.009 * cheeks
   corners = sum(gaussian(x, y, s * 0.026, MOUTH_Y, 0.010, 0.009) for s in (-1.0, 1.0)) * face
-  dirs[:, 1, 9] = -0.006 * corners  # lip corners down
-  dirs[:, 0, 10] = 0.008 * np.sign(x) * corners  # mouth stretch
+  dirs[:, 1, 9] = -0.012 * corners  # lip corners down
+  dirs[:, 0, 10] = 0.016 * np.sign(x) * corners  # mouth stretch
   nose = gaussian(x, y, 0.0, 0.165, 0.014, 0.012) * face
-  dirs[:, 1, 11] = 0.003 * nose  # nose wrinkle
-  dirs[:, 2, 11] = -0.001 * nose
+  dirs[:, 1, 11] = 0.006 * nose  # nose wrinkle
+  dirs[:, 2, 11] = -0.002 * nose
   lids = sum(gaussian(x, y, s * EYE_X, EYE_Y - 0.007, 0.012, 0.004) for s in (-1.0, 1.0)) * face
-  dirs[:, 2, 12] = 0.006 * lids  # squint: lower lids rise over the eye
-  dirs[:, 1, 12] = 0.002 * lids
+  dirs[:, 2, 12] = 0.012 * lids  # squint: lower lids rise over the eye
+  dirs[:, 1, 12] = 0.004 * lids
   return dirs
 
 

@@ -251,7 +251,7 @@ def test_driving_crops_come_from_the_frames_or_the_stored_faces(data_dir):
     make(**{"face_crop.source": "video"})
 
 
-def test_faces_boxed_around_the_expression_ask_for_a_rebuild(data_dir, tmp_path):
+def test_datasets_of_an_older_world_ask_for_a_rebuild(data_dir, tmp_path):
   target = tmp_path / "old"
   subprocess.run(["cp", "-r", data_dir, str(target)], check=True)
   versions = target / "factor_portrait_synthetic/tiny"
@@ -261,4 +261,10 @@ def test_faces_boxed_around_the_expression_ask_for_a_rebuild(data_dir, tmp_path)
   info = json.loads((old / "dataset_info.json").read_text())
   (old / "dataset_info.json").write_text(json.dumps(dict(info, version="1.2.0")))
   with pytest.raises(InputError, match=r"face crops boxed around the expression \(version 1.2.0 < 1.3.0\); rebuild"):
+    ClipRecords(str(target), "tiny", "train")
+  # A dataset of the template's weaker expressions is refused too, faces or not.
+  newer = versions / "1.3.0"
+  old.rename(newer)
+  (newer / "dataset_info.json").write_text(json.dumps(dict(info, version="1.3.0")))
+  with pytest.raises(InputError, match=r"weaker expressions \(version 1.3.0 < 1.4.0\); rebuild it with"):
     ClipRecords(str(target), "tiny", "train")
