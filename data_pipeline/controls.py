@@ -73,3 +73,24 @@ def pose_vertices(model, shape, controls, head_pose, head_scale, subset=None):
   blend = controls[:, :model.num_expression]
   return model.pose(shape, blend, rotations, scale=head_scale, translation=head_pose[:, :, 3],
                     subset=subset)
+
+
+def mirror_map(names):
+  """How a face's controls read in its mirror image: `(order, signs)` with
+  `mirrored = controls[..., order] * signs`. Left and right swap (`*_l` <-> `*_r`) and a sideways
+  gaze turns the other way; controls a mirror cannot tell apart (a PCA model's unnamed
+  coefficients) have no mirror map, which is an error."""
+  index = {name: i for i, name in enumerate(names)}
+  order, signs = [], []
+  for name in names:
+    stem, side = name[:-2], name[-2:]
+    if side in ("_l", "_r"):
+      twin = stem + ("_r" if side == "_l" else "_l")
+      require(twin in index, f"control {name!r} has no mirror control {twin!r}")
+      order.append(index[twin])
+    else:
+      require(not name.startswith("expression_"),
+              f"control {name!r}: unnamed controls have no known mirror image")
+      order.append(index[name])
+    signs.append(-1.0 if name == "gaze_yaw" else 1.0)
+  return np.array(order), np.array(signs, np.float32)

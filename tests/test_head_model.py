@@ -164,3 +164,28 @@ def test_bad_model_files_are_rejected(tmp_path):
   garbage.write_bytes(b"not a pickle")
   with pytest.raises(InputError, match="cannot read"):
     load_model(str(garbage))
+
+
+def test_mirrored_controls_pose_the_mirror_image_of_the_face(model):
+  """The world's own geometry says what a face's mirror image wears: the face posed with the
+  mirrored controls is the face posed with the originals, reflected (x -> -x)."""
+  from scipy.spatial import cKDTree  # pylint: disable=g-import-not-at-top
+  names = controls.control_names(model)
+  order, signs = controls.mirror_map(names)
+  rest = model.v_template
+  distance, partner = cKDTree(rest).query(rest * [-1.0, 1.0, 1.0])
+  assert distance.max() < 1e-6  # the template is symmetric: every vertex has a mirror partner
+  values = np.zeros((1, len(names)))
+  for name, value in (("smile_l", 0.8), ("smile_r", 0.1), ("blink_r", 0.6), ("brow_raise_l", 0.5),
+                      ("jaw_open", 0.4), ("gaze_yaw", 0.7), ("gaze_pitch", -0.3), ("pucker", 0.3)):
+    values[0, names.index(name)] = value
+  shape, pose, scale = np.zeros(model.num_shape), np.eye(3, 4)[None], np.ones(1)
+  posed = controls.pose_vertices(model, shape, values, pose, scale)[0]
+  mirrored = controls.pose_vertices(model, shape, values[:, order] * signs, pose, scale)[0]
+  np.testing.assert_allclose(posed[partner] * [-1.0, 1.0, 1.0], mirrored, atol=1e-6)
+  # The mirror is not the face itself: swapping left and right changed it.
+  assert np.abs(posed - mirrored).max() > 1e-3
+  with pytest.raises(InputError, match="no known mirror image"):
+    controls.mirror_map(("expression_0", "jaw_open"))
+  with pytest.raises(InputError, match="no mirror control 'smile_r'"):
+    controls.mirror_map(("smile_l", "jaw_open"))

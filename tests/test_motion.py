@@ -215,6 +215,7 @@ def test_the_motion_loss_blurs_crops_when_asked():
            "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
            "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
            "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+  config.motion_loss.mirror_share = 0.0  # the blur alone
   models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))
   sharp, _ = motion_task.MotionTask(config).loss(models, {}, batch, None)
   config.motion_loss.blur_share = 1.0
@@ -318,3 +319,45 @@ def test_a_killed_run_s_shared_renders_are_removed_by_the_next(tmp_path, monkeyp
   shared = shared_renders.SharedRenders("fresh_people_")
   assert os.path.dirname(shared.folder) == str(tmp_path)
   assert not dead_owner.exists() and live_owner.exists() and other.exists()
+
+
+def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
+  from data_pipeline import controls  # pylint: disable=g-import-not-at-top
+  from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config("motion")
+  config.motion.widths = (8, 16)
+  rng = np.random.default_rng(0)
+  batch = {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
+           "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
+           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
+           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+  models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))
+  order, signs = controls.mirror_map(controls.control_names(build_template()))
+  flipped = batch["driving"][..., ::-1, :]
+  readout = lambda crops: models.readout(models.expression(crops))
+  mirrored_error = float(jnp.mean(jnp.square(readout(flipped) - batch["expression"][..., order] * signs)))
+  plain_error = float(jnp.mean(jnp.square(readout(batch["driving"]) - batch["expression"])))
+  seen = head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"])
+  pose_error = float(jnp.mean(jnp.square(models.pose(batch["driving"]) - seen)))
+  config.motion_loss.mirror_share = 1.0
+  task = motion_task.MotionTask(config)
+  _, every = task.loss(models, {}, batch, jax.random.key(0))
+  np.testing.assert_allclose(float(every["expression_mse"]), mirrored_error, rtol=1e-5)
+  # Crops and controls are mirrored together: either alone would score another error.
+  for crops, target in ((flipped, batch["expression"]), (batch["driving"], batch["expression"][..., order] * signs)):
+    alone = float(jnp.mean(jnp.square(readout(crops) - target)))
+    assert abs(alone - mirrored_error) > 20 * 1e-5 * mirrored_error, (alone, mirrored_error)
+  # The pose encoder reads the crops as rendered.
+  np.testing.assert_allclose(float(every["pose_mse"]), pose_error, rtol=1e-5)
+  # A twin is mirrored with its example: identical twins still give identical latents.
+  picks = jnp.asarray([[2, 0], [1, 2]], jnp.int32)
+  own = jnp.take_along_axis(batch["driving"], picks[..., None, None, None], axis=1)
+  twins = dict(driving_twin=own, twin_frames=picks, twin_pose=jnp.zeros((2, 2, 10)))
+  _, with_twins = task.loss(models, {}, dict(batch, **twins), jax.random.key(0))
+  assert float(with_twins["invariance"]) == 0.0
+  config.motion_loss.mirror_share = 0.0
+  _, none = motion_task.MotionTask(config).loss(models, {}, batch, jax.random.key(0))
+  np.testing.assert_allclose(float(none["expression_mse"]), plain_error, rtol=1e-5)
+  config.motion_loss.mirror_share = 1.5
+  with pytest.raises(InputError, match=r"mirror_share must lie in \[0, 1\], got 1.5"):
+    motion_task.MotionTask(config)

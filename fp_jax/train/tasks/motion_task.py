@@ -7,6 +7,9 @@ whenever the camera moves (sampling maps estimates back through the driving came
 expression twins in the batch (`input.expression_twins` frames of each window), an invariance term
 asks a crop and its twin (the same expressions, another person and view) for the same latent.
 With `motion_loss.blur_share` > 0 that share of the crops is blurred first (`blur_crops`).
+With `motion_loss.mirror_share` > 0 the expression encoder sees that share of the examples
+mirrored, with their controls mirrored to match (`Mirror`): twice the faces to learn expressions
+from, where a few thousand rendered people are otherwise memorised.
 """
 import math
 
@@ -15,7 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from data_pipeline import head_pose
+from data_pipeline import controls, head_pose
+from data_pipeline.errors import require
+from data_pipeline.template_head import build_template
 from fp_jax.models.motion import to_unit_range
 from fp_jax.train.tasks import common
 
@@ -38,6 +43,30 @@ def blur_crops(crops, key, share, sigma_range):
   return jnp.where(chosen, blurred, flat).reshape(images.shape)
 
 
+class Mirror:
+  """Mirrors a share of the examples for the expression encoder: crops flipped left to right,
+  controls as `controls.mirror_map` reads them in the mirror. The pose encoder keeps the crops as
+  rendered (a mirrored head turns the other way: its target would change too)."""
+
+  def __init__(self, share, names):
+    require(0.0 <= share <= 1.0, f"motion_loss.mirror_share must lie in [0, 1], got {share}")
+    self.share = float(share)
+    order, signs = controls.mirror_map(names)
+    self._order, self._signs = jnp.asarray(order), jnp.asarray(signs)
+
+  def choose(self, key, batch_size):
+    """Which examples `[B]` are mirrored (the same choice serves an example's twin crops)."""
+    return jax.random.bernoulli(key, self.share, (batch_size,))
+
+  def crops(self, chosen, images):
+    """`[B, T, H, W, 3]` images, the chosen examples' flipped left to right."""
+    return jnp.where(chosen[:, None, None, None, None], images[..., ::-1, :], images)
+
+  def controls(self, chosen, values):
+    """`[B, T, C]` controls, the chosen examples' as their mirror images wear them."""
+    return jnp.where(chosen[:, None, None], values[..., self._order] * self._signs, values)
+
+
 class MotionModels(nnx.Module):
 
   def __init__(self, config, num_controls, rngs):
@@ -51,6 +80,8 @@ class MotionTask:
 
   def __init__(self, config):
     self.config = config
+    share = config.motion_loss.get("mirror_share", 0.0)
+    self.mirror = Mirror(share, controls.control_names(build_template())) if share != 0 else None
 
   def make_model(self, rngs):
     return MotionModels(self.config, self.config.motion.num_controls, rngs)
@@ -60,14 +91,21 @@ class MotionTask:
     return {}
 
   def loss(self, models, frozen, batch, key):
+    """Without a `key`, the crops as they are: neither blurred nor mirrored."""
     del frozen
     share, sigma_range = self.config.motion_loss.blur_share, tuple(self.config.motion_loss.blur_sigma)
+    share = share if key is not None else 0.0
     blur = lambda crops, key: blur_crops(crops, key, share, sigma_range)
-    driving_key, twin_key = jax.random.split(key) if share > 0 else (None, None)
+    driving_key, twin_key, mirror_key = jax.random.split(key, 3) if key is not None else (None,) * 3
     driving = blur(batch["driving"], driving_key)
-    latent = models.expression(driving)
     expression = batch["expression"]
-    expression_error = jnp.mean(jnp.square(models.readout(latent) - expression))
+    seen, expression_seen = driving, expression  # what the expression encoder reads, and its target
+    mirror = self.mirror if key is not None else None
+    if mirror:
+      mirrored = mirror.choose(mirror_key, driving.shape[0])
+      seen, expression_seen = mirror.crops(mirrored, driving), mirror.controls(mirrored, expression)
+    latent = models.expression(seen)
+    expression_error = jnp.mean(jnp.square(models.readout(latent) - expression_seen))
     # The controls vary by ~0.2, so their squared error is weighted up (a fixed weight, not the
     # batch's variance: micro-batches must add up to the whole batch) lest the other terms drown it.
     weight = self.config.motion.expression_weight
@@ -83,12 +121,12 @@ class MotionTask:
       # is each micro-batch's own: with accumulation this term is not exactly the whole batch's).
       frames = batch["twin_frames"]
       driving_twin = blur(batch["driving_twin"], twin_key)
-      twin = models.expression(driving_twin)
+      twin = models.expression(mirror.crops(mirrored, driving_twin) if mirror else driving_twin)
       twinned = jnp.take_along_axis(latent, frames[..., None], axis=1)
       spread = jnp.mean(jnp.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6
       invariance = jnp.mean(jnp.square(twinned - twin)) / spread
       # The twin wears the same controls, so its latent must read out to them as well.
-      twin_target = jnp.take_along_axis(expression, frames[..., None], axis=1)
+      twin_target = jnp.take_along_axis(expression_seen, frames[..., None], axis=1)
       twin_error = jnp.mean(jnp.square(models.readout(twin) - twin_target))
       # Each twin is a person never seen before: the pose encoder learns on them as well.
       twin_pose_error = jnp.mean(jnp.square(models.pose(driving_twin) - batch["twin_pose"]))
