@@ -14,6 +14,8 @@ crops cut from the 64x64 frames (the `_frames` lines: what evaluation reads off 
 and prints:
   expression_r2          R^2 of the expression controls from the latent, by a ridge read-out
                          fitted on the train split, measured on the test split;
+  expression_r2_own_readout  the same by the linear read-out trained with the encoder (on every
+                         person the run drew, not only the train split's);
   pose_error_deg         mean angle between the pose encoder's rotation and the truth, both as
                          each frame's camera sees the head (test);
   identity_probe_acc     a linear identity classifier on the expression latent, fitted on half
@@ -208,6 +210,8 @@ def main():
     readout = ridge(train["latent"], train["expression"])
     accuracy, chance = identity_probe(test["latent"], test["identity"], test["clip"])
     print(f"expression_r2{suffix}: {r_squared(readout(test['latent']), test['expression']):.3f}")
+    own = np.asarray(models.readout(jnp.asarray(test["latent"])))
+    print(f"expression_r2_own_readout{suffix}: {r_squared(own, test['expression']):.3f}")
     print(f"pose_error_deg{suffix}: {pose_error_degrees(test['pose'], test['true_pose']):.2f}")
     # The same on the identities it trained on: the gap is what does not generalise.
     print(f"train_expression_r2{suffix}: {r_squared(readout(train['latent']), train['expression']):.3f}")
