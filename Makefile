@@ -20,6 +20,9 @@ $(VENV)/.installed: setup.py
 # a world rendered, three models trained, held-out portraits animated in every mode, evaluated.
 # Training resumes and finished stages are kept, so a second `make demo` picks up where it stopped.
 TINY := --config=configs/tiny.py
+# A demo folder serves only the world version it was made in: an older world's finished runs would
+# otherwise be taken as done and silently reused beside a dataset rendered anew.
+WORLD := $(shell sed -n 's/^ *config.version = "\(.*\)"/\1/p' configs/data/synthetic.py)
 FROZEN := --config.frozen.vae=$(DEMO)/vae --config.frozen.motion=$(DEMO)/motion
 MODES := static-frontal,static-novel,camera-sweep,all-moving,expression-only,pose-only
 # Sampling and evaluation run on one device: each of 8 simulated devices would take one example of
@@ -29,6 +32,11 @@ ONE_DEVICE := XLA_FLAGS=
 demo: export XLA_FLAGS = --xla_force_host_platform_device_count=8
 demo: setup
 	mkdir -p $(DEMO)
+	@made=$$(cat $(DEMO)/world_version 2>/dev/null); \
+	if [ -n "$$(ls -A $(DEMO))" ] && [ "$$made" != "$(WORLD)" ]; then \
+	  echo "error: $(DEMO) holds a demo of world version $${made:-older than 1.4.0}, this is $(WORLD);" \
+	       "remove it (rm -r $(DEMO)) or choose another folder (make demo DEMO=DIR)"; exit 2; fi
+	echo $(WORLD) > $(DEMO)/world_version
 	$(BIN)/fp-data --config=configs/data/synthetic.py:demo --data_dir=$(DEMO)/data
 	$(BIN)/fp-preview --data_dir=$(DEMO)/data --name=demo --split=test --out=$(DEMO)/previews
 	$(BIN)/fp-train $(TINY):vae --workdir=$(DEMO)/vae
