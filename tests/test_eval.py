@@ -64,3 +64,16 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   assert {"psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg"} <= set(saved)
   assert "| portrait repeated (baseline) |" in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
+
+
+def test_evaluation_takes_one_clip_of_each_identity_in_turn():
+  class Split:  # 3 identities of 2 clips, then one of 1, in (identity, clip) order as stored
+    identities = (7, 7, 8, 8, 9, 9, 10)
+
+    def __len__(self):
+      return len(self.identities)
+
+    def identity_of(self, index):
+      return self.identities[index]
+
+  assert evaluate.clip_order(Split()) == [0, 2, 4, 6, 1, 3, 5]

@@ -18,7 +18,7 @@ from fp_jax.host_memory import keep_freed_memory_on_cpu
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The dit run's config (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "The dit training run.")
 flags.DEFINE_string("split", "test", "Held-out split of the config's dataset.")
-flags.DEFINE_integer("clips", 4, "Clips to evaluate (the split's first ones).")
+flags.DEFINE_integer("clips", 4, "Clips to evaluate: each identity's first clip in turn, then their seconds, ...")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_string("out", None, "report.json to write (report.md beside it).")
 FLAGS = flags.FLAGS

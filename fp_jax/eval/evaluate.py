@@ -1,6 +1,7 @@
 """Self-reenactment on held-out identities, with baselines in the same run.
 
-For each evaluated clip of the split: the portrait is the clip's first frame, the driving clip
+Clips are taken one identity at a time in turn (`clip_order`), so four clips are four people where
+the split has them. For each evaluated clip: the portrait is the clip's first frame, the driving clip
 is the clip itself (its tracked pose, expression and cameras: ground truth known), and the model
 regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras). Scores:
 
@@ -25,6 +26,17 @@ from fp_jax.sample import inputs, pipeline
 ABLATIONS = ("expression", "pose", "camera")
 
 
+def clip_order(clips):
+  """Record indices taking each identity's clips in turn (its first clip, then every other
+  identity's first, then the seconds, ...): `max_clips` clips show as many people as they can. The
+  split's first clips would be one person's (records are in (identity, clip) order)."""
+  by_identity = {}
+  for index in range(len(clips)):
+    by_identity.setdefault(clips.identity_of(index), []).append(index)
+  rounds = max(len(indices) for indices in by_identity.values())
+  return [indices[k] for k in range(rounds) for indices in by_identity.values() if k < len(indices)]
+
+
 def _scores(job, video, real, real_codes, real_poses, tracking):
   """Scores of `video` against the real clip on frames 1..N-1 (frame 0 is the portrait itself)."""
   crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin)
@@ -47,7 +59,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
           f"(--config.sample.height/width), not {height}x{width}")
   job = pipeline.Pipeline(config, models, mesh, rules)
   rows = []
-  for index in range(min(max_clips, len(clips))):
+  for index in clip_order(clips)[:max_clips]:
     request = pipeline.Request(image=f"clip:{split}/{index}@0", driving=f"clip:{split}/{index}",
                                mode="all-moving", camera="driving", motion="absolute", seed=seed)
     clip = clips[index]
