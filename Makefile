@@ -45,7 +45,7 @@ demo: setup
 	$(BIN)/fp-train $(TINY):dit --workdir=$(DEMO)/dit $(FROZEN) --config.input.cached_latents=$(DEMO)/latents
 	$(ONE_DEVICE) $(BIN)/fp-sample $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --image=clip:test/0@0 --driving=clip:test/5 \
 	    --mode=$(MODES) --out=$(DEMO)/videos
-	$(ONE_DEVICE) $(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --split=test --out=$(DEMO)/report.json
+	$(ONE_DEVICE) $(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --split=test --clips=8 --out=$(DEMO)/report.json
 	@echo "demo: dataset $(DEMO)/data, previews $(DEMO)/previews, runs $(DEMO)/{vae,motion,dit},"
 	@echo "      videos and panels $(DEMO)/videos, evaluation $(DEMO)/report.md and report.json"
 

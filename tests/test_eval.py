@@ -63,6 +63,7 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   saved = json.loads(open(json_path).read())
   assert {"psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg"} <= set(saved)
   assert "| portrait repeated (baseline) |" in open(markdown_path).read()
+  assert "1 clip of 1 person; reproduce with `fp-eval ...` (seed 0)." in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
 
 

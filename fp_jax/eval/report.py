@@ -20,7 +20,8 @@ def markdown(summary, rows, command, seed):
   if "vae_ceiling_psnr" in summary:
     methods.append(("real clip through the VAE (ceiling)", "vae_ceiling_"))
   lines = ["# Evaluation: self-reenactment on held-out identities", "",
-           f"{len(rows)} clips; reproduce with `{command}` (seed {seed}).", "",
+           f"{_count(len(rows), 'clip', 'clips')} of {_count(len({row['identity'] for row in rows}), 'person', 'people')}; "
+           f"reproduce with `{command}` (seed {seed}).", "",
            "| method | " + " | ".join(f"{label} ({better})" for _, label, better in METRICS) + " |",
            "|---|" + "---|" * len(METRICS)]
   for name, prefix in methods:
@@ -29,6 +30,10 @@ def markdown(summary, rows, command, seed):
             f"pose error over the baseline's: {summary['pose_error_deg'] / max(summary['baseline_pose_error_deg'], 1e-9):.2f}x "
             "(bar: < 0.5x).", ""]
   return "\n".join(lines)
+
+
+def _count(number, one, many):
+  return f"{number} {one if number == 1 else many}"
 
 
 def write(out, summary, rows, command, seed):
