@@ -47,8 +47,10 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # (pixels of the crop; fp_jax/train/tasks/motion_task.py), so the encoders read the softer crops
   # of generated frames as they read rendered ones. 0: crops as rendered.
   # mirror_share: the share of examples the expression encoder sees mirrored, controls mirrored
-  # to match (left and right swapped; motion_task.py).
-  config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0), mirror_share=0.0))
+  # to match (left and right swapped; motion_task.py); with mirror_pose the pose encoder sees the
+  # same mirrored examples, their head poses mirrored to match.
+  config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0), mirror_share=0.0,
+                                                    mirror_pose=False))
   config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs
   # Start the DiT from a diffusers Wan checkpoint (a .safetensors file or a diffusers model
   # folder); the portrait controls, which Wan lacks, keep their zero initialisation.

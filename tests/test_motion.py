@@ -62,16 +62,21 @@ def test_each_twinned_frame_can_be_a_person_of_its_own(data_dir, monkeypatch):
     examples.MakeExample(records, config)
 
 
+def random_motion_batch(rng):
+  """A motion batch of 2 windows of 3 random 16x16 crops, with random controls and poses."""
+  return {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
+          "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
+          "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
+          "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+
+
 def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():
   config = tiny.get_config("motion")
   config.motion.widths = (8, 16)
   task = motion_task.MotionTask(config)
   models = task.make_model(nnx.Rngs(0))
   rng = np.random.default_rng(0)
-  batch = {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
-           "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
-           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
-           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+  batch = random_motion_batch(rng)
   plain_loss, plain = task.loss(models, {}, batch, None)
   assert "invariance" not in plain
   # Frames 2 and 0 twinned by exactly those frames: no difference at all.
@@ -211,10 +216,7 @@ def test_the_motion_loss_blurs_crops_when_asked():
   config = tiny.get_config("motion")
   config.motion.widths = (8, 16)
   rng = np.random.default_rng(0)
-  batch = {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
-           "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
-           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
-           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+  batch = random_motion_batch(rng)
   config.motion_loss.mirror_share = 0.0  # the blur alone
   models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))
   sharp, _ = motion_task.MotionTask(config).loss(models, {}, batch, None)
@@ -327,10 +329,7 @@ def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
   config = tiny.get_config("motion")
   config.motion.widths = (8, 16)
   rng = np.random.default_rng(0)
-  batch = {"driving": jnp.asarray(rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)),
-           "expression": jnp.asarray(rng.standard_normal((2, 3, 16)), jnp.float32),
-           "head_pose": jnp.asarray(rng.standard_normal((2, 3, 10)), jnp.float32),
-           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
+  batch = random_motion_batch(rng)
   models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))
   order, signs = controls.mirror_map(controls.control_names(build_template()))
   flipped = batch["driving"][..., ::-1, :]
@@ -339,7 +338,9 @@ def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
   plain_error = float(jnp.mean(jnp.square(readout(batch["driving"]) - batch["expression"])))
   seen = head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"])
   pose_error = float(jnp.mean(jnp.square(models.pose(batch["driving"]) - seen)))
+  mirrored_pose_error = float(jnp.mean(jnp.square(models.pose(flipped) - seen * jnp.asarray(motion_task.POSE_MIRROR_SIGNS))))
   config.motion_loss.mirror_share = 1.0
+  config.motion_loss.mirror_pose = False
   task = motion_task.MotionTask(config)
   _, every = task.loss(models, {}, batch, jax.random.key(0))
   np.testing.assert_allclose(float(every["expression_mse"]), mirrored_error, rtol=1e-5)
@@ -347,8 +348,13 @@ def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
   for crops, target in ((flipped, batch["expression"]), (batch["driving"], batch["expression"][..., order] * signs)):
     alone = float(jnp.mean(jnp.square(readout(crops) - target)))
     assert abs(alone - mirrored_error) > 20 * 1e-5 * mirrored_error, (alone, mirrored_error)
-  # The pose encoder reads the crops as rendered.
+  # The pose encoder reads the crops as rendered, or (mirror_pose) mirrored with mirrored targets.
   np.testing.assert_allclose(float(every["pose_mse"]), pose_error, rtol=1e-5)
+  config.motion_loss.mirror_pose = True
+  _, both = motion_task.MotionTask(config).loss(models, {}, batch, jax.random.key(0))
+  np.testing.assert_allclose(float(both["pose_mse"]), mirrored_pose_error, rtol=1e-5)
+  np.testing.assert_allclose(float(both["expression_mse"]), mirrored_error, rtol=1e-5)
+  assert abs(mirrored_pose_error - pose_error) > 1e-3 * pose_error
   # A twin is mirrored with its example: identical twins still give identical latents.
   picks = jnp.asarray([[2, 0], [1, 2]], jnp.int32)
   own = jnp.take_along_axis(batch["driving"], picks[..., None, None, None], axis=1)
@@ -361,3 +367,42 @@ def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
   config.motion_loss.mirror_share = 1.5
   with pytest.raises(InputError, match=r"mirror_share must lie in \[0, 1\], got 1.5"):
     motion_task.MotionTask(config)
+
+
+def test_a_flipped_crop_is_the_mirrored_scene_with_its_mirrored_pose():
+  """Flipping a render left to right gives what the mirrored world renders (head, expression,
+  camera and light reflected in x), and that world's camera-frame pose vector is the original's
+  times `POSE_MIRROR_SIGNS`: both computed from the world, not from the signs."""
+  from data_pipeline import controls, lbs, world  # pylint: disable=g-import-not-at-top
+  from data_pipeline.renderer import Background, Lighting  # pylint: disable=g-import-not-at-top
+  from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
+  model = build_template()
+  names = controls.control_names(model)
+  order, signs = controls.mirror_map(names)
+  reflect = np.diag([-1.0, 1.0, 1.0])
+  rest = model.v_template
+  albedo = np.clip(0.55 + 0.25 * np.cos(40 * rest[:, 1:2]) + 2.0 * np.abs(rest[:, :1]) * [1.0, 0.5, 0.2], 0, 1)
+  expression = np.zeros((1, len(names)))
+  expression[0, [names.index("smile_l"), names.index("brow_raise_r"), names.index("gaze_yaw")]] = 0.9, 0.7, 0.6
+  rotation = lbs.axis_angle_to_matrix(np.array([[0.15, 0.45, -0.2]]))
+  head = np.concatenate([rotation, np.array([[[0.02], [0.01], [-0.03]]])], axis=-1)
+  views = cameras.turntable(1, 64, 64, yaw_start=25.0, yaw_end=25.0, pitch=10.0)
+  light = dict(ambient=(0.3, 0.3, 0.3), colour=(0.7, 0.7, 0.7))
+  background = Background(top=(0.2, 0.5, 0.8), bottom=(0.9, 0.6, 0.3))
+  def render(head_pose, expression, extrinsics, direction):
+    vertices = controls.pose_vertices(model, np.zeros(model.num_shape), expression, head_pose, np.ones(1))
+    return world.renderer_for(model.f.tobytes(), 64, 64, 1).render_clip(
+        vertices, views.intrinsics, extrinsics, albedo=albedo, lighting=Lighting(direction=direction, **light),
+        background=background)["rgb"][0].astype(np.float64)
+  original = render(head, expression, views.extrinsics, (0.4, 0.5, 1.0))
+  mirrored_head = np.concatenate([reflect @ head[:, :, :3] @ reflect, reflect @ head[:, :, 3:]], axis=-1)
+  mirrored_view = np.concatenate([reflect @ views.extrinsics[:, :, :3] @ reflect,
+                                  reflect @ views.extrinsics[:, :, 3:]], axis=-1)
+  mirrored = render(mirrored_head, expression[:, order] * signs, mirrored_view, (-0.4, 0.5, 1.0))
+  assert np.mean(np.abs(original - mirrored)) > 5.0  # the scene is not symmetric itself
+  # Silhouette pixels may differ a little (0.14 grey levels on average here; 0.80 with the
+  # expression left unmirrored).
+  assert np.mean(np.abs(original[:, ::-1] - mirrored)) < 0.3, np.mean(np.abs(original[:, ::-1] - mirrored))
+  seen = head_pose.to_camera_frame(head_pose.pose_vector(head, np.ones(1)), views.extrinsics)
+  seen_mirrored = head_pose.to_camera_frame(head_pose.pose_vector(mirrored_head, np.ones(1)), mirrored_view)
+  np.testing.assert_allclose(seen_mirrored, seen * np.asarray(motion_task.POSE_MIRROR_SIGNS), atol=1e-6)

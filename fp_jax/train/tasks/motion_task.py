@@ -43,10 +43,17 @@ def blur_crops(crops, key, share, sigma_range):
   return jnp.where(chosen, blurred, flat).reshape(images.shape)
 
 
+# A camera-frame pose vector `[r1, r2, t, s]` of the mirrored scene (x -> -x, the crop flipped left
+# to right): the rotation becomes M R M with M = diag(-1, 1, 1), so its first column keeps x and
+# flips y and z, its second flips x alone; t flips x. Exact where the principal point is the image
+# centre, as the world's cameras have it.
+POSE_MIRROR_SIGNS = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0)
+
+
 class Mirror:
-  """Mirrors a share of the examples for the expression encoder: crops flipped left to right,
-  controls as `controls.mirror_map` reads them in the mirror. The pose encoder keeps the crops as
-  rendered (a mirrored head turns the other way: its target would change too)."""
+  """Mirrors a share of the examples: crops flipped left to right, controls as
+  `controls.mirror_map` reads them in the mirror, and (`motion_loss.mirror_pose`) head poses as
+  the mirrored scene holds them (`POSE_MIRROR_SIGNS`)."""
 
   def __init__(self, share, names):
     require(0.0 <= share <= 1.0, f"motion_loss.mirror_share must lie in [0, 1], got {share}")
@@ -65,6 +72,10 @@ class Mirror:
   def controls(self, chosen, values):
     """`[B, T, C]` controls, the chosen examples' as their mirror images wear them."""
     return jnp.where(chosen[:, None, None], values[..., self._order] * self._signs, values)
+
+  def poses(self, chosen, vectors):
+    """`[B, T, 10]` camera-frame pose vectors, the chosen examples' as their mirror images hold them."""
+    return jnp.where(chosen[:, None, None], vectors * jnp.asarray(POSE_MIRROR_SIGNS), vectors)
 
 
 class MotionModels(nnx.Module):
@@ -111,7 +122,11 @@ class MotionTask:
     weight = self.config.motion.expression_weight
     variance = jnp.mean(jnp.var(expression.reshape(-1, expression.shape[-1]), axis=0)) + 1e-4
     seen_pose = head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"])
-    pose_error = jnp.mean(jnp.square(models.pose(driving) - seen_pose))
+    # What the pose encoder reads and its target: mirrored with the example where asked.
+    mirror_pose = mirror and self.config.motion_loss.get("mirror_pose", False)
+    pose_view = (lambda crops: mirror.crops(mirrored, crops)) if mirror_pose else (lambda crops: crops)
+    pose_truth = (lambda poses: mirror.poses(mirrored, poses)) if mirror_pose else (lambda poses: poses)
+    pose_error = jnp.mean(jnp.square(models.pose(pose_view(driving)) - pose_truth(seen_pose)))
     loss = weight * expression_error + pose_error
     metrics = {"expression_mse": expression_error, "expression_unexplained": expression_error / variance,
                "pose_mse": pose_error}
@@ -129,7 +144,7 @@ class MotionTask:
       twin_target = jnp.take_along_axis(expression_seen, frames[..., None], axis=1)
       twin_error = jnp.mean(jnp.square(models.readout(twin) - twin_target))
       # Each twin is a person never seen before: the pose encoder learns on them as well.
-      twin_pose_error = jnp.mean(jnp.square(models.pose(driving_twin) - batch["twin_pose"]))
+      twin_pose_error = jnp.mean(jnp.square(models.pose(pose_view(driving_twin)) - pose_truth(batch["twin_pose"])))
       loss = loss + self.config.motion.invariance_weight * invariance + weight * twin_error + twin_pose_error
       metrics.update(invariance=invariance, twin_expression_mse=twin_error, twin_pose_mse=twin_pose_error)
     return loss, metrics
