@@ -48,7 +48,7 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # of generated frames as they read rendered ones. 0: crops as rendered.
   # mirror_share: the share of examples the expression encoder sees mirrored, controls mirrored
   # to match (left and right swapped; motion_task.py); with mirror_pose the pose encoder sees the
-  # same mirrored examples, their head poses mirrored to match.
+  # same mirrored examples (none when mirror_share is 0), their head poses mirrored to match.
   config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0), mirror_share=0.0,
                                                     mirror_pose=False))
   config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs

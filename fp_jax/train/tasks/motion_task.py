@@ -9,7 +9,8 @@ asks a crop and its twin (the same expressions, another person and view) for the
 With `motion_loss.blur_share` > 0 that share of the crops is blurred first (`blur_crops`).
 With `motion_loss.mirror_share` > 0 the expression encoder sees that share of the examples
 mirrored, with their controls mirrored to match (`Mirror`): twice the faces to learn expressions
-from, where a few thousand rendered people are otherwise memorised.
+from, where a few thousand rendered people are otherwise memorised. With `motion_loss.mirror_pose`
+the pose encoder sees the same mirrored examples, their poses mirrored to match.
 """
 import math
 
