@@ -94,6 +94,7 @@ class MotionTask:
     self.config = config
     share = config.motion_loss.get("mirror_share", 0.0)
     self.mirror = Mirror(share, controls.control_names(build_template())) if share != 0 else None
+    self.mirror_pose = bool(config.motion_loss.get("mirror_pose", False))
 
   def make_model(self, rngs):
     return MotionModels(self.config, self.config.motion.num_controls, rngs)
@@ -111,23 +112,23 @@ class MotionTask:
     driving_key, twin_key, mirror_key = jax.random.split(key, 3) if key is not None else (None,) * 3
     driving = blur(batch["driving"], driving_key)
     expression = batch["expression"]
-    seen, expression_seen = driving, expression  # what the expression encoder reads, and its target
-    mirror = self.mirror if key is not None else None
-    if mirror:
-      mirrored = mirror.choose(mirror_key, driving.shape[0])
-      seen, expression_seen = mirror.crops(mirrored, driving), mirror.controls(mirrored, expression)
+    mirrored = self.mirror.choose(mirror_key, driving.shape[0]) if self.mirror and key is not None else None
+    # What the expression encoder reads and its target; the pose encoder reads the same under
+    # mirror_pose (`pose_inputs`), the crops as rendered otherwise.
+    view = (lambda crops: self.mirror.crops(mirrored, crops)) if mirrored is not None else (lambda crops: crops)
+    seen = view(driving)
+    expression_seen = self.mirror.controls(mirrored, expression) if mirrored is not None else expression
+    pose_mirrored = mirrored is not None and self.mirror_pose
+    pose_inputs = lambda crops, crops_seen, poses: ((crops_seen, self.mirror.poses(mirrored, poses)) if pose_mirrored
+                                                    else (crops, poses))
     latent = models.expression(seen)
     expression_error = jnp.mean(jnp.square(models.readout(latent) - expression_seen))
     # The controls vary by ~0.2, so their squared error is weighted up (a fixed weight, not the
     # batch's variance: micro-batches must add up to the whole batch) lest the other terms drown it.
     weight = self.config.motion.expression_weight
     variance = jnp.mean(jnp.var(expression.reshape(-1, expression.shape[-1]), axis=0)) + 1e-4
-    seen_pose = head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"])
-    # What the pose encoder reads and its target: mirrored with the example where asked.
-    mirror_pose = mirror and self.config.motion_loss.get("mirror_pose", False)
-    pose_view = (lambda crops: mirror.crops(mirrored, crops)) if mirror_pose else (lambda crops: crops)
-    pose_truth = (lambda poses: mirror.poses(mirrored, poses)) if mirror_pose else (lambda poses: poses)
-    pose_error = jnp.mean(jnp.square(models.pose(pose_view(driving)) - pose_truth(seen_pose)))
+    crops, target = pose_inputs(driving, seen, head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"]))
+    pose_error = jnp.mean(jnp.square(models.pose(crops) - target))
     loss = weight * expression_error + pose_error
     metrics = {"expression_mse": expression_error, "expression_unexplained": expression_error / variance,
                "pose_mse": pose_error}
@@ -137,7 +138,8 @@ class MotionTask:
       # is each micro-batch's own: with accumulation this term is not exactly the whole batch's).
       frames = batch["twin_frames"]
       driving_twin = blur(batch["driving_twin"], twin_key)
-      twin = models.expression(mirror.crops(mirrored, driving_twin) if mirror else driving_twin)
+      twin_seen = view(driving_twin)
+      twin = models.expression(twin_seen)
       twinned = jnp.take_along_axis(latent, frames[..., None], axis=1)
       spread = jnp.mean(jnp.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6
       invariance = jnp.mean(jnp.square(twinned - twin)) / spread
@@ -145,7 +147,8 @@ class MotionTask:
       twin_target = jnp.take_along_axis(expression_seen, frames[..., None], axis=1)
       twin_error = jnp.mean(jnp.square(models.readout(twin) - twin_target))
       # Each twin is a person never seen before: the pose encoder learns on them as well.
-      twin_pose_error = jnp.mean(jnp.square(models.pose(pose_view(driving_twin)) - pose_truth(batch["twin_pose"])))
+      crops, target = pose_inputs(driving_twin, twin_seen, batch["twin_pose"])
+      twin_pose_error = jnp.mean(jnp.square(models.pose(crops) - target))
       loss = loss + self.config.motion.invariance_weight * invariance + weight * twin_error + twin_pose_error
       metrics.update(invariance=invariance, twin_expression_mse=twin_error, twin_pose_mse=twin_pose_error)
     return loss, metrics
