@@ -87,6 +87,9 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # number or dict(start, end, shape=constant|linear|cosine) over sampling progress 0 -> 1.
   config.sample = ml_collections.ConfigDict(dict(
       height=64, width=64, fps=25.0, sampler="multistep", steps=20, shift=3.0,
+      # The noise level sampling starts from: 1 is pure noise; below 1 the start is the portrait
+      # (warped onto each frame, with model.warped_reference) noised to that level (SDEdit).
+      start_level=1.0,
       window_overlap=1,  # latent frames shared by neighbouring windows of a long video
       guidance=dict(mode="hybrid", scale=4.0,
                     # reference strong early (identity), motion strong late (expression detail)

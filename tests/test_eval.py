@@ -8,6 +8,7 @@ from data_pipeline import records
 from data_pipeline.lbs import axis_angle_to_matrix
 from data_pipeline import head_pose
 from fp_jax.eval import evaluate, metrics, report
+from fp_jax.sample import pipeline
 from tests.test_sample import runs, sample_config  # pylint: disable=unused-import  # the fixture
 
 
@@ -59,12 +60,21 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   recon = np.asarray(common.to_uint8(round_trip(models.vae, clip)))[0] / 255.0
   mse = np.mean((frames[1:] - recon[1:]) ** 2, axis=(1, 2, 3))
   assert summary["vae_ceiling_psnr"] == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), rel=1e-3)
+  # The warp baseline: the warped portrait the model reads, through the VAE, on the same frames
+  # (frame 0 of the conditions is the portrait's slot; frame k + 1 follows driving frame k).
+  job = pipeline.Pipeline(config, models, mesh, DEFAULT_RULES)
+  warped = job.prepare(pipeline.Request(image="clip:test/0@0", driving="clip:test/0", mode="all-moving",
+                                        camera="driving", motion="absolute")).warped
+  recon = np.asarray(common.to_uint8(round_trip(models.vae, common.unit_range(warped[None]))))[0, 2:1 + len(frames)] / 255.0
+  mse = np.mean((frames[1:] - recon) ** 2, axis=(1, 2, 3))
+  assert summary["warp_psnr"] == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), rel=1e-3)
   json_path, markdown_path = report.write(str(tmp_path / "report.json"), summary, rows, "fp-eval ...", 0)
   saved = json.loads(open(json_path).read())
   assert {"psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg"} <= set(saved)
   assert "| portrait repeated (baseline) |" in open(markdown_path).read()
   assert "1 clip of 1 person; reproduce with `fp-eval ...` (seed 0)." in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
+  assert "| portrait warped by the tracked mesh, through the VAE |" in open(markdown_path).read()
 
 
 def test_evaluation_takes_one_clip_of_each_identity_in_turn():

@@ -94,6 +94,39 @@ def test_held_signals_stay_at_the_source_and_driven_ones_follow_the_clip(runs, d
   assert varies(prepared["pose-only"].normals.reshape(len(pose_only.rotation), -1).astype(np.float32))
 
 
+def test_a_start_below_pure_noise_begins_at_the_warped_portrait(runs, data_dir):
+  # sample.start_level s0 starts the flow from (1 - s0) x the warped portrait's latents + s0 x
+  # noise; at a tiny s0 the result must be the warp's own latents (encoded here apart from the
+  # pipeline), or the portrait's where the warp is withheld (an ablation dropping the pose).
+  from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
+  from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
+  config = sample_config(data_dir, runs)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+  encode = lambda frames: np.asarray(models.vae.normalize(models.vae.encode(common.unit_range(frames[None]))[0]))[0]
+  # One trained window (4 frames after the reference's slot), so the whole warp encodes as one clip.
+  request = pipeline.Request(image="clip:test/0@2", mode="camera-sweep", frames=4)
+  for level, near in ((1e-4, True), (1.0, False)):
+    config.sample.start_level = level
+    job = pipeline.Pipeline(config, models, mesh, DEFAULT_RULES)
+    conditions = job.prepare(request)
+    warp, portrait = encode(conditions.warped)[1:], encode(conditions.portrait.image[None])[0]
+    sampled = np.asarray(job.sample(conditions, progress=False))[0, 1:]
+    without_pose = np.asarray(job.sample(conditions, progress=False, drop=("pose",)))[0, 1:]
+    assert np.abs(warp - portrait[None]).max() > 0.1  # the two starts differ
+    if near:
+      np.testing.assert_allclose(sampled, warp, atol=2e-3)
+      np.testing.assert_allclose(without_pose, np.broadcast_to(portrait, warp.shape), atol=2e-3)
+    else:  # from pure noise, where the model leads
+      assert np.abs(sampled - warp).max() > 0.1
+  for level in (0.0, 1.5):
+    config.sample.start_level = level
+    with pytest.raises(InputError, match=r"sample.start_level must be in \(0, 1\]"):
+      pipeline.Pipeline(config, models, mesh, DEFAULT_RULES)
+
+
 def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path, monkeypatch):
   config = sample_config(data_dir, runs)
   out = str(tmp_path / "out.mp4")

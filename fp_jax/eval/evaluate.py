@@ -14,7 +14,8 @@ regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras
 Baselines: the portrait repeated (`baseline_*`), and the model with one control withheld in
 every guidance branch (`without_expression`, `without_pose`, `without_camera`). The real clip
 through the VAE and back (`vae_ceiling_*`) bounds what any generation in its latent space can
-score.
+score. With `model.warped_reference`, the portrait warped onto each frame through the tracked mesh,
+through the VAE (`warp_*`), is scored too: the model reads it and measures its frames from it.
 """
 import numpy as np
 
@@ -73,6 +74,9 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     row.update(score(_generate(job, conditions, seed)))
     row.update({f"baseline_{k}": v for k, v in score(np.repeat(real[:1], len(real), axis=0)).items()})
     row.update({f"vae_ceiling_{k}": v for k, v in score(job.reconstruct(real)).items()})
+    if conditions.warped is not None:  # what the model starts from: does it beat the warp?
+      warp = job.reconstruct(conditions.warped)[1:1 + conditions.num_frames]
+      row.update({f"warp_{k}": v for k, v in score(warp).items()})
     for name in ablations:
       row.update({f"without_{name}_{k}": v for k, v in score(_generate(job, conditions, seed, (name,))).items()})
     rows.append(row)

@@ -17,6 +17,8 @@ def markdown(summary, rows, command, seed):
   methods = [("model", "")] + [(f"without {m[len('without_'):-len('_psnr')]}", m[:-len("psnr")])
                                 for m in summary if m.startswith("without_") and m.endswith("_psnr")]
   methods.append(("portrait repeated (baseline)", "baseline_"))
+  if "warp_psnr" in summary:
+    methods.append(("portrait warped by the tracked mesh, through the VAE", "warp_"))
   if "vae_ceiling_psnr" in summary:
     methods.append(("real clip through the VAE (ceiling)", "vae_ceiling_"))
   lines = ["# Evaluation: self-reenactment on held-out identities", "",

@@ -128,6 +128,8 @@ class Pipeline:
     require(self.height % 16 == 0 and self.width % 16 == 0,
             f"sample.height and sample.width must be multiples of 16, got {self.height}x{self.width}")
     samplers.check(sample.sampler)
+    self.start_level = float(sample.get("start_level", 1.0))
+    require(0.0 < self.start_level <= 1.0, f"sample.start_level must be in (0, 1], got {self.start_level}")
     self.guidance = guidance_lib.Guidance.from_config(sample.guidance)
     self.window_latents = window_latents(config)
     self.crop_size = int(config.input.face_crop.size)
@@ -268,8 +270,11 @@ class Pipeline:
       _, dit_state = nnx.split(self.models.dit)
       shape = (1, total_latents) + reference.shape[1:]
       x = jax.jit(lambda key: jax.random.normal(key, shape), out_shardings=self.replicated)(jax.random.key(seed))
+      if self.start_level < 1.0:
+        x = self._noised_start(x, reference, device, window_plan, drop)
       previous = jnp.zeros_like(x)
-      sigmas = np.asarray(flow.sampling_sigmas(int(sample.steps), float(sample.shift)), np.float32)
+      # Below 1 the same shifted schedule, compressed into [start_level, 0]: as many steps.
+      sigmas = self.start_level * np.asarray(flow.sampling_sigmas(int(sample.steps), float(sample.shift)), np.float32)
       previous_step = np.float32(0.0)
       levels = range(len(sigmas) - 1)
       for index in tqdm(levels, desc="sampling", unit="step", disable=not progress or jax.process_index() != 0):
@@ -278,6 +283,17 @@ class Pipeline:
                            self.guidance.weights(tau), device)
         previous_step = np.float32(sigmas[index + 1] - sigmas[index])
       return jnp.concatenate([reference[:, None], x], axis=1)
+
+  def _noised_start(self, noise, reference, device, window_plan, drop):
+    """The flow's state at `start_level` on the way from what the model measures its frames from
+    (SDEdit): the portrait warped onto each frame where the model reads the warp and the branch
+    keeps it (a warp carries the pose and the reference, so it is withheld with either), else the
+    portrait itself; the rest is `noise`."""
+    if "warped" in device and not {"reference", "pose"} & set(drop):
+      base = windows.merge(device["warped"][:, 1:], window_plan, noise.shape[0])
+    else:
+      base = jnp.broadcast_to(reference[:, None], noise.shape)
+    return (1.0 - self.start_level) * base.astype(noise.dtype) + self.start_level * noise
 
   def reconstruct(self, frames):
     """uint8 `[1 + 4k, H, W, 3]` frames through the VAE and back: what the VAE alone keeps of a
