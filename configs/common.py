@@ -63,7 +63,7 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # linear-path VAE (one run each, fp-eval, 4 held-out clips): a = 0, PSNR 14.80 dB and pose error
   # 11.80 degrees; a = 1, 16.08 and 14.68; a = 0.5, 16.45 and 12.01.
   config.diffusion = ml_collections.ConfigDict(dict(shift=3.0, timestep_distribution="logit_normal",
-                                                    pixel_weighting=0.0))
+                                                    pixel_weighting=0.0, max_level=1.0))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1))
   config.logical_axis_rules = None  # None: fp_jax/parallel/sharding.py's defaults
   config.optim = ml_collections.ConfigDict(dict(

@@ -1,4 +1,5 @@
 """Rectified flow: the samplers against exact flows, guidance against its definition."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -93,3 +94,16 @@ def test_schedules():
     guidance.Schedule(1.0, shape="exponential")
   with pytest.raises(InputError):
     guidance.Guidance("pag")
+
+
+def test_training_noise_levels_are_scaled_into_max_level():
+  from fp_jax.train.tasks.dit_task import DiTTask  # pylint: disable=g-import-not-at-top
+  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  key = jax.random.key(3)
+  full = np.asarray(DiTTask(train_config("unused", "dit", **{"diffusion.max_level": 1.0})).noise_levels(key, 4096))
+  low = np.asarray(DiTTask(train_config("unused", "dit", **{"diffusion.max_level": 0.4})).noise_levels(key, 4096))
+  assert full.max() > 0.9 and 0.0 < low.min() and low.max() <= 0.4
+  np.testing.assert_allclose(low, 0.4 * full, rtol=1e-6)  # the same draws, the range compressed
+  for level in (0.0, 1.5):
+    with pytest.raises(InputError, match=r"diffusion.max_level must be in \(0, 1\]"):
+      DiTTask(train_config("unused", "dit", **{"diffusion.max_level": level}))

@@ -35,7 +35,13 @@ def timesteps(sigma):
   return NUM_TIMESTEPS * sigma
 
 
-def sampling_sigmas(steps, shift=1.0):
-  """`steps + 1` noise levels from 1 (pure noise) to 0, shifted as in training."""
+def sampling_sigmas(steps, shift=1.0, start=1.0):
+  """`steps + 1` noise levels from `start` (1: pure noise) to 0, shifted as in training; below 1
+  the same schedule compressed into `[start, 0]`, as `diffusion.max_level` compresses training's."""
   require(steps >= 1, f"need at least one sampling step, got {steps}")
-  return shift_sigma(jnp.linspace(1.0, 0.0, steps + 1), shift)
+  return start * shift_sigma(jnp.linspace(1.0, 0.0, steps + 1), shift)
+
+
+def noised_start(base, noise, start):
+  """The flow's state at noise level `start` on its way from `base` (SDEdit's start)."""
+  return (1.0 - start) * base.astype(noise.dtype) + start * noise

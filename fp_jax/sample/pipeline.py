@@ -273,8 +273,7 @@ class Pipeline:
       if self.start_level < 1.0:
         x = self._noised_start(x, reference, device, window_plan, drop)
       previous = jnp.zeros_like(x)
-      # Below 1 the same shifted schedule, compressed into [start_level, 0]: as many steps.
-      sigmas = self.start_level * np.asarray(flow.sampling_sigmas(int(sample.steps), float(sample.shift)), np.float32)
+      sigmas = np.asarray(flow.sampling_sigmas(int(sample.steps), float(sample.shift), self.start_level), np.float32)
       previous_step = np.float32(0.0)
       levels = range(len(sigmas) - 1)
       for index in tqdm(levels, desc="sampling", unit="step", disable=not progress or jax.process_index() != 0):
@@ -293,7 +292,7 @@ class Pipeline:
       base = windows.merge(device["warped"][:, 1:], window_plan, noise.shape[0])
     else:
       base = jnp.broadcast_to(reference[:, None], noise.shape)
-    return (1.0 - self.start_level) * base.astype(noise.dtype) + self.start_level * noise
+    return flow.noised_start(base, noise, self.start_level)
 
   def reconstruct(self, frames):
     """uint8 `[1 + 4k, H, W, 3]` frames through the VAE and back: what the VAE alone keeps of a

@@ -26,6 +26,8 @@ class DiTTask:
             f"diffusion.pixel_weighting must be in [0, 1], got {self.pixel_weighting}")
     require(not self.pixel_weighting or config.vae.get("linear_path"),
             "diffusion.pixel_weighting > 0 needs vae.linear_path (the weights come from its decoder)")
+    self.max_level = float(config.diffusion.get("max_level", 1.0))
+    require(0.0 < self.max_level <= 1.0, f"diffusion.max_level must be in (0, 1], got {self.max_level}")
     self.warped_reference = bool(config.input.get("warped_reference", False))
     require(self.warped_reference == self.model_config.warped_reference,
             f"model.warped_reference={self.model_config.warped_reference} needs input.warped_reference "
@@ -65,12 +67,18 @@ class DiTTask:
       encoded["warped"] = encode(batch["warped"])
     return encoded
 
+  def noise_levels(self, key, batch):
+    """`[batch]` training noise levels: the distribution's, shifted, then scaled into
+    `(0, diffusion.max_level]`, the range a sampler starting at `sample.start_level` walks
+    (fp_jax/sample/pipeline.py compresses its schedule the same way)."""
+    diffusion = self.config.diffusion
+    return self.max_level * flow.sample_sigma(key, batch, diffusion.timestep_distribution, diffusion.shift)
+
   def loss(self, model, frozen, batch, key):
     conditions = self.conditions(frozen, batch)
     x0 = conditions.pop("latents")
     sigma_key, noise_key = jax.random.split(key)
-    diffusion = self.config.diffusion
-    sigma = flow.sample_sigma(sigma_key, x0.shape[0], diffusion.timestep_distribution, diffusion.shift)
+    sigma = self.noise_levels(sigma_key, x0.shape[0])
     noisy, velocity = flow.noisy_and_velocity(x0, jax.random.normal(noise_key, x0.shape), sigma)
     predicted = model(noisy, flow.timesteps(sigma), None, **conditions)
     error = jnp.square(predicted - velocity)[:, 1:]
@@ -82,7 +90,9 @@ class DiTTask:
 
   def sample(self, model, frozen, batch, key, steps):
     """The clip generated from noise under the batch's conditions (Euler, `steps` steps), beside
-    the real one. Its first frame is the reference image, as at inference."""
+    the real one. Its first frame is the reference image, as at inference. Below a
+    `sample.start_level` of 1 it starts, as fp-sample does, from the warped portrait (or the
+    portrait) noised to that level."""
     conditions = self.conditions(frozen, batch)
     target = conditions.pop("latents")
     batch_size = target.shape[0]
@@ -90,8 +100,13 @@ class DiTTask:
     def velocity(x, sigma):
       return model(x, flow.timesteps(jnp.full((batch_size,), sigma)), None, **conditions)
 
-    sigmas = flow.sampling_sigmas(steps, self.config.diffusion.shift)
-    latents = samplers.solve(velocity, jax.random.normal(key, target.shape), sigmas, "euler")
+    start = float(self.config.sample.get("start_level", 1.0))
+    noise = jax.random.normal(key, target.shape)
+    if start < 1.0:
+      base = conditions["warped"] if "warped" in conditions else conditions["reference"][:, None]
+      noise = flow.noised_start(jnp.broadcast_to(base, target.shape), noise, start)
+    sigmas = flow.sampling_sigmas(steps, self.config.diffusion.shift, start)
+    latents = samplers.solve(velocity, noise, sigmas, "euler")
     latents = latents.at[:, 0].set(conditions["reference"])
     vae = frozen["vae"]
     decode = lambda latents: common.to_uint8(vae.decode(vae.denormalize(latents)))
