@@ -5,7 +5,8 @@ every training window once (`fp-cache-latents`) and reading the results removes 
 Layout of a cache folder:
 
   metadata.json          counts, shapes, the window, the frozen weights used, file checksums,
-                         whether it holds warped references (`warped_reference`)
+                         whether it holds warped references (`warped_reference`) and
+                         which warp made them (`warp_version`, reference_warp.WARP_VERSION)
   <split>.array_record   one record per window, a safetensors blob of
       latents [F, h, w, z]   normalised VAE latents of the window (F = 1 + (N - 1) / 4)
       normals [F, h, w, z]   normalised VAE latents of the window's normal maps
@@ -33,7 +34,7 @@ import numpy as np
 import safetensors.numpy
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from data_pipeline import examples, rays
+from data_pipeline import examples, rays, reference_warp
 from data_pipeline.checksums import sha256_file
 from data_pipeline.errors import InputError, require
 
@@ -152,6 +153,10 @@ def check_config(config, records):
   require(bool(config.get("warped_reference", False)) == cached,
           f"input.warped_reference={bool(config.get('warped_reference', False))}, but the latent cache "
           f"was made {'with' if cached else 'without'} warped references; make one with the same setting")
+  made = int(records.metadata.get("warp_version", 1))
+  require(not cached or made == reference_warp.WARP_VERSION,
+          f"the latent cache's warped references were made by warp version {made}, this code makes version "
+          f"{reference_warp.WARP_VERSION} (data_pipeline/reference_warp.py); make the cache again")
 
 
 class MakeCachedExample(grain.transforms.RandomMap):

@@ -4,17 +4,25 @@ Each pixel of a target frame that sees the mesh sees one surface point (a triang
 barycentric coordinates, `Renderer.surface`). The same point on the mesh posed as in the
 portrait, projected into the portrait's camera, says where the portrait shows it; the portrait is
 sampled there (bilinear over the pixels that show the mesh, so no background is blended in at its
-silhouette). A point the portrait's camera does not see (behind the head, or outside the image)
-keeps the portrait's own pixel, as do pixels off the mesh: `valid` marks the pixels carried.
+silhouette). `valid` marks the pixels carried. A point the portrait's camera does not see (behind
+the head, or outside the image) takes the colour of the nearest carried pixel: the portrait's own
+pixel there shows another part of the picture (on the demo's validation clips those 2.7% of the
+pixels held 42% of the warp's squared error; filled, the warp's PSNR rose from 26.44 to 26.89 dB).
+Pixels off the mesh keep the portrait's own.
 
 Both meshes share one topology, so the correspondence needs no optimisation: it is exact for the
 mesh, and as good as the tracking for a real portrait. Shading travels with the texture (the
 portrait's light on the face, not the target's).
 """
 import numpy as np
+from scipy import ndimage
 
 from data_pipeline.errors import require
 from data_pipeline.renderer import Renderer, clip_inputs
+
+# What the warp makes: 1, uncarried mesh pixels kept the portrait's own; 2, they take the nearest
+# carried pixel's colour. Latent caches record it (data_pipeline/latent_cache.py).
+WARP_VERSION = 2
 
 # A target's surface point counts as seen by the portrait when its depth in the portrait's camera
 # is within this share of the portrait's depth map around it (the mesh's own facets and the map's
@@ -67,7 +75,17 @@ def warp_references(faces, portraits, portrait_vertices, portrait_intrinsics, po
       carried, colours = view.carry(corners, barycentric)
       warped[r, t].reshape(-1, 3)[pixel[carried]] = colours
       valid[r, t].ravel()[pixel[carried]] = True
+      _fill_holes(warped[r, t], valid[r, t], surface["triangle"] >= 0)
   return warped, valid
+
+
+def _fill_holes(image, valid, on_mesh):
+  """Mesh pixels of `image [H, W, 3]` the portrait did not show take the nearest carried pixel's
+  colour (in place)."""
+  holes = on_mesh & ~valid
+  if holes.any() and valid.any():
+    rows, columns = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    image[holes] = image[rows[holes], columns[holes]]
 
 
 class _PortraitView:

@@ -1,6 +1,8 @@
 """The cached-latents dataset: what it stores, training from it, and its refusals."""
 import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -94,6 +96,16 @@ def test_a_cache_from_other_frozen_weights_or_windows_is_refused(cache, tmp_path
   with pytest.raises(InputError, match="holds windows of 5 frames at stride 1"):
     input_pipeline.make_dataset(config.input)
   config.input.window.stride = 1
+  # A cache whose warps an older warp made (its metadata says version 1, or nothing).
+  older = tmp_path / "older_warps"
+  shutil.copytree(out, older)
+  metadata = json.loads((older / "metadata.json").read_text())
+  del metadata["warp_version"]
+  (older / "metadata.json").write_text(json.dumps(metadata))
+  with pytest.raises(InputError, match="made by warp version 1, this code makes version 2"):
+    older_config = copy.deepcopy(config.input)
+    older_config.cached_latents = str(older)
+    input_pipeline.make_dataset(older_config)
   config.input.warped_reference = False
   with pytest.raises(InputError, match="was made with warped references"):
     input_pipeline.make_dataset(config.input)

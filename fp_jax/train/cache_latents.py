@@ -19,7 +19,7 @@ import tqdm
 from absl import flags, logging
 from ml_collections import config_flags
 
-from data_pipeline import examples, latent_cache
+from data_pipeline import examples, latent_cache, reference_warp
 from data_pipeline.cli import run as run_cli
 from data_pipeline.errors import InputError, require
 from data_pipeline.records import ClipRecords
@@ -78,7 +78,7 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
       window=dict(num_frames=int(window.num_frames), stride=int(window.stride)),
       video_size=[int(n) for n in video_size],
       frozen=dict(vae=config.frozen.vae, motion=config.frozen.motion),
-      warped_reference=bool(input_config.warped_reference)))
+      warped_reference=bool(input_config.warped_reference), warp_version=reference_warp.WARP_VERSION))
   return latent_cache.read_metadata(out)["counts"]
 
 
