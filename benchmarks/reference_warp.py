@@ -4,11 +4,13 @@
 
 fp-eval's self-reenactment: the portrait is a held-out clip's first frame and the clip is
 regenerated from its own motion and cameras; PSNR (dm-pix, fp-eval's metric) on frames 1..N-1 of
-the first --clips test clips. Prints, side by side:
+--clips test clips taken as fp-eval takes them (one of each person in turn). Prints, side by side:
 - `repeated_portrait_psnr_db`: the portrait repeated (fp-eval's baseline);
 - `warped_portrait_psnr_db`: the portrait warped onto every frame through the clip's own mesh
   (data_pipeline/reference_warp.py), and `warped_template_psnr_db` through the template head
-  (shape 0: what tracking without a fitted shape gives), with the share of pixels carried;
+  (shape 0: what tracking without a fitted shape gives), with the share of pixels carried, and
+  `warped_portrait_unfilled_psnr_db`: the first with its holes (mesh pixels the portrait cannot
+  show) left as the portrait's own pixels, as warp version 1 left them;
 - with --vae=RUN (a trained vae run, e.g. outputs/demo/vae), each of them and the real clip
   through that VAE (encode, decode): what a generator in its latent space would score if it
   reproduced them exactly (`*_through_vae_psnr_db`; the real clip's is fp-eval's ceiling row);
@@ -30,14 +32,15 @@ from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # 
 from data_pipeline import controls, reference_warp  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
-from fp_jax.eval import metrics  # pylint: disable=g-import-not-at-top
+from fp_jax.eval import evaluate, metrics  # pylint: disable=g-import-not-at-top
 
 
-def warped_clip(model, clip, shape):
+def warped_clip(model, clip, shape, fill_holes=True):
   vertices = controls.pose_vertices(model, shape, clip["expression"], clip["head_pose"], clip["head_scale"])
   frames = np.asarray(clip["frames"])
   return reference_warp.warp_reference(model.f, frames[0], vertices[0], clip["intrinsics"][0],
-                                       clip["extrinsics"][0], vertices, clip["intrinsics"], clip["extrinsics"])
+                                       clip["extrinsics"][0], vertices, clip["intrinsics"], clip["extrinsics"],
+                                       fill_holes)
 
 
 def vae_round_trip(workdir):
@@ -77,7 +80,7 @@ def pose_reader(workdir, data_dir):
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--data_dir", default="outputs/demo/data")
-  parser.add_argument("--clips", type=int, default=4, help="test clips, as fp-eval's max_clips")
+  parser.add_argument("--clips", type=int, default=8, help="test clips, as fp-eval's --clips (make demo's: 8)")
   parser.add_argument("--vae", default="", help="a trained vae run: also score everything through it")
   parser.add_argument("--motion", default="", help="a trained motion run: also score the pose error")
   args = parser.parse_args()
@@ -87,7 +90,7 @@ def main():
   through_vae = vae_round_trip(args.vae) if args.vae else None
   read_poses = pose_reader(args.motion, args.data_dir) if args.motion else None
   scores, pose_errors, carried, seconds = {}, {}, {"warped_portrait": [], "warped_template": []}, []
-  for index in range(min(args.clips, len(records))):
+  for index in evaluate.clip_order(records)[:args.clips]:
     clip = records[index]
     real = np.asarray(clip["frames"])
     videos = {"repeated_portrait": np.repeat(real[:1], len(real), axis=0)}
@@ -96,6 +99,7 @@ def main():
       videos[name], valid = warped_clip(model, clip, shape)
       seconds.append(time.perf_counter() - start)
       carried[name].append(valid[1:].mean())
+    videos["warped_portrait_unfilled"] = warped_clip(model, clip, clip["shape"], fill_holes=False)[0]
     if through_vae:
       videos.update({f"{name}_through_vae": through_vae(video) for name, video in list(videos.items())})
       videos["real_through_vae"] = through_vae(real)

@@ -38,20 +38,22 @@ def _projection(vertices, intrinsics, extrinsics):
 
 
 def warp_reference(faces, portrait, portrait_vertices, portrait_intrinsics, portrait_extrinsics,
-                   vertices, intrinsics, extrinsics):
+                   vertices, intrinsics, extrinsics, fill_holes=True):
   """`portrait` uint8 [H,W,3] seen by its camera with the mesh posed as `portrait_vertices
   [V,3]`, carried onto `T` target frames (`vertices [T,V,3]` or `[V,3]`, cameras `[T,...]`,
   rendered at the portrait's size). Returns `warped` uint8 [T,H,W,3] and `valid` bool [T,H,W]."""
   warped, valid = warp_references(faces, np.asarray(portrait)[None], np.asarray(portrait_vertices)[None],
                                   np.asarray(portrait_intrinsics)[None], np.asarray(portrait_extrinsics)[None],
-                                  vertices, intrinsics, extrinsics)
+                                  vertices, intrinsics, extrinsics, fill_holes)
   return warped[0], valid[0]
 
 
 def warp_references(faces, portraits, portrait_vertices, portrait_intrinsics, portrait_extrinsics,
-                    vertices, intrinsics, extrinsics):
+                    vertices, intrinsics, extrinsics, fill_holes=True):
   """`warp_reference` for `R` portraits at once (`[R, ...]` each) onto the same targets: each
-  target frame is traced once. Returns `warped` uint8 [R,T,H,W,3] and `valid` bool [R,T,H,W]."""
+  target frame is traced once. Returns `warped` uint8 [R,T,H,W,3] and `valid` bool [R,T,H,W].
+  `fill_holes=False`: mesh pixels the portrait cannot show keep its own (warp version 1, for
+  comparison: benchmarks/reference_warp.py)."""
   portraits = np.asarray(portraits)
   require(portraits.ndim == 4 and portraits.shape[3] == 3 and portraits.dtype == np.uint8,
           f"the portrait must be uint8 [H, W, 3], got {portraits.dtype} {list(portraits.shape[1:])}")
@@ -75,7 +77,8 @@ def warp_references(faces, portraits, portrait_vertices, portrait_intrinsics, po
       carried, colours = view.carry(corners, barycentric)
       warped[r, t].reshape(-1, 3)[pixel[carried]] = colours
       valid[r, t].ravel()[pixel[carried]] = True
-      _fill_holes(warped[r, t], valid[r, t], surface["triangle"] >= 0)
+      if fill_holes:
+        _fill_holes(warped[r, t], valid[r, t], surface["triangle"] >= 0)
   return warped, valid
 
 

@@ -91,6 +91,10 @@ def test_mesh_pixels_the_portrait_cannot_show_take_the_nearest_carried_colour(te
   # On a smooth texture the neighbour's colour is nearer the truth than the portrait's own pixel.
   error = lambda image: np.abs(image.astype(float) - target["rgb"].astype(float))[holes].mean()
   assert error(warped) < error(portrait)
+  # Unfilled (warp version 1): every pixel not carried keeps the portrait's own; carried ones agree.
+  unfilled, _ = warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0], turned[None],
+                               cams.intrinsics, cams.extrinsics, fill_holes=False)
+  assert np.array_equal(unfilled[0][~valid], portrait[~valid]) and np.array_equal(unfilled[0][valid], warped[valid])
 
 
 def test_a_bad_portrait_is_refused(textured_sphere):
