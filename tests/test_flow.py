@@ -107,3 +107,11 @@ def test_training_noise_levels_are_scaled_into_max_level():
   for level in (0.0, 1.5):
     with pytest.raises(InputError, match=r"diffusion.max_level must be in \(0, 1\]"):
       DiTTask(train_config("unused", "dit", **{"diffusion.max_level": level}))
+
+
+def test_the_dit_task_refuses_a_model_that_does_not_read_the_vaes_latents():
+  from fp_jax.train.tasks.dit_task import DiTTask  # pylint: disable=g-import-not-at-top
+  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  with pytest.raises(InputError, match=r"model.in_channels \(16\) must equal vae.z_dim \(32\)"):
+    DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32}))
+  assert DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32, "model.in_channels": 32})).model_config.in_channels == 32

@@ -218,3 +218,16 @@ def test_training_crops_cut_one_latent_aligned_window_through_every_frame():
   config.vae_loss.crop = 24
   with pytest.raises(InputError, match=r"multiple of 16 \(the VAE's stride\), got 24"):
     VAETask(config)
+
+
+def test_a_vae_with_other_than_wans_16_channels_normalises_to_mean_0_std_1():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from fp_jax.models.vae import WAN_LATENTS_MEAN, WAN_LATENTS_STD  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.tasks.common import vae_config  # pylint: disable=g-import-not-at-top
+  config = lambda **vae: ml_collections.ConfigDict(dict(vae=dict(base_dim=8, **vae)))
+  wan = vae_config(config(z_dim=16))
+  assert (wan.latents_mean, wan.latents_std) == (WAN_LATENTS_MEAN, WAN_LATENTS_STD)
+  wide = vae_config(config(z_dim=32))
+  assert wide.latents_mean == (0.0,) * 32 and wide.latents_std == (1.0,) * 32
+  given = vae_config(config(z_dim=4, latents_mean=(1.0, 2.0, 3.0, 4.0), latents_std=(2.0,) * 4))
+  assert given.latents_mean == (1.0, 2.0, 3.0, 4.0) and given.latents_std == (2.0,) * 4

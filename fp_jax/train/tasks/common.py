@@ -10,6 +10,10 @@ def vae_config(config):
   for key in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
     if key in values:
       values[key] = tuple(values[key])
+  z_dim = values.get("z_dim", VAEConfig.z_dim)
+  if z_dim != VAEConfig.z_dim:  # Wan's statistics are for its 16 channels; a VAE trained here
+    values.setdefault("latents_mean", (0.0,) * z_dim)  # is pulled to mean 0, std 1 (vae_task.py)
+    values.setdefault("latents_std", (1.0,) * z_dim)
   return VAEConfig(**values)
 
 
