@@ -19,7 +19,7 @@ def get_config(arg="tiny"):
     raise ValueError(f"unknown variant {arg!r}: use one of {sorted(SIZES)}")
   config = ml_collections.ConfigDict(SIZES[arg])
   config.patch = (1, 2, 2)  # latent frames, rows, columns per token (Wan's)
-  config.in_channels = 16  # latent channels: the VAE's z_dim (Wan's 16)
+  config.in_channels = config.out_channels = 16  # latent channels: the VAE's z_dim (Wan's 16)
   config.reference = True
   config.reference_frames = "first"  # or "all" (fp_jax/models/dit_config.py)
   config.normals = True

@@ -68,7 +68,8 @@ TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "dit": MO
 ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0, "linear_path": False},
                 "motion": {"expression_pooling": "mean", "pose_pooling": "mean"},
                 "model": {"reference_frames": "first", "reference_residual": False, "sigma_data": 0.0,
-                          "patch": [1, 2, 2], "warped_reference": False, "in_channels": 16}}
+                          "patch": [1, 2, 2], "warped_reference": False, "in_channels": 16,
+                          "out_channels": 16}}
 
 # Model fields that choose how the model runs, not what it computes (up to rounding), so a run
 # resumes, samples and exports under others: a DiT trained with `splash` or `cudnn` samples on a

@@ -26,9 +26,10 @@ class DiTTask:
             f"diffusion.pixel_weighting must be in [0, 1], got {self.pixel_weighting}")
     require(not self.pixel_weighting or config.vae.get("linear_path"),
             "diffusion.pixel_weighting > 0 needs vae.linear_path (the weights come from its decoder)")
-    require(self.model_config.in_channels == config.vae.z_dim,
-            f"model.in_channels ({self.model_config.in_channels}) must equal vae.z_dim ({config.vae.z_dim}): "
-            "the DiT reads and writes the VAE's latents")
+    for field in ("in_channels", "out_channels"):
+      channels = getattr(self.model_config, field)
+      require(channels == config.vae.z_dim, f"model.{field} ({channels}) must equal vae.z_dim ({config.vae.z_dim}): "
+              "the DiT reads and writes the VAE's latents")
     self.max_level = float(config.diffusion.get("max_level", 1.0))
     require(0.0 < self.max_level <= 1.0, f"diffusion.max_level must be in (0, 1], got {self.max_level}")
     self.warped_reference = bool(config.input.get("warped_reference", False))
