@@ -61,12 +61,12 @@ def relative_error(got, want):
   return float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want)))
 
 
-def control_inputs(rng, batch, frames, height, width, expression_dim=512):
+def control_inputs(rng, batch, frames, height, width, expression_dim=512, channels=16):
   video_frames = 1 + 4 * (frames - 1)
   return dict(
-      reference=jnp.asarray(rng.standard_normal((batch, height, width, 16)), jnp.float32),
-      normals=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
-      warped=jnp.asarray(rng.standard_normal((batch, frames, height, width, 16)), jnp.float32),
+      reference=jnp.asarray(rng.standard_normal((batch, height, width, channels)), jnp.float32),
+      normals=jnp.asarray(rng.standard_normal((batch, frames, height, width, channels)), jnp.float32),
+      warped=jnp.asarray(rng.standard_normal((batch, frames, height, width, channels)), jnp.float32),
       rays=jnp.asarray(rng.standard_normal((batch, frames, height, width, 4 * 8 * 8 * 6)), jnp.float32),
       expression=jnp.asarray(rng.standard_normal((batch, video_frames, expression_dim)), jnp.float32),
       head_pose=jnp.asarray(rng.standard_normal((batch, video_frames, 10)), jnp.float32))

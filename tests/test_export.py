@@ -15,8 +15,9 @@ from flax import nnx
 from fp_jax.diffusion import flow, samplers
 from fp_jax.export import export_run, import_run, torch_dit, torch_motion, torch_vae
 from fp_jax.train import trainer as trainer_lib
+from configs import tiny
 from tests import dit_helpers as helpers
-from tests.test_trainer import train_config
+from tests.test_trainer import WAN_CHANNELS, train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,13 +79,17 @@ def jax_models(root, names=("dit", "vae", "motion")):
   return models
 
 
+# The latent channels of the tiny config's VAE, which the runs exported here read and write.
+CHANNELS = tiny.get_config("dit").vae.z_dim
+
+
 def dit_inputs(seed, controls=True):
   rng = np.random.default_rng(seed)
-  latents = rng.standard_normal((2, 2, 4, 4, 16)).astype(np.float32)
+  latents = rng.standard_normal((2, 2, 4, 4, CHANNELS)).astype(np.float32)
   timestep = np.array([300.0, 800.0], np.float32)
   inputs = dict(latents=latents, timestep=timestep)
   if controls:
-    inputs.update({k: np.asarray(v) for k, v in helpers.control_inputs(rng, 2, 2, 4, 4).items()})
+    inputs.update({k: np.asarray(v) for k, v in helpers.control_inputs(rng, 2, 2, 4, 4, channels=CHANNELS).items()})
     inputs["keep"] = {"reference": np.array([1.0, 0.0]), "expression": np.array([1.0, 1.0]),
                       "pose": np.array([0.0, 1.0]), "camera": np.array([1.0, 0.0])}
   return inputs
@@ -162,7 +167,7 @@ def test_the_wan_core_loads_into_diffusers_strictly_and_agrees(runs):
   reference.load_state_dict(core, strict=True)
   mirror = torch_dit.PortraitTransformer.from_export(runs / "exported")
   rng = np.random.default_rng(4)
-  latents = rng.standard_normal((1, 2, 4, 4, 16)).astype(np.float32)
+  latents = rng.standard_normal((1, 2, 4, 4, CHANNELS)).astype(np.float32)
   context = rng.standard_normal((1, 3, config["model"]["text_dim"])).astype(np.float32)
   timestep = np.array([500.0], np.float32)
   with torch.no_grad():
@@ -249,7 +254,7 @@ def test_import_then_export_gives_back_the_same_tensors_bit_for_bit(data_dir, tm
   reference = helpers.diffusers_wan_model(64, 4, 2, ffn_dim=128, text_dim=64, seed=9)
   reference.save_pretrained(tmp_path / "wan", safe_serialization=True, max_shard_size="100KB")
   assert os.path.isfile(tmp_path / "wan" / "diffusion_pytorch_model.safetensors.index.json")  # sharded
-  config = train_config(data_dir, "dit")
+  config = train_config(data_dir, "dit", **WAN_CHANNELS)
   import_run.import_weights(str(tmp_path / "wan"), config, str(tmp_path / "run"))
   export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
   exported = load_file(tmp_path / "out" / "model.safetensors")

@@ -113,8 +113,8 @@ def test_the_dit_task_refuses_a_model_that_does_not_read_the_vaes_latents():
   from fp_jax.train.tasks.dit_task import DiTTask  # pylint: disable=g-import-not-at-top
   from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(InputError, match=r"model.in_channels \(16\) must equal vae.z_dim \(32\)"):
-    DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32}))
+    DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32, "model.in_channels": 16, "model.out_channels": 16}))
   with pytest.raises(InputError, match=r"model.out_channels \(16\) must equal vae.z_dim \(32\)"):
-    DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32, "model.in_channels": 32}))
+    DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32, "model.in_channels": 32, "model.out_channels": 16}))
   task = DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32, "model.in_channels": 32, "model.out_channels": 32}))
   assert task.model_config.in_channels == task.model_config.out_channels == 32

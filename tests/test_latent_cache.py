@@ -80,7 +80,7 @@ def test_dit_training_reads_the_cache(cache, tmp_path):
   assert int(state["step"]) == 3 and int(state["skipped"]) == 0
   assert os.path.isfile(tmp_path / "run" / "samples" / "step_00000003.mp4")
   batch = next(input_pipeline.make_iterator(config.input))
-  assert batch["latents"].shape == (8, 2, 4, 4, 16) and batch["rays"].shape == (8, 2, 4, 4, 1536)
+  assert batch["latents"].shape == (8, 2, 4, 4, config.vae.z_dim) and batch["rays"].shape == (8, 2, 4, 4, 1536)
 
 
 def test_a_cache_from_other_frozen_weights_or_windows_is_refused(cache, tmp_path):

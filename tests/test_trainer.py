@@ -18,6 +18,10 @@ from fp_jax.train import trainer as trainer_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# A Wan checkpoint reads and writes Wan's 16 latent channels; the tiny config's VAE has 32.
+WAN_CHANNELS = {"vae.z_dim": 16, "model.in_channels": 16, "model.out_channels": 16}
+
+
 def train_config(data_dir, task, **overrides):
   config = tiny.get_config(task)
   config.input.data_dir = data_dir
@@ -342,7 +346,7 @@ def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):
   from tests import dit_helpers as helpers  # pylint: disable=g-import-not-at-top
   reference = helpers.diffusers_wan_model(64, 4, 2, ffn_dim=128, text_dim=64, seed=3)
   reference.save_pretrained(tmp_path / "transformer", safe_serialization=True)
-  config = train_config(data_dir, "dit", total_steps=1)
+  config = train_config(data_dir, "dit", total_steps=1, **WAN_CHANNELS)
   config.init.diffusers_checkpoint = str(tmp_path / "transformer")
   trainer = trainer_lib.Trainer(config, str(tmp_path / "run"))
   try:
@@ -351,10 +355,11 @@ def test_dit_starts_from_a_diffusers_wan_checkpoint(data_dir, tmp_path):
   finally:
     trainer.close()
   rng = np.random.default_rng(0)
-  latents = rng.standard_normal((1, 2, 4, 4, 16)).astype(np.float32)
+  channels = config.vae.z_dim
+  latents = rng.standard_normal((1, 2, 4, 4, channels)).astype(np.float32)
   timestep = np.array([500.0], np.float32)
   context = rng.standard_normal((1, 3, 64)).astype(np.float32)
-  controls = helpers.control_inputs(rng, 1, 2, 4, 4)
+  controls = helpers.control_inputs(rng, 1, 2, 4, 4, channels=channels)
   # The tiny DiT runs the flow relative to the warped portrait (model.reference_residual and
   # warped_reference): Wan reads the latents less (1 - s) times it, and the velocity is its answer
   # less it; the first frame's base is the portrait itself.
