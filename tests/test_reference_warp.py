@@ -33,23 +33,30 @@ def _render(faces, vertices, albedo, cams):
                                                        albedo=albedo, lighting=FLAT)
 
 
-def test_the_warped_portrait_matches_a_render_of_the_turned_head(textured_sphere):
+def _portrait_turned(textured_sphere, degrees, fill_holes=True):
+  """The sphere's portrait, a render of it turned by `degrees`, and the portrait warped onto that
+  turn (`[H, W, 3]` and `[H, W]`)."""
   vertices, faces, albedo, cams = textured_sphere
   portrait = _render(faces, vertices, albedo, cams)["rgb"]
-  turned, _ = _turned(vertices, 25.0)
+  turned, _ = _turned(vertices, degrees)
   target = _render(faces, turned, albedo, cams)
   warped, valid = warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0],
-                                 turned[None], cams.intrinsics, cams.extrinsics)
-  carried = valid[0] & (target["mask"] > 0)
+                                 turned[None], cams.intrinsics, cams.extrinsics, fill_holes)
+  return portrait, target, warped[0], valid[0]
+
+
+def test_the_warped_portrait_matches_a_render_of_the_turned_head(textured_sphere):
+  portrait, target, warped, valid = _portrait_turned(textured_sphere, 25.0)
+  carried = valid & (target["mask"] > 0)
   assert carried.sum() > 0.6 * (target["mask"] > 0).sum()
-  error = np.abs(warped[0].astype(float) - target["rgb"].astype(float))[carried]
+  error = np.abs(warped.astype(float) - target["rgb"].astype(float))[carried]
   repeated = np.abs(portrait.astype(float) - target["rgb"].astype(float))[carried]
   # Bilinear resampling of a 64-pixel render: a grey level or two on average, where the portrait
   # itself is off by ~10x that.
   assert np.mean(error) < 2.0 and np.mean(repeated) > 10 * np.mean(error)
   # Pixels off the mesh keep the portrait's own.
   off_mesh = target["mask"] == 0
-  assert np.array_equal(warped[0][off_mesh], portrait[off_mesh])
+  assert np.array_equal(warped[off_mesh], portrait[off_mesh])
 
 
 def test_points_the_portrait_cannot_see_are_not_carried(textured_sphere):
@@ -74,13 +81,7 @@ def test_points_the_portrait_cannot_see_are_not_carried(textured_sphere):
 
 
 def test_mesh_pixels_the_portrait_cannot_show_take_the_nearest_carried_colour(textured_sphere):
-  vertices, faces, albedo, cams = textured_sphere
-  portrait = _render(faces, vertices, albedo, cams)["rgb"]
-  turned, _ = _turned(vertices, 40.0)
-  target = _render(faces, turned, albedo, cams)
-  warped, valid = warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0],
-                                 turned[None], cams.intrinsics, cams.extrinsics)
-  warped, valid = warped[0], valid[0]
+  portrait, target, warped, valid = _portrait_turned(textured_sphere, 40.0)
   holes = (target["mask"] > 0) & ~valid
   assert holes.sum() > 50
   carried = np.argwhere(valid)
@@ -92,9 +93,8 @@ def test_mesh_pixels_the_portrait_cannot_show_take_the_nearest_carried_colour(te
   error = lambda image: np.abs(image.astype(float) - target["rgb"].astype(float))[holes].mean()
   assert error(warped) < error(portrait)
   # Unfilled (warp version 1): every pixel not carried keeps the portrait's own; carried ones agree.
-  unfilled, _ = warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0], turned[None],
-                               cams.intrinsics, cams.extrinsics, fill_holes=False)
-  assert np.array_equal(unfilled[0][~valid], portrait[~valid]) and np.array_equal(unfilled[0][valid], warped[valid])
+  _, _, unfilled, _ = _portrait_turned(textured_sphere, 40.0, fill_holes=False)
+  assert np.array_equal(unfilled[~valid], portrait[~valid]) and np.array_equal(unfilled[valid], warped[valid])
 
 
 def test_a_bad_portrait_is_refused(textured_sphere):
