@@ -162,7 +162,7 @@ class DiT(nnx.Module):
       parts.append(warped * per_example(self._warp_keep(keep, batch)))
     return self.condition_embedding(self._patchify(jnp.concatenate(parts, axis=-1), grid))
 
-  def _residual_base(self, reference, warped, keep):
+  def residual_base(self, reference, warped, keep):
     """What `reference_residual` measures frames from: the portrait, or where the warped portrait
     is kept, the portrait carried to each frame (the first frame is the portrait's own)."""
     if not self.config.warped_reference or warped is None:
@@ -221,7 +221,7 @@ class DiT(nnx.Module):
 
     pt, ph, pw = config.patch
     grid = TokenGrid.for_shards(frames // pt, height // ph, width // pw, shards("length"))
-    base = self._residual_base(reference, warped, keep) if controls else None
+    base = self.residual_base(reference, warped, keep) if controls else None
     noisy = preconditioning.network_input(config, latents, timestep, base)
     noisy = noisy.at[:, 0].set(0) if controls else noisy
     tokens = self.patch_embedding(self._patchify(noisy.astype(dtype), grid))

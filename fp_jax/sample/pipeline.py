@@ -271,7 +271,7 @@ class Pipeline:
       shape = (1, total_latents) + reference.shape[1:]
       x = jax.jit(lambda key: jax.random.normal(key, shape), out_shardings=self.replicated)(jax.random.key(seed))
       if self.start_level < 1.0:
-        x = self._noised_start(x, reference, device, window_plan, drop)
+        x = self._noised_start(x, device, window_plan, drop)
       previous = jnp.zeros_like(x)
       sigmas = np.asarray(flow.sampling_sigmas(int(sample.steps), float(sample.shift), self.start_level), np.float32)
       previous_step = np.float32(0.0)
@@ -283,15 +283,16 @@ class Pipeline:
         previous_step = np.float32(sigmas[index + 1] - sigmas[index])
       return jnp.concatenate([reference[:, None], x], axis=1)
 
-  def _noised_start(self, noise, reference, device, window_plan, drop):
+  def _noised_start(self, noise, device, window_plan, drop):
     """The flow's state at `start_level` on the way from what the model measures its frames from
-    (SDEdit): the portrait warped onto each frame where the model reads the warp and the branch
-    keeps it (a warp carries the pose and the reference, so it is withheld with either), else the
-    portrait itself; the rest is `noise`."""
-    if "warped" in device and not {"reference", "pose"} & set(drop):
-      base = windows.merge(device["warped"][:, 1:], window_plan, noise.shape[0])
+    in the `all` branch (SDEdit; `DiT.residual_base`: the warped portrait where the model reads
+    it and `drop` keeps it, else the portrait itself); the rest is `noise`."""
+    keep = guidance_lib.branch_keeps(("all",), window_plan.count, drop)
+    base = self.models.dit.residual_base(device["reference"], device.get("warped"), keep)
+    if base.ndim == noise.ndim - 1:  # the portrait alone, one latent frame for every frame
+      base = jnp.broadcast_to(base[:1, None], noise.shape)
     else:
-      base = jnp.broadcast_to(reference[:, None], noise.shape)
+      base = windows.merge(base[:, 1:], window_plan, noise.shape[0])
     return flow.noised_start(base, noise, self.start_level)
 
   def reconstruct(self, frames):

@@ -95,8 +95,8 @@ class DiTTask:
   def sample(self, model, frozen, batch, key, steps):
     """The clip generated from noise under the batch's conditions (Euler, `steps` steps), beside
     the real one. Its first frame is the reference image, as at inference. Below a
-    `sample.start_level` of 1 it starts, as fp-sample does, from the warped portrait (or the
-    portrait) noised to that level."""
+    `sample.start_level` of 1 it starts, as fp-sample does, from what the model measures its frames
+    from (`DiT.residual_base`) noised to that level."""
     conditions = self.conditions(frozen, batch)
     target = conditions.pop("latents")
     batch_size = target.shape[0]
@@ -107,8 +107,9 @@ class DiTTask:
     start = float(self.config.sample.get("start_level", 1.0))
     noise = jax.random.normal(key, target.shape)
     if start < 1.0:
-      base = conditions["warped"] if "warped" in conditions else conditions["reference"][:, None]
-      noise = flow.noised_start(jnp.broadcast_to(base, target.shape), noise, start)
+      base = model.residual_base(conditions["reference"], conditions.get("warped"), conditions["keep"])
+      noise = flow.noised_start(jnp.broadcast_to(base if base.ndim == target.ndim else base[:, None], target.shape),
+                                noise, start)
     sigmas = flow.sampling_sigmas(steps, self.config.diffusion.shift, start)
     latents = samplers.solve(velocity, noise, sigmas, "euler")
     latents = latents.at[:, 0].set(conditions["reference"])
