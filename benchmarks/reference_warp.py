@@ -8,9 +8,10 @@ regenerated from its own motion and cameras; PSNR (dm-pix, fp-eval's metric) on 
 - `repeated_portrait_psnr_db`: the portrait repeated (fp-eval's baseline);
 - `warped_portrait_psnr_db`: the portrait warped onto every frame through the clip's own mesh
   (data_pipeline/reference_warp.py), and `warped_template_psnr_db` through the template head
-  (shape 0: what tracking without a fitted shape gives), with the share of pixels carried, and
-  `warped_portrait_unfilled_psnr_db`: the first with its holes (mesh pixels the portrait cannot
-  show) left as the portrait's own pixels, as warp version 1 left them;
+  (shape 0: what tracking without a fitted shape gives), with the share of pixels carried;
+  `warped_portrait_no_background_fill_psnr_db`: the first with the background its head covered
+  left as the portrait's head, as warp version 2 left it; `warped_portrait_unfilled_psnr_db`:
+  its mesh pixels the portrait cannot show left as the portrait's own too, as version 1 left them;
 - with --vae=RUN (a trained vae run, e.g. outputs/demo/vae), each of them and the real clip
   through that VAE (encode, decode): what a generator in its latent space would score if it
   reproduced them exactly (`*_through_vae_psnr_db`; the real clip's is fp-eval's ceiling row);
@@ -35,12 +36,12 @@ from data_pipeline.template_head import build_template  # pylint: disable=g-impo
 from fp_jax.eval import evaluate, metrics  # pylint: disable=g-import-not-at-top
 
 
-def warped_clip(model, clip, shape, fill_holes=True):
+def warped_clip(model, clip, shape, **fill):
   vertices = controls.pose_vertices(model, shape, clip["expression"], clip["head_pose"], clip["head_scale"])
   frames = np.asarray(clip["frames"])
   return reference_warp.warp_reference(model.f, frames[0], vertices[0], clip["intrinsics"][0],
                                        clip["extrinsics"][0], vertices, clip["intrinsics"], clip["extrinsics"],
-                                       fill_holes)
+                                       **fill)
 
 
 def vae_round_trip(workdir):
@@ -99,7 +100,9 @@ def main():
       videos[name], valid = warped_clip(model, clip, shape)
       seconds.append(time.perf_counter() - start)
       carried[name].append(valid[1:].mean())
-    videos["warped_portrait_unfilled"] = warped_clip(model, clip, clip["shape"], fill_holes=False)[0]
+    videos["warped_portrait_no_background_fill"] = warped_clip(model, clip, clip["shape"], fill_background=False)[0]
+    videos["warped_portrait_unfilled"] = warped_clip(model, clip, clip["shape"], fill_holes=False,
+                                                     fill_background=False)[0]
     if through_vae:
       videos.update({f"{name}_through_vae": through_vae(video) for name, video in list(videos.items())})
       videos["real_through_vae"] = through_vae(real)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data_pipeline import examples, input_pipeline, latent_cache
+from data_pipeline import examples, input_pipeline, latent_cache, reference_warp
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 from data_pipeline.template_head import build_template
@@ -102,7 +102,7 @@ def test_a_cache_from_other_frozen_weights_or_windows_is_refused(cache, tmp_path
   metadata = json.loads((older / "metadata.json").read_text())
   del metadata["warp_version"]
   (older / "metadata.json").write_text(json.dumps(metadata))
-  with pytest.raises(InputError, match="made by warp version 1, this code makes version 2"):
+  with pytest.raises(InputError, match=f"made by warp version 1, this code makes version {reference_warp.WARP_VERSION}"):
     older_config = copy.deepcopy(config.input)
     older_config.cached_latents = str(older)
     input_pipeline.make_dataset(older_config)

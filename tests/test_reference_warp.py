@@ -97,6 +97,37 @@ def test_mesh_pixels_the_portrait_cannot_show_take_the_nearest_carried_colour(te
   assert np.array_equal(unfilled[~valid], portrait[~valid]) and np.array_equal(unfilled[valid], warped[valid])
 
 
+def test_background_the_portraits_head_covered_takes_its_nearest_background_colour(textured_sphere):
+  vertices, faces, albedo, cams = textured_sphere
+  render = _render(faces, vertices, albedo, cams)
+  head = render["mask"] > 0
+  # A background that changes across the picture, so the nearest background pixel is the only
+  # right one.
+  rows, columns = np.mgrid[:SIZE, :SIZE]
+  backdrop = np.stack([4 * columns, 4 * rows, 255 - 2 * (rows + columns) // 2], -1).clip(0, 255).astype(np.uint8)
+  portrait = np.where(head[..., None], render["rgb"], backdrop)
+  moved = vertices + np.array([0.12, 0.0, 0.0])  # the head steps aside: part of the backdrop shows
+  target = _render(faces, moved, albedo, cams)
+  target_rgb = np.where((target["mask"] > 0)[..., None], target["rgb"], backdrop)
+  warp = lambda **fill: warp_reference(faces, portrait, vertices, cams.intrinsics[0], cams.extrinsics[0],
+                                       moved[None], cams.intrinsics, cams.extrinsics, **fill)[0][0]
+  warped, unfilled = warp(), warp(fill_background=False)
+  uncovered = head & (target["mask"] == 0)
+  assert uncovered.sum() > 50
+  background = np.argwhere(~head)
+  for y, x in np.argwhere(uncovered):  # brute force: the portrait's background pixels nearest to it
+    distance = np.sum(np.square(background - (y, x)), axis=1)
+    nearest = background[distance == distance.min()]
+    assert any(np.array_equal(warped[y, x], portrait[a, b]) for a, b in nearest), (y, x)
+  # Nearer the truth than the head the portrait shows there (the backdrop changes by up to 4 grey
+  # levels a pixel, and the nearest background pixel is a few pixels away).
+  error = lambda image: np.abs(image.astype(float) - target_rgb.astype(float))[uncovered].mean()
+  assert error(warped) < 0.25 * error(unfilled)
+  # Without the fill (warp version 2) they keep the portrait's head; every other pixel is the same.
+  assert np.array_equal(unfilled[uncovered], portrait[uncovered])
+  assert np.array_equal(unfilled[~uncovered], warped[~uncovered])
+
+
 def test_a_bad_portrait_is_refused(textured_sphere):
   vertices, faces, _, cams = textured_sphere
   with pytest.raises(InputError, match="uint8"):
