@@ -36,6 +36,53 @@ def test_code_error_is_relative_to_the_spread():
   assert metrics.code_error(np.repeat(target.mean(axis=0, keepdims=True), 50, 0), target) == pytest.approx(0.92, abs=0.1)
 
 
+def test_normal_agreement_is_the_angle_between_normals_and_the_heads_overlap():
+  from data_pipeline import renderer  # pylint: disable=g-import-not-at-top
+  normals = np.zeros((2, 8, 8, 3))
+  normals[..., 2] = -1.0  # facing the camera (OpenCV: +z looks away from it)
+  tilt = np.radians(20.0)
+  tilted = np.zeros_like(normals)
+  tilted[..., 0], tilted[..., 2] = np.sin(tilt), -np.cos(tilt)
+  mask = np.zeros((2, 8, 8), np.uint8)
+  mask[:, 2:6, 2:6] = 1  # 16 pixels a frame
+  shifted = np.roll(mask, 2, axis=2)  # 8 of them shared, 24 covered by either
+  encode = lambda n, m: renderer.encode_normals(n, m > 0)
+  assert metrics.normal_agreement(encode(normals, mask), mask, encode(normals, mask), mask) == (0.0, 1.0)
+  angle, iou = metrics.normal_agreement(encode(tilted, shifted), shifted, encode(normals, mask), mask)
+  assert angle == pytest.approx(20.0, abs=0.5) and iou == pytest.approx(8 / 24)
+
+
+def test_the_head_the_pose_encoder_reads_is_rendered_through_the_frames_camera(data_dir):
+  from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
+  from fp_jax.sample import inputs  # pylint: disable=g-import-not-at-top
+  clip = records.ClipRecords(data_dir, "tiny", "test")[0]
+  tracking = inputs._clip_tracking(clip, slice(None))  # pylint: disable=protected-access
+  heads = evaluate.HeadRenders(build_template(), tracking, *np.asarray(clip["frames"]).shape[1:3])
+  frames = slice(1, None)
+  tracked = heads.tracked(frames)
+  # A perfect reading (the tracked pose as each frame's camera sees it) renders the stored maps.
+  truth = head_pose.to_camera_frame(head_pose.pose_vector(tracking["head_pose"], tracking["head_scale"]),
+                                    tracking["extrinsics"])[frames]
+  read = heads.read(truth, frames)
+  error, iou = metrics.normal_agreement(*read, *tracked)
+  # (float32 pose vectors: a rare normal lands in the next uint8 step, 0.45 degrees away)
+  assert error < 0.05 and iou == pytest.approx(1.0, abs=1e-3)
+  stored = np.asarray(clip["normals"])[frames], np.asarray(clip["mask"])[frames]
+  error, iou = metrics.normal_agreement(*read, *stored)
+  assert error < 2.0 and iou > 0.98
+  # Readings turned off the truth about the camera's vertical axis disagree more the more they
+  # turn (less than the turn itself: each pixel then sees another point of the curved surface).
+  rotation = head_pose.rotation_from_6d(truth[:, :6])
+
+  def turned_by(degrees):
+    turn = axis_angle_to_matrix(np.array([0.0, np.radians(degrees), 0.0]))
+    turned = np.concatenate([head_pose.rotation_to_6d(turn @ rotation), truth[:, 6:]], axis=-1)
+    return metrics.normal_agreement(*heads.read(turned, frames), *tracked)
+
+  (error5, iou5), (error10, iou10) = turned_by(5.0), turned_by(10.0)
+  assert 1.0 < error5 < error10 < 10.0 and iou10 < iou5 < 1.0
+
+
 def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_path):
   from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
@@ -45,7 +92,7 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
   summary, rows = evaluate.evaluate(config, models, mesh, DEFAULT_RULES, "test", 1, 0, ablations=("pose",))
   assert len(rows) == 1
-  for key in ("psnr", "ssim", "pose_error_deg", "expression_error"):
+  for key in ("psnr", "ssim", "pose_error_deg", "expression_error", "view_normal_error_deg", "view_mask_iou"):
     for prefix in ("", "baseline_", "without_pose_"):
       assert np.isfinite(summary[prefix + key])
   # The baseline is the first frame repeated: its PSNR, by the definition, from the stored clip.
@@ -75,6 +122,7 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   assert "1 clip of 1 person; reproduce with `fp-eval ...` (seed 0)." in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
   assert "| portrait warped by the tracked mesh, through the VAE |" in open(markdown_path).read()
+  assert "view: normal error (deg) (lower) | view: head IoU (higher) |" in open(markdown_path).read()
 
 
 def test_evaluation_takes_one_clip_of_each_identity_in_turn():

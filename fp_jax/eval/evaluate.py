@@ -9,7 +9,12 @@ regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras
 - `pose_error_deg`: head-rotation angle between the pose encoder's reading of the generated
   frames and of the real ones (both through the same encoder, so its own bias cancels);
 - `expression_error`: distance between expression codes of generated and real frames, relative
-  to the codes' spread (1.0: as far as a random other frame).
+  to the codes' spread (1.0: as far as a random other frame);
+- `view_normal_error_deg`, `view_mask_iou`: camera and view consistency. The head as the pose
+  encoder reads it in the generated frames (rotation, translation and scale, as the frame's
+  camera sees it) is rendered as a normal map through that camera, with the clip's shape and
+  expression, and set against the normal map of the tracked head: the mean angle between their
+  normals where both show the head, and the overlap of the pixels they cover.
 
 Baselines: the portrait repeated (`baseline_*`), and the model with one control withheld in
 every guidance branch (`without_expression`, `without_pose`, `without_camera`). The real clip
@@ -19,8 +24,9 @@ through the VAE (`warp_*`), is scored too: the model reads it and measures its f
 """
 import numpy as np
 
-from data_pipeline import records
+from data_pipeline import head_pose, records, world
 from data_pipeline.errors import require
+from data_pipeline.template_head import build_template
 from fp_jax.eval import metrics
 from fp_jax.sample import inputs, pipeline
 
@@ -38,13 +44,45 @@ def clip_order(clips):
   return [indices[k] for k in range(rounds) for indices in by_identity.values() if k < len(indices)]
 
 
-def _scores(job, video, real, real_codes, real_poses, tracking):
+# Head scales the encoder reads are kept in sampling's range before rendering (fp_jax/sample).
+SCALE_RANGE = (0.5, 2.0)
+
+
+class HeadRenders:
+  """Normal maps of the clip's head (its shape and tracked expression) through its cameras, posed
+  as given or as the pose encoder reads it."""
+
+  def __init__(self, model, tracking, height, width):
+    self.model, self.tracking = model, tracking
+    self.spec = world.ClipSpec(height, width)
+
+  def render(self, pose, scale, frames):
+    t = {key: value[frames] for key, value in self.tracking.items() if key != "shape"}
+    return world.render_normals(self.model, self.tracking["shape"], t["expression"], pose, scale,
+                                t["intrinsics"], t["extrinsics"], self.spec)
+
+  def tracked(self, frames):
+    return self.render(self.tracking["head_pose"][frames], self.tracking["head_scale"][frames], frames)
+
+  def read(self, camera_vectors, frames):
+    """The head posed by camera-frame pose vectors `[T, 10]` (the pose encoder's), via the world."""
+    vectors = head_pose.from_camera_frame(np.asarray(camera_vectors, np.float64),
+                                          self.tracking["extrinsics"][frames])
+    pose, scale = head_pose.pose_from_vector(vectors)
+    return self.render(pose, np.clip(scale, *SCALE_RANGE), frames)
+
+
+def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals):
   """Scores of `video` against the real clip on frames 1..N-1 (frame 0 is the portrait itself)."""
   crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin)
   psnr, ssim = metrics.image_scores(video[1:], real[1:])
+  poses = job.encode_crops("pose", crops)[1:]
+  frames = slice(1, len(video))
+  normal_error, mask_iou = metrics.normal_agreement(*heads.read(poses, frames), *target_normals)
   return dict(psnr=psnr, ssim=ssim,
-              pose_error_deg=metrics.pose_error_deg(job.encode_crops("pose", crops)[1:], real_poses[1:]),
-              expression_error=metrics.code_error(job.encode_crops("expression", crops)[1:], real_codes[1:]))
+              pose_error_deg=metrics.pose_error_deg(poses, real_poses[1:]),
+              expression_error=metrics.code_error(job.encode_crops("expression", crops)[1:], real_codes[1:]),
+              view_normal_error_deg=normal_error, view_mask_iou=mask_iou)
 
 
 def _generate(job, conditions, seed, drop=()):
@@ -59,6 +97,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
           f"evaluation compares with the stored frames: sample at their size {clips.height}x{clips.width} "
           f"(--config.sample.height/width), not {height}x{width}")
   job = pipeline.Pipeline(config, models, mesh, rules)
+  template = build_template()
   rows = []
   for index in clip_order(clips)[:max_clips]:
     request = pipeline.Request(image=f"clip:{split}/{index}@0", driving=f"clip:{split}/{index}",
@@ -68,7 +107,9 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     tracking = inputs._clip_tracking(clip, slice(None))  # pylint: disable=protected-access
     real_crops = inputs.face_crops(real, tracking, job.crop_size, job.crop_margin)
     real_codes, real_poses = job.encode_crops("expression", real_crops), job.encode_crops("pose", real_crops)
-    score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking)
+    heads = HeadRenders(template, tracking, height, width)
+    target_normals = heads.tracked(slice(1, len(real)))
+    score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals)
     row = {"clip": index, "identity": int(clip["identity"])}
     conditions = job.prepare(request)  # once per clip: the model and its ablations share it
     row.update(score(_generate(job, conditions, seed)))

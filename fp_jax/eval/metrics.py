@@ -1,9 +1,10 @@
-"""Per-video metrics: image similarity (dm-pix), head-pose angle, expression-code distance."""
+"""Per-video metrics: image similarity (dm-pix), head-pose angle, expression-code distance, and
+normal-map agreement."""
 import dm_pix
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipeline import head_pose
+from data_pipeline import head_pose, renderer
 
 
 def image_scores(generated, target):
@@ -32,3 +33,13 @@ def code_error(codes, target_codes):
   codes, target_codes = np.asarray(codes, np.float64), np.asarray(target_codes, np.float64)
   spread = np.sqrt(np.mean(np.sum(np.square(target_codes - target_codes.mean(axis=0)), axis=-1))) + 1e-9
   return float(np.mean(np.linalg.norm(codes - target_codes, axis=-1)) / spread)
+
+
+def normal_agreement(normals, masks, target_normals, target_masks):
+  """How well two videos of stored normal maps agree (`uint8 [N, H, W, 3]`, masks `[N, H, W]`,
+  nonzero on the mesh): the mean angle in degrees between unit normals where both show the mesh,
+  and the masks' intersection over union (1: the head covers the same pixels)."""
+  both, either = (masks > 0) & (target_masks > 0), (masks > 0) | (target_masks > 0)
+  cos = np.sum(renderer.decode_normals(normals)[both] * renderer.decode_normals(target_normals)[both], axis=-1)
+  angle = float(np.degrees(np.mean(np.arccos(np.clip(cos, -1.0, 1.0))))) if both.any() else 180.0
+  return angle, float(both.sum() / max(either.sum(), 1))

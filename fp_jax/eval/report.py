@@ -3,7 +3,8 @@ import json
 import os
 
 METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
-           ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"))
+           ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"),
+           ("view_normal_error_deg", "view: normal error (deg)", "lower"), ("view_mask_iou", "view: head IoU", "higher"))
 
 
 def _write(path, text):
