@@ -14,22 +14,22 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, three 
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --clips=8 --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 22 to about 42 minutes on a 2-core machine, as fast as its cores are that hour.
-The run of 5 December 2026 (world 1.4.0), its dataset and motion run kept, took 13 min 17 s,
-minutes per stage (from its files' times): VAE 2.0, latent cache 2.6 (each clip's 5 reference
-candidates warped and encoded), DiT 6.1, sampling 0.5, evaluation 1.4 (8 clips); with the
-dataset and previews (0.65) and the motion stage (8.55, 10000 people) of the run before, about
-22.5 minutes from empty. Its report on 8 test clips of 4 people: PSNR 24.784 dB against the
-repeated portrait's 22.677 (+2.11), pose error 6.857 against 13.552 degrees (0.51x); the warped
-portrait through the VAE 25.340 dB and 7.113 degrees; the real clips through it 27.797 dB and 3.525
-degrees. Until the evaluation took one clip of each person in turn it scored the split's first 4
-clips, all one person's. On a slow afternoon a whole run (then with 10000 people, each input
-worker rendering every one) took 39 min 16 s: dataset 1.4, VAE 4.3, motion 14.8 (13 of them for
-the first 400 steps, which waited for renders), latent cache 2.4, DiT 13.0, sampling 1.0,
-evaluation 2.3. Its unchanged stages ran 1.8x slower than that evening's (VAE 4.3 against 2.4, DiT
-13.0 against 7.0), which would put a run at about 42 minutes on such an afternoon. Any field can be
-overridden: `--config.optim.learning_rate=3e-4 --config.total_steps=200`. Every field and its
-meaning: configs/common.py.
+one device), in 23 to about 42 minutes on a 2-core machine, as fast as its cores are that hour.
+The run of 5 December 2026 (world 1.4.0, warp version 3, 64 latent channels), from an empty
+folder, took 23 min 12 s, minutes per stage (from its files' times): dataset and previews 0.65,
+VAE 2.7, motion 8.6 (10000 people), latent cache 2.7 (each clip's 5 reference candidates warped
+and encoded), DiT 6.5, sampling 0.5, evaluation 1.6 (8 clips). Its report on 8 test clips of 4
+people: PSNR 27.006 dB against the repeated portrait's 22.677 (+4.33), pose error 3.627 against
+13.552 degrees (0.27x); the warped portrait through the VAE 28.139 dB and 3.339 degrees (the DiT
+scores below the warp it reads); the real clips through it 29.751 dB and 2.722 degrees. The run
+before (32 channels, warp version 2): +2.11 dB, 0.51x. Until the evaluation took one clip of each
+person in turn it scored the split's first 4 clips, all one person's. On a slow afternoon a whole
+run (then with 10000 people, each input worker rendering every one) took 39 min 16 s: dataset
+1.4, VAE 4.3, motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent
+cache 2.4, DiT 13.0, sampling 1.0, evaluation 2.3. Its unchanged stages ran 1.8x slower than that
+evening's (VAE 4.3 against 2.4, DiT 13.0 against 7.0), which would put a run at about 42 minutes
+on such an afternoon. Any field can be overridden: `--config.optim.learning_rate=3e-4
+--config.total_steps=200`. Every field and its meaning: configs/common.py.
 """
 from configs import common
 
