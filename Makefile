@@ -10,10 +10,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,torch,tpu]'
+	# The reference LPIPS for tests/test_lpips.py, without the torchvision it asks for: PyPI's is
+	# built for CUDA and does not load beside the CPU torch (the test declares AlexNet's layers).
+	$(BIN)/python -m pip install --quiet --no-deps lpips==0.1.4
 	touch $@
 
 # The whole system on the CPU, with the same commands a TPU user types (configs/tiny.py):

@@ -7,7 +7,7 @@ import pytest
 from data_pipeline import records
 from data_pipeline.lbs import axis_angle_to_matrix
 from data_pipeline import head_pose
-from fp_jax.eval import evaluate, metrics, report
+from fp_jax.eval import evaluate, lpips, metrics, report
 from fp_jax.sample import pipeline
 from tests.test_sample import runs, sample_config  # pylint: disable=unused-import  # the fixture
 
@@ -90,7 +90,18 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   config = sample_config(data_dir, runs)
   mesh = mesh_lib.make_mesh(config.mesh)
   models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
-  summary, rows = evaluate.evaluate(config, models, mesh, DEFAULT_RULES, "test", 1, 0, ablations=("pose",))
+  # LPIPS weights of the right shapes (their values do not matter here: tests/test_lpips.py).
+  rng = np.random.default_rng(3)
+  widths = (3, 64, 192, 384, 256, 256)
+  kernels = (11, 5, 3, 3, 3)
+  lpips_params = {}
+  for layer, (index, _, _) in enumerate(lpips.CONVOLUTIONS):
+    lpips_params[f"conv{index}.weight"] = rng.normal(0, 0.05, (widths[layer + 1], widths[layer], kernels[layer], kernels[layer]))
+    lpips_params[f"conv{index}.bias"] = np.zeros(widths[layer + 1])
+    lpips_params[f"lin{layer}"] = rng.uniform(0, 1, (1, widths[layer + 1], 1, 1))
+  lpips_params = {name: value.astype(np.float32) for name, value in lpips_params.items()}
+  summary, rows = evaluate.evaluate(config, models, mesh, DEFAULT_RULES, "test", 1, 0, ablations=("pose",),
+                                    lpips_params=lpips_params)
   assert len(rows) == 1
   for key in ("psnr", "ssim", "pose_error_deg", "expression_error", "view_normal_error_deg", "view_mask_iou"):
     for prefix in ("", "baseline_", "without_pose_"):
@@ -99,6 +110,10 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   frames = np.asarray(records.ClipRecords(data_dir, "tiny", "test")[0]["frames"], np.float64) / 255.0
   mse = np.mean((frames[1:] - frames[:1]) ** 2, axis=(1, 2, 3))
   assert summary["baseline_psnr"] == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), rel=1e-4)
+  stored = np.asarray(records.ClipRecords(data_dir, "tiny", "test")[0]["frames"])
+  repeated = np.repeat(stored[:1], len(stored), axis=0)
+  assert summary["baseline_lpips"] == pytest.approx(lpips.video_lpips(lpips_params, repeated[1:], stored[1:]), rel=1e-5)
+  assert summary["lpips"] > 0
   # The ceiling is the clip through the VAE and back, scored the same way.
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
@@ -122,7 +137,7 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   assert "1 clip of 1 person; reproduce with `fp-eval ...` (seed 0)." in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
   assert "| portrait warped by the tracked mesh, through the VAE |" in open(markdown_path).read()
-  assert "view: normal error (deg) (lower) | view: head IoU (higher) |" in open(markdown_path).read()
+  assert "view: normal error (deg) (lower) | view: head IoU (higher) | LPIPS (lower) |" in open(markdown_path).read()
 
 
 def test_evaluation_takes_one_clip_of_each_identity_in_turn():

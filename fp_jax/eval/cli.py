@@ -1,6 +1,7 @@
 r"""`fp-eval`: self-reenactment scores of a dit run on held-out identities, with baselines.
 
   fp-eval --config=configs/tiny.py --workdir=RUN --split=test --out=report.json [--clips=4]
+      [--lpips=FILE[,FILE]]
 Writes report.json (psnr, baseline_psnr, pose_error_deg, baseline_pose_error_deg, ...) and
 report.md beside it. See fp_jax/eval/evaluate.py for what is measured.
 """
@@ -21,6 +22,7 @@ flags.DEFINE_string("split", "test", "Held-out split of the config's dataset.")
 flags.DEFINE_integer("clips", 4, "Clips to evaluate: each identity's first clip in turn, then their seconds, ...")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_string("out", None, "report.json to write (report.md beside it).")
+flags.DEFINE_string("lpips", "", "LPIPS AlexNet weights (safetensors; fp_jax/eval/lpips.py): also score LPIPS.")
 FLAGS = flags.FLAGS
 
 
@@ -35,15 +37,17 @@ def main(argv):
   from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize_from_env()
   import jax  # pylint: disable=g-import-not-at-top
-  from fp_jax.eval import evaluate, report  # pylint: disable=g-import-not-at-top
+  from fp_jax.eval import evaluate, lpips, report  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel.sharding import rules_from_config  # pylint: disable=g-import-not-at-top
   from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
+  lpips_params = lpips.load(FLAGS.lpips) if FLAGS.lpips else None  # bad weights fail before any work
   config = _CONFIG.value
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_from_config(config.logical_axis_rules)
   models = models_lib.load(config, mesh, rules, FLAGS.workdir)
-  summary, rows = evaluate.evaluate(config, models, mesh, rules, FLAGS.split, FLAGS.clips, FLAGS.seed)
+  summary, rows = evaluate.evaluate(config, models, mesh, rules, FLAGS.split, FLAGS.clips, FLAGS.seed,
+                                   lpips_params=lpips_params)
   if jax.process_index() == 0:
     command = "fp-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for path in report.write(FLAGS.out, summary, rows, command, FLAGS.seed):

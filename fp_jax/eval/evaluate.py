@@ -27,7 +27,7 @@ import numpy as np
 from data_pipeline import head_pose, records, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
-from fp_jax.eval import metrics
+from fp_jax.eval import lpips, metrics
 from fp_jax.sample import inputs, pipeline
 
 ABLATIONS = ("expression", "pose", "camera")
@@ -72,24 +72,27 @@ class HeadRenders:
     return self.render(pose, np.clip(scale, *SCALE_RANGE), frames)
 
 
-def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals):
+def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params):
   """Scores of `video` against the real clip on frames 1..N-1 (frame 0 is the portrait itself)."""
   crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin)
   psnr, ssim = metrics.image_scores(video[1:], real[1:])
   poses = job.encode_crops("pose", crops)[1:]
   frames = slice(1, len(video))
   normal_error, mask_iou = metrics.normal_agreement(*heads.read(poses, frames), *target_normals)
-  return dict(psnr=psnr, ssim=ssim,
-              pose_error_deg=metrics.pose_error_deg(poses, real_poses[1:]),
-              expression_error=metrics.code_error(job.encode_crops("expression", crops)[1:], real_codes[1:]),
-              view_normal_error_deg=normal_error, view_mask_iou=mask_iou)
+  scores = dict(psnr=psnr, ssim=ssim,
+                pose_error_deg=metrics.pose_error_deg(poses, real_poses[1:]),
+                expression_error=metrics.code_error(job.encode_crops("expression", crops)[1:], real_codes[1:]),
+                view_normal_error_deg=normal_error, view_mask_iou=mask_iou)
+  if lpips_params is not None:
+    scores["lpips"] = lpips.video_lpips(lpips_params, video[1:], real[1:])
+  return scores
 
 
 def _generate(job, conditions, seed, drop=()):
   return job.decode(job.sample(conditions, seed, progress=False, drop=drop), conditions.num_frames)
 
 
-def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, ablations=ABLATIONS):
+def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, ablations=ABLATIONS, lpips_params=None):
   clips = records.ClipRecords(config.input.data_dir, config.input.dataset, split)
   require(len(clips) > 0, f"the {split} split is empty")
   height, width = int(config.sample.height), int(config.sample.width)
@@ -109,7 +112,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     real_codes, real_poses = job.encode_crops("expression", real_crops), job.encode_crops("pose", real_crops)
     heads = HeadRenders(template, tracking, height, width)
     target_normals = heads.tracked(slice(1, len(real)))
-    score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals)
+    score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params)
     row = {"clip": index, "identity": int(clip["identity"])}
     conditions = job.prepare(request)  # once per clip: the model and its ablations share it
     row.update(score(_generate(job, conditions, seed)))

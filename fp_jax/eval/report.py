@@ -4,7 +4,8 @@ import os
 
 METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
            ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"),
-           ("view_normal_error_deg", "view: normal error (deg)", "lower"), ("view_mask_iou", "view: head IoU", "higher"))
+           ("view_normal_error_deg", "view: normal error (deg)", "lower"), ("view_mask_iou", "view: head IoU", "higher"),
+           ("lpips", "LPIPS", "lower"))
 
 
 def _write(path, text):
@@ -15,6 +16,7 @@ def _write(path, text):
 
 
 def markdown(summary, rows, command, seed):
+  shown = [metric for metric in METRICS if metric[0] in summary]  # LPIPS only when scored
   methods = [("model", "")] + [(f"without {m[len('without_'):-len('_psnr')]}", m[:-len("psnr")])
                                 for m in summary if m.startswith("without_") and m.endswith("_psnr")]
   methods.append(("portrait repeated (baseline)", "baseline_"))
@@ -25,10 +27,10 @@ def markdown(summary, rows, command, seed):
   lines = ["# Evaluation: self-reenactment on held-out identities", "",
            f"{_count(len(rows), 'clip', 'clips')} of {_count(len({row['identity'] for row in rows}), 'person', 'people')}; "
            f"reproduce with `{command}` (seed {seed}).", "",
-           "| method | " + " | ".join(f"{label} ({better})" for _, label, better in METRICS) + " |",
-           "|---|" + "---|" * len(METRICS)]
+           "| method | " + " | ".join(f"{label} ({better})" for _, label, better in shown) + " |",
+           "|---|" + "---|" * len(shown)]
   for name, prefix in methods:
-    lines.append(f"| {name} | " + " | ".join(f"{summary[prefix + key]:.3f}" for key, _, _ in METRICS) + " |")
+    lines.append(f"| {name} | " + " | ".join(f"{summary[prefix + key]:.3f}" for key, _, _ in shown) + " |")
   lines += ["", f"PSNR over the baseline: {summary['psnr'] - summary['baseline_psnr']:+.2f} dB (bar: +3 dB); "
             f"pose error over the baseline's: {summary['pose_error_deg'] / max(summary['baseline_pose_error_deg'], 1e-9):.2f}x "
             "(bar: < 0.5x).", ""]

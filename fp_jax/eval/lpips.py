@@ -1,0 +1,117 @@
+"""LPIPS (Zhang et al. 2018, v0.1, AlexNet trunk) in JAX, from weights the user supplies.
+
+No weights can ship with the project, so fp-eval scores LPIPS only when given them: safetensors
+files holding the trunk (the `lpips` package's `net.sliceK.N.*` names, or torchvision's AlexNet
+`features.N.*`) and the five linear heads (`linK.model.1.weight`, or `linK.model.0.weight`
+without dropout). The `lpips` package's module state dict saved with safetensors holds all of
+them; its shipped `weights/v0.1/alex.pth` holds the heads and torchvision's AlexNet file the
+trunk, so two files, one each, serve as well.
+
+The distance: both images scaled by LPIPS's fixed input statistics, through the trunk; at each
+of the five ReLU outputs the features are normalised over channels, their squared difference
+weighted per channel by the head and averaged over the positions; the five layers add up.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipeline.errors import InputError, require
+from fp_jax.export import weights_files
+
+# The trunk's convolutions: torchvision's AlexNet feature index, stride, padding; a max pool
+# (3x3, stride 2) comes before convolutions 3 and 6. LPIPS taps the ReLU after each.
+CONVOLUTIONS = ((0, 4, 2), (3, 1, 2), (6, 1, 1), (8, 1, 1), (10, 1, 1))
+POOL_BEFORE = (3, 6)
+SLICE_OF = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}  # the lpips package's net.sliceK holding each
+SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
+SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+
+
+def _trunk_name(state, index, kind):
+  for name in (f"net.slice{SLICE_OF[index]}.{index}.{kind}", f"features.{index}.{kind}"):
+    if name in state:
+      return name
+  return None
+
+
+def _head_name(state, layer):
+  for name in (f"lin{layer}.model.1.weight", f"lin{layer}.model.0.weight"):
+    if name in state:
+      return name
+  return None
+
+
+def load(paths):
+  """`{name: float32 array}` LPIPS weights from safetensors `paths` (a list, or a comma-separated
+  string); a one-line error lists what is missing or mis-shaped."""
+  paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
+  require(paths, "LPIPS needs weight files: --lpips=FILE[,FILE]")
+  state = {}
+  for path in paths:
+    state.update(weights_files.load_state_dict(path))
+  params, missing, misshaped = {}, [], []
+  widths = (3,)
+  for index, _, _ in CONVOLUTIONS:
+    for kind in ("weight", "bias"):
+      name = _trunk_name(state, index, kind)
+      if name is None:
+        missing.append(f"features.{index}.{kind} (or net.slice{SLICE_OF[index]}.{index}.{kind})")
+        continue
+      value = np.asarray(state[name], np.float32)
+      params[f"conv{index}.{kind}"] = value
+    weight = params.get(f"conv{index}.weight")
+    if weight is not None:
+      if weight.ndim != 4 or weight.shape[1] != widths[-1]:
+        misshaped.append(f"features.{index}.weight {list(weight.shape)} (needs [out, {widths[-1]}, k, k])")
+      widths += (weight.shape[0],)
+  for layer in range(len(CONVOLUTIONS)):
+    name = _head_name(state, layer)
+    if name is None:
+      missing.append(f"lin{layer}.model.1.weight")
+      continue
+    params[f"lin{layer}"] = np.asarray(state[name], np.float32)
+    if len(widths) == len(CONVOLUTIONS) + 1 and params[f"lin{layer}"].shape != (1, widths[layer + 1], 1, 1):
+      misshaped.append(f"{name} {list(params[f'lin{layer}'].shape)} (needs [1, {widths[layer + 1]}, 1, 1])")
+  if missing or misshaped:
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"mis-shaped {', '.join(misshaped)}"] if misshaped else [])
+    raise InputError(f"{','.join(paths)} are not LPIPS AlexNet weights: {'; '.join(problems)}")
+  return params
+
+
+def _features(params, images):
+  """NHWC images in [-1, 1] -> the five ReLU outputs."""
+  x = (images - SHIFT) / SCALE
+  outputs = []
+  for index, stride, padding in CONVOLUTIONS:
+    if index in POOL_BEFORE:
+      x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+    kernel = jnp.transpose(params[f"conv{index}.weight"], (2, 3, 1, 0))  # OIHW -> HWIO
+    x = jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x = jax.nn.relu(x + params[f"conv{index}.bias"])
+    outputs.append(x)
+  return outputs
+
+
+@jax.jit
+def distance(params, a, b):
+  """LPIPS between image batches `a`, `b` `[N, H, W, 3]` in [-1, 1] -> `[N]`."""
+  total = 0.0
+  for layer, (fa, fb) in enumerate(zip(_features(params, a), _features(params, b))):
+    unit = lambda f: f / (jnp.sqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True)) + 1e-10)
+    weights = params[f"lin{layer}"].reshape(-1)
+    total = total + jnp.mean(jnp.sum(jnp.square(unit(fa) - unit(fb)) * weights, axis=-1), axis=(1, 2))
+  return total
+
+
+# The trunk's strides and pools leave nothing of frames under 31 pixels a side.
+MIN_SIZE = 31
+
+
+def video_lpips(params, generated, target):
+  """Mean LPIPS over the frames of uint8 videos `[N, H, W, 3]`."""
+  height, width = np.shape(generated)[1:3]
+  require(min(height, width) >= MIN_SIZE, f"LPIPS needs frames of at least {MIN_SIZE}x{MIN_SIZE}, got {height}x{width}")
+  to_unit = lambda video: jnp.asarray(video, jnp.float32) / 127.5 - 1.0
+  return float(jnp.mean(distance(params, to_unit(generated), to_unit(target))))
