@@ -44,10 +44,6 @@ def clip_order(clips):
   return [indices[k] for k in range(rounds) for indices in by_identity.values() if k < len(indices)]
 
 
-# Head scales the encoder reads are kept in sampling's range before rendering (fp_jax/sample).
-SCALE_RANGE = (0.5, 2.0)
-
-
 class HeadRenders:
   """Normal maps of the clip's head (its shape and tracked expression) through its cameras, posed
   as given or as the pose encoder reads it."""
@@ -69,7 +65,7 @@ class HeadRenders:
     vectors = head_pose.from_camera_frame(np.asarray(camera_vectors, np.float64),
                                           self.tracking["extrinsics"][frames])
     pose, scale = head_pose.pose_from_vector(vectors)
-    return self.render(pose, np.clip(scale, *SCALE_RANGE), frames)
+    return self.render(pose, np.clip(scale, *pipeline.PLAUSIBLE_SCALE), frames)  # as sampling keeps it
 
 
 def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params):
