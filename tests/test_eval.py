@@ -92,14 +92,9 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
   # LPIPS weights of the right shapes (their values do not matter here: tests/test_lpips.py).
   rng = np.random.default_rng(3)
-  widths = (3, 64, 192, 384, 256, 256)
-  kernels = (11, 5, 3, 3, 3)
-  lpips_params = {}
-  for layer, (index, _, _) in enumerate(lpips.CONVOLUTIONS):
-    lpips_params[f"conv{index}.weight"] = rng.normal(0, 0.05, (widths[layer + 1], widths[layer], kernels[layer], kernels[layer]))
-    lpips_params[f"conv{index}.bias"] = np.zeros(widths[layer + 1])
-    lpips_params[f"lin{layer}"] = rng.uniform(0, 1, (1, widths[layer + 1], 1, 1))
-  lpips_params = {name: value.astype(np.float32) for name, value in lpips_params.items()}
+  draw = lambda name, shape: (rng.uniform(0, 1, shape) if name.startswith("lin")  # heads weigh, never subtract
+                              else np.zeros(shape) if name.endswith("bias") else rng.normal(0, 0.05, shape))
+  lpips_params = {name: draw(name, shape).astype(np.float32) for name, shape in lpips.shapes().items()}
   summary, rows = evaluate.evaluate(config, models, mesh, DEFAULT_RULES, "test", 1, 0, ablations=("pose",),
                                     lpips_params=lpips_params)
   assert len(rows) == 1

@@ -53,9 +53,9 @@ class HeadRenders:
     self.spec = world.ClipSpec(height, width)
 
   def render(self, pose, scale, frames):
-    t = {key: value[frames] for key, value in self.tracking.items() if key != "shape"}
-    return world.render_normals(self.model, self.tracking["shape"], t["expression"], pose, scale,
-                                t["intrinsics"], t["extrinsics"], self.spec)
+    tracking = self.tracking
+    return world.render_normals(self.model, tracking["shape"], tracking["expression"][frames], pose, scale,
+                                tracking["intrinsics"][frames], tracking["extrinsics"][frames], self.spec)
 
   def tracked(self, frames):
     return self.render(self.tracking["head_pose"][frames], self.tracking["head_scale"][frames], frames)

@@ -18,27 +18,34 @@ import numpy as np
 from data_pipeline.errors import InputError, require
 from fp_jax.export import weights_files
 
-# The trunk's convolutions: torchvision's AlexNet feature index, stride, padding; a max pool
-# (3x3, stride 2) comes before convolutions 3 and 6. LPIPS taps the ReLU after each.
-CONVOLUTIONS = ((0, 4, 2), (3, 1, 2), (6, 1, 1), (8, 1, 1), (10, 1, 1))
+# The trunk's convolutions: torchvision's AlexNet feature index, input and output channels, kernel,
+# stride, padding; a max pool (3x3, stride 2) comes before convolutions 3 and 6. LPIPS taps the
+# ReLU after each, and its head `linK` weighs the K-th tap's channels.
+CONVOLUTIONS = ((0, 3, 64, 11, 4, 2), (3, 64, 192, 5, 1, 2), (6, 192, 384, 3, 1, 1), (8, 384, 256, 3, 1, 1),
+                (10, 256, 256, 3, 1, 1))
 POOL_BEFORE = (3, 6)
-SLICE_OF = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}  # the lpips package's net.sliceK holding each
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 
 
-def _trunk_name(state, index, kind):
-  for name in (f"net.slice{SLICE_OF[index]}.{index}.{kind}", f"features.{index}.{kind}"):
-    if name in state:
-      return name
-  return None
+def shapes():
+  """`{name: shape}` of the parameters `load` gives (weights in PyTorch's OIHW layout)."""
+  result = {}
+  for layer, (index, width_in, width_out, kernel, _, _) in enumerate(CONVOLUTIONS):
+    result[f"conv{index}.weight"] = (width_out, width_in, kernel, kernel)
+    result[f"conv{index}.bias"] = (width_out,)
+    result[f"lin{layer}"] = (1, width_out, 1, 1)
+  return result
 
 
-def _head_name(state, layer):
-  for name in (f"lin{layer}.model.1.weight", f"lin{layer}.model.0.weight"):
-    if name in state:
-      return name
-  return None
+def _file_names(name):
+  """The names a parameter goes by in the files: the trunk's torchvision's AlexNet's or the lpips
+  package's (`net.sliceK`), the heads' the package's with dropout or without."""
+  if name.startswith("lin"):
+    return (f"{name}.model.1.weight", f"{name}.model.0.weight")
+  index, kind = name[len("conv"):].split(".")
+  layer = [c[0] for c in CONVOLUTIONS].index(int(index))
+  return (f"features.{index}.{kind}", f"net.slice{layer + 1}.{index}.{kind}")
 
 
 def load(paths):
@@ -50,28 +57,14 @@ def load(paths):
   for path in paths:
     state.update(weights_files.load_state_dict(path))
   params, missing, misshaped = {}, [], []
-  widths = (3,)
-  for index, _, _ in CONVOLUTIONS:
-    for kind in ("weight", "bias"):
-      name = _trunk_name(state, index, kind)
-      if name is None:
-        missing.append(f"features.{index}.{kind} (or net.slice{SLICE_OF[index]}.{index}.{kind})")
-        continue
-      value = np.asarray(state[name], np.float32)
-      params[f"conv{index}.{kind}"] = value
-    weight = params.get(f"conv{index}.weight")
-    if weight is not None:
-      if weight.ndim != 4 or weight.shape[1] != widths[-1]:
-        misshaped.append(f"features.{index}.weight {list(weight.shape)} (needs [out, {widths[-1]}, k, k])")
-      widths += (weight.shape[0],)
-  for layer in range(len(CONVOLUTIONS)):
-    name = _head_name(state, layer)
-    if name is None:
-      missing.append(f"lin{layer}.model.1.weight")
+  for name, shape in shapes().items():
+    found = [file_name for file_name in _file_names(name) if file_name in state]
+    if not found:
+      missing.append("{} (or {})".format(*_file_names(name)))
       continue
-    params[f"lin{layer}"] = np.asarray(state[name], np.float32)
-    if len(widths) == len(CONVOLUTIONS) + 1 and params[f"lin{layer}"].shape != (1, widths[layer + 1], 1, 1):
-      misshaped.append(f"{name} {list(params[f'lin{layer}'].shape)} (needs [1, {widths[layer + 1]}, 1, 1])")
+    params[name] = np.asarray(state[found[0]], np.float32)
+    if params[name].shape != shape:
+      misshaped.append(f"{found[0]} {list(params[name].shape)} (needs {list(shape)})")
   if missing or misshaped:
     problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
         [f"mis-shaped {', '.join(misshaped)}"] if misshaped else [])
@@ -83,7 +76,7 @@ def _features(params, images):
   """NHWC images in [-1, 1] -> the five ReLU outputs."""
   x = (images - SHIFT) / SCALE
   outputs = []
-  for index, stride, padding in CONVOLUTIONS:
+  for index, _, _, _, stride, padding in CONVOLUTIONS:
     if index in POOL_BEFORE:
       x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
     kernel = jnp.transpose(params[f"conv{index}.weight"], (2, 3, 1, 0))  # OIHW -> HWIO
