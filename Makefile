@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.py Makefile
 	touch $@
 
 # The whole system on the CPU, with the same commands a TPU user types (configs/tiny.py):
-# a world rendered, three models trained, held-out portraits animated in every mode, evaluated.
+# a world rendered, four models trained, held-out portraits animated in every mode, evaluated.
 # Training resumes and finished stages are kept, so a second `make demo` picks up where it stopped.
 TINY := --config=configs/tiny.py
 # A demo folder serves only the world version it was made in: an older world's finished runs would
@@ -44,12 +44,14 @@ demo: setup
 	$(BIN)/fp-preview --data_dir=$(DEMO)/data --name=demo --split=test --out=$(DEMO)/previews
 	$(BIN)/fp-train $(TINY):vae --workdir=$(DEMO)/vae
 	$(BIN)/fp-train $(TINY):motion --workdir=$(DEMO)/motion
+	$(BIN)/fp-train $(TINY):identity --workdir=$(DEMO)/identity
 	test -d $(DEMO)/latents || $(BIN)/fp-cache-latents $(TINY):dit --out=$(DEMO)/latents $(FROZEN)
 	$(BIN)/fp-train $(TINY):dit --workdir=$(DEMO)/dit $(FROZEN) --config.input.cached_latents=$(DEMO)/latents
 	$(ONE_DEVICE) $(BIN)/fp-sample $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --image=clip:test/0@0 --driving=clip:test/5 \
 	    --mode=$(MODES) --out=$(DEMO)/videos
-	$(ONE_DEVICE) $(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --split=test --clips=8 --out=$(DEMO)/report.json
-	@echo "demo: dataset $(DEMO)/data, previews $(DEMO)/previews, runs $(DEMO)/{vae,motion,dit},"
+	$(ONE_DEVICE) $(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --config.frozen.identity=$(DEMO)/identity \
+	    --split=test --clips=8 --out=$(DEMO)/report.json
+	@echo "demo: dataset $(DEMO)/data, previews $(DEMO)/previews, runs $(DEMO)/{vae,motion,identity,dit},"
 	@echo "      videos and panels $(DEMO)/videos, evaluation $(DEMO)/report.md and report.json"
 
 test: setup

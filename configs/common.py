@@ -9,7 +9,7 @@ from configs.models import dit as dit_config
 
 def training_config(task, input_variant="demo", model_variant="tiny"):
   config = ml_collections.ConfigDict()
-  config.task = task  # vae | motion | dit
+  config.task = task  # vae | motion | identity | dit
   config.seed = 0
   config.input = input_config.get_config(input_variant)
   config.model = dit_config.get_config(model_variant)
@@ -51,7 +51,13 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # same mirrored examples (none when mirror_share is 0), their head poses mirrored to match.
   config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0), mirror_share=0.0,
                                                     mirror_pose=False))
-  config.frozen = ml_collections.ConfigDict(dict(vae="", motion=""))  # workdirs of trained runs
+  # The identity embedding (fp_jax/train/tasks/identity_task.py) fp-eval scores identity
+  # preservation with: an image encoder as the motion encoders are, its output compared by cosine.
+  # temperature: the contrastive softmax's; blur_share, blur_sigma: as motion_loss's.
+  config.identity = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), embedding_dim=64, pooling="mean"))
+  config.identity_loss = ml_collections.ConfigDict(dict(temperature=0.1, blur_share=0.0, blur_sigma=(0.5, 3.0)))
+  # Workdirs of trained runs. identity: optional, for fp-eval's identity scores alone.
+  config.frozen = ml_collections.ConfigDict(dict(vae="", motion="", identity=""))
   # Start the DiT from a diffusers Wan checkpoint (a .safetensors file or a diffusers model
   # folder); the portrait controls, which Wan lacks, keep their zero initialisation.
   config.init = ml_collections.ConfigDict(dict(diffusers_checkpoint=""))

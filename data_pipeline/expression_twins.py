@@ -29,14 +29,16 @@ def twins(model, expression, rng, height, width, fps, crop_size, margin, people=
   return np.concatenate(crops), np.concatenate(poses)
 
 
-def twin_crops(model, expression, rng, height, width, fps, crop_size, margin, zoomed=False):
+def twin_crops(model, expression, rng, height, width, fps, crop_size, margin, zoomed=False, person=None):
   """`expression [T, C]` on a new random person and view: uint8 crops `[T, crop_size, crop_size, 3]`
   and the twin's pose vectors `[T, 10]` as its camera sees it (a new person for the pose encoder).
   The crops are cut from `height x width` frames, or (`zoomed`) rendered by a camera zoomed onto
-  each face box, with the detail a crop of a high-resolution video has."""
+  each face box, with the detail a crop of a high-resolution video has. A `person`
+  (`appearance.Identity`) given is seen instead of a new one, under a new view, lighting and
+  backdrop all the same."""
   frames = len(expression)
   spec = world.ClipSpec(height, width, 1 + 4 * -(-(frames - 1) // 4), fps)  # clips are 4k + 1 frames long
-  person = appearance.sample_identity(model, rng)
+  person = person if person is not None else appearance.sample_identity(model, rng)
   rotation, translation, scale = world.sample_head_motion(rng, frames, fps)
   head_pose = np.concatenate([rotation, translation[:, :, None]], axis=2)
   cams, _ = world.sample_cameras(TWIN_REGIMES[int(rng.integers(len(TWIN_REGIMES)))], rng, spec)

@@ -15,6 +15,11 @@ as the clips draw them (data_pipeline/expression_twins.py). The world frame is t
 `expression_twins > 0` the same expression is rendered once more on another new person
 (`driving_twin`), for the motion trainer's invariance term.
 
+With `identity_views = K` (K >= 2; the identity task) an example is instead one new person seen K
+times, each view with an expression, head motion, camera, lighting and backdrop of its own (and,
+with the "mixed" crop source, its own coin): what stays the same across the views is the person
+alone (their shape and skin), which is what an identity embedding must read.
+
 An epoch of `fresh_people = N` people repeats them in the next epoch, drawn exactly as before.
 With `fresh_people_cache = M` each worker keeps up to M rendered examples in memory and serves a
 repeat from there instead of rendering it again: the same example, at a fraction of the cost, so a
@@ -24,13 +29,14 @@ two workers or more): a person is rendered once per host, not once per worker.
 
 Keys (one frame, `T = 1`): driving [1, S, S, 3] uint8, expression [1, C], head_pose [1, 10],
 extrinsics [1, 3, 4], and with twins twin_frames [1], driving_twin [1, S, S, 3], twin_pose [1, 10].
+With identity views: views [K, S, S, 3] uint8, head_pose [K, 10] (each view's, as its crop sees it).
 """
 import zlib
 
 import grain
 import numpy as np
 
-from data_pipeline import examples, expression_twins, shared_renders, world
+from data_pipeline import appearance, examples, expression_twins, shared_renders, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 
@@ -53,6 +59,10 @@ class MakeFreshExample(grain.transforms.RandomMap):
     require(self._source in examples.CROP_SOURCES,
             f"face_crop.source must be one of {examples.CROP_SOURCES}, got {self._source!r}")
     self._twins = int(config.get("expression_twins", 0)) > 0
+    self._views = int(config.get("identity_views", 0))
+    require(self._views == 0 or self._views >= 2,
+            f"identity_views must be 0 (off) or >= 2 views of each person, got {self._views}")
+    require(not (self._views and self._twins), "identity_views and expression_twins do not go together")
     self._cache_size = int(config.get("fresh_people_cache", 0))
     require(self._cache_size >= 0, f"fresh_people_cache must be >= 0 (0: off), got {self._cache_size}")
     self._cache = {}  # index -> example, filled in each worker process (it starts empty there)
@@ -83,13 +93,10 @@ class MakeFreshExample(grain.transforms.RandomMap):
   def _render(self, index):
     rng = np.random.default_rng([self._seed, self._split, index])
     model = build_template()
-    curve = world.sample_expression(model, rng, world.ClipSpec().num_frames, self._fps)
-    expression = curve[int(rng.integers(len(curve)))][None].astype(np.float32)
-    # "stored": rendered at crop resolution, as a high-resolution driving video's crop shows the
-    # face; "frames": cut from frames of the dataset's size, as evaluation cuts generated videos.
-    # (The coin is drawn whatever the source, so a "mixed" example is exactly one of the other two.)
-    coin = rng.random()
-    zoomed = self._source == "stored" or (self._source == "mixed" and coin < 0.5)
+    if self._views:
+      return self._render_views(index, rng, model)
+    expression = self._expression(rng, model)
+    zoomed = self._zoomed(rng)
     render = lambda: expression_twins.twin_crops(model, expression, rng, self._height, self._width, self._fps,
                                                  self._crop_size, self._margin, zoomed)
     driving, pose = render()
@@ -99,3 +106,26 @@ class MakeFreshExample(grain.transforms.RandomMap):
       example["driving_twin"], example["twin_pose"] = render()
       example["twin_frames"] = np.zeros(1, np.int32)
     return example
+
+  def _expression(self, rng, model):
+    """One frame `[1, C]` of a newly drawn expression curve (blinks and speech as the clips have)."""
+    curve = world.sample_expression(model, rng, world.ClipSpec().num_frames, self._fps)
+    return curve[int(rng.integers(len(curve)))][None].astype(np.float32)
+
+  def _zoomed(self, rng):
+    """"stored": rendered at crop resolution, as a high-resolution driving video's crop shows the
+    face; "frames": cut from frames of the dataset's size, as evaluation cuts generated videos.
+    (The coin is drawn whatever the source, so a "mixed" crop is exactly one of the other two.)"""
+    coin = rng.random()
+    return self._source == "stored" or (self._source == "mixed" and coin < 0.5)
+
+  def _render_views(self, index, rng, model):
+    person = appearance.sample_identity(model, rng)
+    crops, poses = [], []
+    for _ in range(self._views):
+      expression = self._expression(rng, model)
+      crop, pose = expression_twins.twin_crops(model, expression, rng, self._height, self._width, self._fps,
+                                               self._crop_size, self._margin, self._zoomed(rng), person=person)
+      crops.append(crop)
+      poses.append(pose)
+    return {"views": np.concatenate(crops), "head_pose": np.concatenate(poses), "record": np.int64(index)}

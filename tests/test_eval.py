@@ -4,12 +4,17 @@ import json
 import numpy as np
 import pytest
 
+from flax import nnx
+
 from data_pipeline import records
+from data_pipeline.errors import InputError
 from data_pipeline.lbs import axis_angle_to_matrix
 from data_pipeline import head_pose
 from fp_jax.eval import evaluate, lpips, metrics, report
-from fp_jax.sample import pipeline
+from fp_jax.sample import inputs, pipeline
+from tests.test_export import saved_run
 from tests.test_sample import runs, sample_config  # pylint: disable=unused-import  # the fixture
+from tests.test_trainer import train_config
 
 
 def test_psnr_and_ssim_against_their_definitions():
@@ -88,7 +93,16 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
   from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
   config = sample_config(data_dir, runs)
+  # An identity run (random weights) names the embedding identity similarity is scored with.
+  with config.unlocked():
+    config.identity.update(widths=(8, 16), embedding_dim=8)
+  saved_run(train_config(data_dir, "identity", **{"identity.widths": (8, 16), "identity.embedding_dim": 8}),
+            tmp_path / "identity", 4)
   mesh = mesh_lib.make_mesh(config.mesh)
+  config.frozen.identity = str(runs / "motion")
+  with pytest.raises(InputError, match="is a 'motion' run, not a 'identity' run"):
+    models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+  config.frozen.identity = str(tmp_path / "identity")
   models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
   # LPIPS weights of the right shapes (their values do not matter here: tests/test_lpips.py).
   rng = np.random.default_rng(3)
@@ -109,8 +123,15 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   repeated = np.repeat(stored[:1], len(stored), axis=0)
   assert summary["baseline_lpips"] == pytest.approx(lpips.video_lpips(lpips_params, repeated[1:], stored[1:]), rel=1e-5)
   assert summary["lpips"] > 0
+  # Identity similarity: the portrait's face against each frame's, both embedded by the identity
+  # encoder called here directly (the frames' faces cut where each frame's head is).
+  tracking = inputs._clip_tracking(records.ClipRecords(data_dir, "tiny", "test")[0], slice(None))  # pylint: disable=protected-access
+  faces = inputs.face_crops(repeated, tracking, config.input.face_crop.size, config.input.face_crop.margin)
+  embedded = np.asarray(nnx.jit(lambda encoder, x: encoder(x))(models.identity, faces))
+  unit = embedded / np.linalg.norm(embedded, axis=1, keepdims=True)
+  assert summary["baseline_identity_similarity"] == pytest.approx(np.mean(unit[1:] @ unit[0]), rel=1e-4)
+  assert -1 <= summary["identity_similarity"] <= 1 and "identity_impostor_similarity" not in summary  # one person
   # The ceiling is the clip through the VAE and back, scored the same way.
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
   clip = common.unit_range(np.asarray(records.ClipRecords(data_dir, "tiny", "test")[0]["frames"])[None])
   round_trip = nnx.jit(lambda vae, x: vae.decode(vae.encode(x)[0]))
@@ -132,7 +153,8 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   assert "1 clip of 1 person; reproduce with `fp-eval ...` (seed 0)." in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
   assert "| portrait warped by the tracked mesh, through the VAE |" in open(markdown_path).read()
-  assert "view: normal error (deg) (lower) | view: head IoU (higher) | LPIPS (lower) |" in open(markdown_path).read()
+  assert ("view: normal error (deg) (lower) | view: head IoU (higher) | LPIPS (lower) | identity similarity (higher) |"
+          in open(markdown_path).read())
 
 
 def test_evaluation_takes_one_clip_of_each_identity_in_turn():

@@ -153,7 +153,7 @@ def test_offloading_an_unknown_state_part_is_a_clear_error(tmp_path):
 
 
 def test_fresh_people_outside_the_motion_task_is_a_clear_error(tmp_path):
-  with pytest.raises(InputError, match="input.fresh_people applies to the motion task only"):
+  with pytest.raises(InputError, match="input.fresh_people applies to the motion task"):
     trainer_lib.Trainer(train_config(str(tmp_path), "vae", **{"input.fresh_people": 100}), str(tmp_path))
 
 

@@ -54,6 +54,9 @@ def get_config(arg="demo"):
   # first two epochs, as a repeat could reach the other worker, then no wait): held-out pose error 5.02 degrees against 8.10 for the
   # demo's clips with 4 twins at 400 steps; expression R^2 -0.05 against -0.11.
   config.fresh_people_cache = 0
+  # Identity training (with fresh_people): each example one new person seen this many times, each
+  # view with its own expression, head motion, camera, lighting and backdrop (0: off; else >= 2).
+  config.identity_views = 0
   # A latent cache (fp-cache-latents) to read instead of the clips: dit task only; "" = off.
   config.cached_latents = ""
   # Classifier-free guidance: drop everything, the motion signals together, or one condition.

@@ -1,9 +1,10 @@
 r"""`fp-eval`: self-reenactment scores of a dit run on held-out identities, with baselines.
 
   fp-eval --config=configs/tiny.py --workdir=RUN --split=test --out=report.json [--clips=4]
-      [--lpips=FILE[,FILE]]
+      [--lpips=FILE[,FILE]] [--config.frozen.identity=IDENTITY_RUN]
 Writes report.json (psnr, baseline_psnr, pose_error_deg, baseline_pose_error_deg, ...) and
-report.md beside it. See fp_jax/eval/evaluate.py for what is measured.
+report.md beside it. See fp_jax/eval/evaluate.py for what is measured; identity similarity is
+scored where the config names an identity run (fp-train --config=configs/tiny.py:identity).
 """
 import os
 import shlex
@@ -52,8 +53,10 @@ def main(argv):
     command = "fp-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for path in report.write(FLAGS.out, summary, rows, command, FLAGS.seed):
       print(f"wrote {path}")
-    for key in ("psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg"):
-      print(f"{key}: {summary[key]:.3f}")
+    for key in ("psnr", "baseline_psnr", "pose_error_deg", "baseline_pose_error_deg", "identity_similarity",
+                "identity_impostor_similarity"):
+      if key in summary:
+        print(f"{key}: {summary[key]:.3f}")
 
 
 def run():

@@ -14,7 +14,14 @@ regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras
   encoder reads it in the generated frames (rotation, translation and scale, as the frame's
   camera sees it) is rendered as a normal map through that camera, with the clip's shape and
   expression, and set against the normal map of the tracked head: the mean angle between their
-  normals where both show the head, and the overlap of the pixels they cover.
+  normals where both show the head, and the overlap of the pixels they cover;
+- `identity_similarity` (where `config.frozen.identity` names an identity run): the cosine of the
+  identity embedding of each generated frame's face with the portrait's (fp_jax/eval/identity.py).
+  Faces are cut where the tracked head is in each frame, as for the pose and expression scores
+  (there is no face detector): a face in the wrong place scores low here too, and the repeated
+  portrait, whose head stays where it was, scores well below 1. The real clip through the VAE
+  scores what the person's own frames score; `identity_impostor_similarity`, each portrait against
+  the other evaluated people's portraits, what another person scores.
 
 Baselines: the portrait repeated (`baseline_*`), and the model with one control withheld in
 every guidance branch (`without_expression`, `without_pose`, `without_camera`). The real clip
@@ -27,7 +34,7 @@ import numpy as np
 from data_pipeline import head_pose, records, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
-from fp_jax.eval import lpips, metrics
+from fp_jax.eval import identity, lpips, metrics
 from fp_jax.sample import inputs, pipeline
 
 ABLATIONS = ("expression", "pose", "camera")
@@ -68,7 +75,7 @@ class HeadRenders:
     return self.render(pose, np.clip(scale, *pipeline.PLAUSIBLE_SCALE), frames)  # as sampling keeps it
 
 
-def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params):
+def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params, portrait_identity):
   """Scores of `video` against the real clip on frames 1..N-1 (frame 0 is the portrait itself)."""
   crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin)
   psnr, ssim = metrics.image_scores(video[1:], real[1:])
@@ -81,7 +88,19 @@ def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_no
                 view_normal_error_deg=normal_error, view_mask_iou=mask_iou)
   if lpips_params is not None:
     scores["lpips"] = lpips.video_lpips(lpips_params, video[1:], real[1:])
+  if portrait_identity is not None:
+    scores["identity_similarity"] = identity.similarity(job.encode_crops("identity", crops)[1:], portrait_identity)
   return scores
+
+
+def _impostor_similarity(rows, portraits):
+  """Each row's portrait against the other evaluated people's portraits (none with one person)."""
+  people = np.array([row["identity"] for row in rows])
+  if portraits[0] is None or len(set(people)) < 2:
+    return
+  scores = identity.cosines(np.stack(portraits), np.stack(portraits))
+  for k, row in enumerate(rows):
+    row["identity_impostor_similarity"] = float(np.mean(scores[k][people != people[k]]))
 
 
 def _generate(job, conditions, seed, drop=()):
@@ -97,7 +116,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
           f"(--config.sample.height/width), not {height}x{width}")
   job = pipeline.Pipeline(config, models, mesh, rules)
   template = build_template()
-  rows = []
+  rows, portraits = [], []
   for index in clip_order(clips)[:max_clips]:
     request = pipeline.Request(image=f"clip:{split}/{index}@0", driving=f"clip:{split}/{index}",
                                mode="all-moving", camera="driving", motion="absolute", seed=seed)
@@ -106,9 +125,12 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     tracking = inputs._clip_tracking(clip, slice(None))  # pylint: disable=protected-access
     real_crops = inputs.face_crops(real, tracking, job.crop_size, job.crop_margin)
     real_codes, real_poses = job.encode_crops("expression", real_crops), job.encode_crops("pose", real_crops)
+    portrait_identity = job.encode_crops("identity", real_crops[:1])[0] if models.identity is not None else None
+    portraits.append(portrait_identity)
     heads = HeadRenders(template, tracking, height, width)
     target_normals = heads.tracked(slice(1, len(real)))
-    score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params)
+    score = lambda video: _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals,
+                                  lpips_params, portrait_identity)
     row = {"clip": index, "identity": int(clip["identity"])}
     conditions = job.prepare(request)  # once per clip: the model and its ablations share it
     row.update(score(_generate(job, conditions, seed)))
@@ -120,5 +142,6 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     for name in ablations:
       row.update({f"without_{name}_{k}": v for k, v in score(_generate(job, conditions, seed, (name,))).items()})
     rows.append(row)
+  _impostor_similarity(rows, portraits)
   summary = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key not in ("clip", "identity")}
   return summary, rows

@@ -5,7 +5,7 @@ import os
 METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
            ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"),
            ("view_normal_error_deg", "view: normal error (deg)", "lower"), ("view_mask_iou", "view: head IoU", "higher"),
-           ("lpips", "LPIPS", "lower"))
+           ("lpips", "LPIPS", "lower"), ("identity_similarity", "identity similarity", "higher"))
 
 
 def _write(path, text):
@@ -34,6 +34,9 @@ def markdown(summary, rows, command, seed):
   lines += ["", f"PSNR over the baseline: {summary['psnr'] - summary['baseline_psnr']:+.2f} dB (bar: +3 dB); "
             f"pose error over the baseline's: {summary['pose_error_deg'] / max(summary['baseline_pose_error_deg'], 1e-9):.2f}x "
             "(bar: < 0.5x).", ""]
+  if "identity_impostor_similarity" in summary:
+    lines += [f"Identity similarity is the cosine of the identity embedding of each generated face with the "
+              f"portrait's; another evaluated person's portrait scores {summary['identity_impostor_similarity']:.3f}.", ""]
   return "\n".join(lines)
 
 

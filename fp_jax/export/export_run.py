@@ -11,7 +11,8 @@ What a run's task gives:
   frozen runs the config names (their EMA weights, which training used).
 - vae: `model.safetensors` under diffusers' `AutoencoderKLWan` names; with `vae.linear_path`, the
   linear path in `linear_path.safetensors` beside it (`fp_jax/export/torch_vae.py` adds it).
-- motion: `model.safetensors` for `fp_jax/export/torch_motion.py`.
+- motion: `model.safetensors` for `fp_jax/export/torch_motion.py` (`MotionEncoders`).
+- identity: `model.safetensors` for `fp_jax/export/torch_motion.py` (`IdentityEncoder`).
 Each folder's `config.json` holds our config section, the diffusers constructor arguments where
 one exists, the step and which weights. Tensors are written one by one (no second copy of the
 model in memory); the output folder appears only when complete.
@@ -73,6 +74,10 @@ def _export(params, run_config, step, which, dtype, directory):
     entries = lambda: motion_names.to_state_dict(params)
     motion = dict(run_config["motion"], widths=list(run_config["motion"]["widths"]))
     _write_tensors(directory, entries, dtype, dict(about, motion=motion))
+  elif task == "identity":  # one image encoder, named as the motion mirror names its encoders
+    entries = lambda: motion_names.to_state_dict(params)
+    identity = dict(run_config["identity"], widths=list(run_config["identity"]["widths"]))
+    _write_tensors(directory, entries, dtype, dict(about, identity=identity))
   else:
     raise InputError(f"cannot export a run of task {task!r}")
 

@@ -10,8 +10,8 @@ By the config's task, `--from` is (safetensors, one file or shards with an index
   zero, so the model is Wan exactly);
 - vae: a diffusers `AutoencoderKLWan` checkpoint; a config with `vae.linear_path` also reads the
   `linear_path.safetensors` that `fp-export` writes beside it (a diffusers VAE has none);
-- motion: encoders in the PyTorch mirror's names (`fp_jax/export/torch_motion.py`), e.g. ones a
-  user trained elsewhere, or an `fp-export` of a motion run.
+- motion, identity: encoders in the PyTorch mirror's names (`fp_jax/export/torch_motion.py`), e.g.
+  ones a user trained elsewhere, or an `fp-export` of a motion or identity run.
 The workdir gets an Orbax checkpoint at step 0 in the trainer's format (parameters, fresh
 optimizer state, EMA equal to the parameters, the config) with its manifest. Nothing is written
 unless the whole checkpoint fits the model.

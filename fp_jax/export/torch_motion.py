@@ -1,10 +1,11 @@
-"""The motion encoders in PyTorch (no jax), mirroring `fp_jax/models/motion.py`.
+"""The motion encoders and the identity embedding in PyTorch (no jax), mirroring `fp_jax/models/motion.py`.
 
 Convolutions pad as Flax's "SAME" does (for stride 2 on even sizes: nothing before, one after),
 not symmetrically; GroupNorm uses Flax's epsilon. Images are channels-last `[..., H, W, 3]`,
 uint8 or floats in [-1, 1], as in JAX.
 
   encoders = MotionEncoders.from_export("exported/motion")   # model.safetensors + config.json
+  embedding = IdentityEncoder.from_export("exported/identity")
 """
 import math
 
@@ -74,6 +75,18 @@ class ImageEncoder(nn.Module):
     if self.pooling == "mean_keypoints":
       pooled = torch.cat([pooled, keypoints(x)], dim=-1)
     return self.head(pooled).reshape(*leading, -1)
+
+
+class IdentityEncoder(ImageEncoder):
+  """The identity embedding (fp_jax/train/tasks/identity_task.py): compare outputs by cosine."""
+
+  def __init__(self, config):
+    super().__init__(config["widths"], config["embedding_dim"], config.get("pooling", "mean"))
+    self.config = dict(config)
+
+  @classmethod
+  def from_export(cls, directory, dtype=torch.float32):
+    return torch_files.load_exported(cls, directory, "identity", dtype)
 
 
 class MotionEncoders(nn.Module):

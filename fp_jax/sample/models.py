@@ -1,5 +1,6 @@
 """The trained models a sampling run needs, sharded over the mesh: the DiT (EMA weights) and the
-frozen VAE, expression and pose encoders its config names."""
+frozen VAE, expression and pose encoders its config names; and the identity embedding, which
+evaluation alone reads, where `config.frozen.identity` names its run."""
 import dataclasses
 import os
 
@@ -18,6 +19,7 @@ class Models:
   pose: nnx.Module
   step: int
   workdir: str
+  identity: nnx.Module | None = None
 
 
 def locate(workdir=None, checkpoint=None):
@@ -52,4 +54,8 @@ def load(config, mesh, rules, workdir=None, checkpoint=None):
   expression = create_loaded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), motion_params["expression"],
                              mesh, rules)
   pose = create_loaded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), motion_params["pose"], mesh, rules)
-  return Models(dit, vae, expression, pose, step, workdir)
+  identity = None
+  if config.frozen.get("identity"):
+    identity_params, _ = checkpoints.read_frozen(config.frozen.identity, config, task="identity")
+    identity = create_loaded(lambda: common.make_identity_encoder(config, nnx.Rngs(0)), identity_params, mesh, rules)
+  return Models(dit, vae, expression, pose, step, workdir, identity)

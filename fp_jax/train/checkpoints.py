@@ -61,8 +61,9 @@ def _differences(saved, current, prefix=""):
 
 MODEL_SECTIONS = ("task", "model", "vae", "motion")
 # The sections each task's checkpoint depends on: a dit run decodes with the VAE and reads the
-# encoders its config describes; a vae or motion run holds its own model alone.
-TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "dit": MODEL_SECTIONS}
+# encoders its config describes; a vae, motion or identity run holds its own model alone.
+TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "identity": ("task", "identity"),
+                 "dit": MODEL_SECTIONS}
 # Model fields added after checkpoints were first written, with the value that means what a
 # checkpoint without them meant, so older runs still resume, sample and export.
 ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0, "linear_path": False},
@@ -185,10 +186,12 @@ def load_into(module, params):
   return module
 
 
-def read_frozen(workdir, config):
+def read_frozen(workdir, config, task=None):
   """The latest (EMA) parameters of a frozen run, which must hold the model `config` describes
-  (one-line error otherwise: its weights would not fit the modules built from `config`)."""
+  (one-line error otherwise: its weights would not fit the modules built from `config`), and be a
+  run of `task` where one is named."""
   params, step, saved = read_run(workdir, None, "ema")
+  require(task is None or saved.get("task") == task, f"{workdir} is a {saved.get('task')!r} run, not a {task!r} run")
   own = [section for section in TASK_SECTIONS.get(saved.get("task"), ()) if section != "task"]
   differences = model_differences(saved, config, own)
   require(not differences, f"the frozen run {workdir} holds another model than this config describes: "

@@ -116,10 +116,14 @@ class Trainer(TrainStep):
 
   def _check_input(self):
     """A latent cache must come from the frozen weights this run names (else the DiT would
-    learn on one VAE's latents and sample through another). Fresh people are motion examples
-    (one face crop, no video) and suit the motion task alone."""
-    require(not self.config.input.get("fresh_people") or self.config.task == "motion",
-            "input.fresh_people applies to the motion task only")
+    learn on one VAE's latents and sample through another). Fresh people are face crops, no video:
+    motion examples, or (input.identity_views) identity examples."""
+    views = self.config.input.get("identity_views", 0)
+    require(not self.config.input.get("fresh_people") or self.config.task == ("identity" if views else "motion"),
+            "input.fresh_people applies to the motion task, and with input.identity_views to the identity task")
+    require(self.config.task != "identity" or (self.config.input.get("fresh_people") and views),
+            "the identity task learns on fresh people seen several times: set input.fresh_people and "
+            "input.identity_views")
     cache_dir = self.config.input.get("cached_latents")
     if not cache_dir:
       return

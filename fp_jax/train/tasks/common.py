@@ -36,6 +36,12 @@ def make_pose_encoder(config, rngs):
   return motion.ImageEncoder(_encoder_config(config, 10, "pose_pooling"), rngs=rngs)
 
 
+def make_identity_encoder(config, rngs):
+  identity = config.identity
+  return motion.ImageEncoder(motion.EncoderConfig(tuple(identity.widths), identity.embedding_dim, identity.pooling),
+                             rngs=rngs)
+
+
 def unit_range(images):
   return images.astype(jnp.float32) / 127.5 - 1.0
 
