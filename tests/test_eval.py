@@ -41,6 +41,10 @@ def test_code_error_is_relative_to_the_spread():
   assert metrics.code_error(np.repeat(target.mean(axis=0, keepdims=True), 50, 0), target) == pytest.approx(0.92, abs=0.1)
 
 
+def test_coefficient_error_is_the_root_mean_square_difference():
+  assert metrics.coefficient_error([[0.0, 0.0], [1.0, 1.0]], [[3.0, 4.0], [1.0, 1.0]]) == pytest.approx(np.sqrt(25 / 4))
+
+
 def test_normal_agreement_is_the_angle_between_normals_and_the_heads_overlap():
   from data_pipeline import renderer  # pylint: disable=g-import-not-at-top
   normals = np.zeros((2, 8, 8, 3))
@@ -131,6 +135,15 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   unit = embedded / np.linalg.norm(embedded, axis=1, keepdims=True)
   assert summary["baseline_identity_similarity"] == pytest.approx(np.mean(unit[1:] @ unit[0]), rel=1e-4)
   assert -1 <= summary["identity_similarity"] <= 1 and "identity_impostor_similarity" not in summary  # one person
+  # Expression coefficients: the motion run's read-out (read from its checkpoint here) of the codes
+  # of the repeated portrait's faces and of the real ones.
+  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  readout = checkpoints.read_frozen(config.frozen.motion, config)[0]["readout"]
+  encode = nnx.jit(lambda encoder, x: encoder(x))
+  real_faces = inputs.face_crops(stored, tracking, config.input.face_crop.size, config.input.face_crop.margin)
+  read = lambda faces: np.asarray(encode(models.expression, faces))[1:] @ readout["kernel"] + readout["bias"]
+  want = np.sqrt(np.mean((read(faces) - read(real_faces)) ** 2))
+  assert summary["baseline_expression_coefficient_error"] == pytest.approx(want, rel=1e-4)
   # The ceiling is the clip through the VAE and back, scored the same way.
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
   clip = common.unit_range(np.asarray(records.ClipRecords(data_dir, "tiny", "test")[0]["frames"])[None])

@@ -10,6 +10,9 @@ regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras
   frames and of the real ones (both through the same encoder, so its own bias cancels);
 - `expression_error`: distance between expression codes of generated and real frames, relative
   to the codes' spread (1.0: as far as a random other frame);
+- `expression_coefficient_error`: the same codes read out into the expression controls by the
+  motion run's read-out: root mean square difference between generated and real frames, in the
+  controls' units (both through the same encoder and read-out, so their own error cancels);
 - `view_normal_error_deg`, `view_mask_iou`: camera and view consistency. The head as the pose
   encoder reads it in the generated frames (rotation, translation and scale, as the frame's
   camera sees it) is rendered as a normal map through that camera, with the clip's shape and
@@ -79,13 +82,16 @@ def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_no
   """Scores of `video` against the real clip on frames 1..N-1 (frame 0 is the portrait itself)."""
   crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin)
   psnr, ssim = metrics.image_scores(video[1:], real[1:])
-  poses = job.encode_crops("pose", crops)[1:]
+  poses, codes = job.encode_crops("pose", crops)[1:], job.encode_crops("expression", crops)[1:]
   frames = slice(1, len(video))
   normal_error, mask_iou = metrics.normal_agreement(*heads.read(poses, frames), *target_normals)
   scores = dict(psnr=psnr, ssim=ssim,
                 pose_error_deg=metrics.pose_error_deg(poses, real_poses[1:]),
-                expression_error=metrics.code_error(job.encode_crops("expression", crops)[1:], real_codes[1:]),
+                expression_error=metrics.code_error(codes, real_codes[1:]),
                 view_normal_error_deg=normal_error, view_mask_iou=mask_iou)
+  if job.models.expression_readout is not None:
+    scores["expression_coefficient_error"] = metrics.coefficient_error(job.models.read_coefficients(codes),
+                                                                       job.models.read_coefficients(real_codes[1:]))
   if lpips_params is not None:
     scores["lpips"] = lpips.video_lpips(lpips_params, video[1:], real[1:])
   if portrait_identity is not None:

@@ -1,5 +1,5 @@
-"""Per-video metrics: image similarity (dm-pix), head-pose angle, expression-code distance, and
-normal-map agreement."""
+"""Per-video metrics: image similarity (dm-pix), head-pose angle, expression-code and coefficient
+distance, and normal-map agreement."""
 import dm_pix
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +33,12 @@ def code_error(codes, target_codes):
   codes, target_codes = np.asarray(codes, np.float64), np.asarray(target_codes, np.float64)
   spread = np.sqrt(np.mean(np.sum(np.square(target_codes - target_codes.mean(axis=0)), axis=-1))) + 1e-9
   return float(np.mean(np.linalg.norm(codes - target_codes, axis=-1)) / spread)
+
+
+def coefficient_error(coefficients, target_coefficients):
+  """Root mean square difference of expression coefficients `[N, C]`, in the controls' own units."""
+  difference = np.asarray(coefficients, np.float64) - np.asarray(target_coefficients, np.float64)
+  return float(np.sqrt(np.mean(np.square(difference))))
 
 
 def normal_agreement(normals, masks, target_normals, target_masks):

@@ -4,6 +4,7 @@ import os
 
 METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
            ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"),
+           ("expression_coefficient_error", "expression coefficients (rms)", "lower"),
            ("view_normal_error_deg", "view: normal error (deg)", "lower"), ("view_mask_iou", "view: head IoU", "higher"),
            ("lpips", "LPIPS", "lower"), ("identity_similarity", "identity similarity", "higher"))
 

@@ -4,6 +4,7 @@ evaluation alone reads, where `config.frozen.identity` names its run."""
 import dataclasses
 import os
 
+import numpy as np
 from flax import nnx
 
 from data_pipeline.errors import require
@@ -20,6 +21,13 @@ class Models:
   step: int
   workdir: str
   identity: nnx.Module | None = None
+  # The motion run's linear read-out of expression codes into the expression controls, as numpy
+  # `kernel [D, C]` and `bias [C]`: evaluation's coefficient error.
+  expression_readout: dict | None = None
+
+  def read_coefficients(self, codes):
+    """Expression codes `[N, D]` -> the controls `[N, C]` the motion run reads out of them."""
+    return np.asarray(codes, np.float64) @ self.expression_readout["kernel"] + self.expression_readout["bias"]
 
 
 def locate(workdir=None, checkpoint=None):
@@ -58,4 +66,5 @@ def load(config, mesh, rules, workdir=None, checkpoint=None):
   if config.frozen.get("identity"):
     identity_params, _ = checkpoints.read_frozen(config.frozen.identity, config, task="identity")
     identity = create_loaded(lambda: common.make_identity_encoder(config, nnx.Rngs(0)), identity_params, mesh, rules)
-  return Models(dit, vae, expression, pose, step, workdir, identity)
+  readout = {name: np.asarray(value, np.float64) for name, value in motion_params["readout"].items()}
+  return Models(dit, vae, expression, pose, step, workdir, identity, readout)
