@@ -16,7 +16,7 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion \
       --config.frozen.identity=outputs/demo/identity
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 23 to about 42 minutes on a 2-core machine, as fast as its cores are that hour.
+one device), in 20 to about 48 minutes on a 2-core machine, as fast as its cores are that hour.
 The run of 5 December 2026 (world 1.4.0, warp version 3, 64 latent channels), from an empty
 folder, took 23 min 12 s, minutes per stage (from its files' times): dataset and previews 0.65,
 VAE 2.7, motion 8.6 (10000 people), latent cache 2.7 (each clip's 5 reference candidates warped
@@ -30,8 +30,10 @@ run (then with 10000 people, each input worker rendering every one) took 39 min 
 1.4, VAE 4.3, motion 14.8 (13 of them for the first 400 steps, which waited for renders), latent
 cache 2.4, DiT 13.0, sampling 1.0, evaluation 2.3. Its unchanged stages ran 1.8x slower than that
 evening's (VAE 4.3 against 2.4, DiT 13.0 against 7.0), which would put a run at about 42 minutes
-on such an afternoon. The identity stage (added after that run) took 3.7 minutes beside it on
-the evening of the same day; the whole demo, its dataset kept, 23 min 35 s. Any field can be overridden: `--config.optim.learning_rate=3e-4
+on such an afternoon. The identity stage (added after those runs) took 3.7 minutes alone, and the
+whole demo with it, from an empty folder, 20 min 26 s on the evening of 5 December 2026 (a fast
+hour: its report equal to the run above to the third decimal); on such an afternoon's cores the
+identity stage would add about 7 minutes to the 42. Any field can be overridden: `--config.optim.learning_rate=3e-4
 --config.total_steps=200`. Every field and its meaning: configs/common.py.
 """
 from configs import common
