@@ -186,12 +186,19 @@ def load_into(module, params):
   return module
 
 
-def read_frozen(workdir, config, task=None):
+def read_frozen(workdir, config, task=None, same_crops=False):
   """The latest (EMA) parameters of a frozen run, which must hold the model `config` describes
-  (one-line error otherwise: its weights would not fit the modules built from `config`), and be a
-  run of `task` where one is named."""
+  (one-line error otherwise: its weights would not fit the modules built from `config`), be a run
+  of `task` where one is named, and (`same_crops`: an encoder of face crops) have learned on face
+  crops of the size and margin `config` cuts, lest it read crops unlike any it saw."""
   params, step, saved = read_run(workdir, None, "ema")
   require(task is None or saved.get("task") == task, f"{workdir} is a {saved.get('task')!r} run, not a {task!r} run")
+  if same_crops:
+    theirs, ours = saved.get("input", {}).get("face_crop", {}), config.input.face_crop
+    for field in ("size", "margin"):
+      require(field not in theirs or theirs[field] == ours[field],
+              f"{workdir} learned on face crops of {field} {theirs.get(field)}, this config cuts them at "
+              f"{ours[field]} (input.face_crop.{field})")
   own = [section for section in TASK_SECTIONS.get(saved.get("task"), ()) if section != "task"]
   differences = model_differences(saved, config, own)
   require(not differences, f"the frozen run {workdir} holds another model than this config describes: "
