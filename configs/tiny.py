@@ -98,6 +98,11 @@ def get_config(arg="dit"):
     # the unmirrored run after its best, 0.88 at step 300: memorised people). This config in world
     # 1.4.0 (make demo's run): R^2 0.092 by the fixed ridge, 0.239 by the cross-validated one
     # (expression_r2), 0.281 by its own read-out; pose error 4.64 degrees; probe 0.29; 8.2 minutes.
+    # Wider encoders (motion.widths (32, 64, 128, 128), the rest as kept; benchmarks/motion.py, one
+    # run each, 5 December 2026, against this config's R^2 0.239, pose error 4.55, probe 0.294):
+    # 600 steps, R^2 0.253, pose error 3.18 degrees, probe 0.485, about 11 minutes; 1000 steps, R^2
+    # 0.314, pose error 2.78 (2.98 from crops cut from frames), probe 0.382, about 15 minutes. Width
+    # buys pose, not expression; not kept for the demo, whose minutes it would nearly double here.
     config.total_steps = 600
     config.input.fresh_people = 10000
     config.input.fresh_people_cache = 10000
