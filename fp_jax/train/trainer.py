@@ -1,4 +1,4 @@
-"""The trainer: one loop for the `vae`, `motion` and `dit` tasks.
+"""The trainer: one loop for the `vae`, `motion`, `identity` and `dit` tasks.
 
 Sections, in order: mesh, input, model and frozen parts, optimizer and state, checkpoint restore,
 the loop (metrics, checkpoints, preemption). The train step itself is fp_jax/train/step.py's.
