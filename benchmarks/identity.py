@@ -21,7 +21,6 @@ embedding, and `untrained_*`, the same encoder at its initialisation.
 import argparse
 import os
 import sys
-import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,22 +28,22 @@ from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-imp
 keep_freed_memory_on_cpu()  # as the fp-* commands do, before any thread takes a malloc arena
 
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
+from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from fp_jax.eval import identity  # pylint: disable=g-import-not-at-top
 from fp_jax.sample import inputs  # pylint: disable=g-import-not-at-top
-from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
+from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
 
 
 def split_crops(config, split, every):
   """Face crops `[N, S, S, 3]` cut from every `every`-th frame of every clip, with each crop's
-  identity, clip and whether it is its clip's first frame."""
+  identity, clip (`split/index`, unique across splits) and whether it is its clip's first frame."""
   records = ClipRecords(config.input.data_dir, config.input.dataset, split)
   size, margin = int(config.input.face_crop.size), float(config.input.face_crop.margin)
   crops, people, clips, first = [], [], [], []
@@ -54,7 +53,7 @@ def split_crops(config, split, every):
     cut = inputs.face_crops(np.asarray(clip["frames"][frames]), inputs._clip_tracking(clip, frames), size, margin)  # pylint: disable=protected-access
     crops.append(cut)
     people.append(np.full(len(cut), int(clip["identity"])))
-    clips.append(np.full(len(cut), index))
+    clips.append(np.full(len(cut), f"{split}/{index}"))
     first.append(np.arange(len(cut)) == 0)
   return np.concatenate(crops), np.concatenate(people), np.concatenate(clips), np.concatenate(first)
 
@@ -101,22 +100,13 @@ def main():
   for field in ("temperature", "blur_share"):
     if getattr(args, field) is not None:
       config.identity_loss[field] = getattr(args, field)
-  config.total_steps = args.steps
-  config.eval.every = 0
-  config.checkpoint_every = args.steps
-  workdir = args.workdir or tempfile.mkdtemp(prefix="identity_bench_")
-  if not args.workdir:
-    trainer.train(config, workdir)
-  params, step, saved = checkpoints.read_run(workdir, None, "ema")
-  saved = ml_collections.ConfigDict(saved)
-  saved.input.data_dir = args.data_dir
+  params, step, saved = trained_run(config, args.workdir, args.steps, "identity", args.data_dir)
   encoder = common.make_identity_encoder(saved, nnx.Rngs(0))
   untrained = common.make_identity_encoder(saved, nnx.Rngs(0))
   checkpoints.load_into(encoder, params)
   print(f"trained_steps: {step}")
   held_out = [split_crops(saved, split, args.every) for split in args.splits.split(",")]
   crops, people, clips, first = (np.concatenate(parts) for parts in zip(*held_out))
-  clips = clips + np.concatenate([np.full(len(part[2]), 10_000 * k) for k, part in enumerate(held_out)])
   print(f"people: {len(np.unique(people))}")
   print(f"clips: {len(np.unique(clips))}")
   print(f"crops: {len(crops)}")

@@ -37,7 +37,6 @@ Goals (issue): R^2 >= 0.9, pose error <= 3 degrees, probe within 1.5x chance.
 import argparse
 import os
 import sys
-import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,12 +48,13 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
+from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
 from fp_jax.sample import inputs  # pylint: disable=g-import-not-at-top
-from fp_jax.train import checkpoints, trainer  # pylint: disable=g-import-not-at-top
+from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import common, motion_task  # pylint: disable=g-import-not-at-top
 
 
@@ -205,16 +205,7 @@ def main():
     config.input.face_crop.source = args.crop_source
   if args.crop_margin is not None:
     config.input.face_crop.margin = args.crop_margin
-  config.total_steps = args.steps
-  config.eval.every = 0
-  config.checkpoint_every = args.steps
-  workdir = args.workdir or tempfile.mkdtemp(prefix="motion_bench_")
-  if not args.workdir:
-    trainer.train(config, workdir)
-  params, step, saved = checkpoints.read_run(workdir, None, "ema")
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  saved = ml_collections.ConfigDict(saved)
-  saved.input.data_dir = args.data_dir
+  params, step, saved = trained_run(config, args.workdir, args.steps, "motion", args.data_dir)
   models = motion_task.MotionModels(saved, saved.motion.num_controls, nnx.Rngs(0))
   checkpoints.load_into(models, params)
   print(f"trained_steps: {step}")

@@ -70,14 +70,10 @@ def _export(params, run_config, step, which, dtype, directory):
       safetensors_stream.write(os.path.join(directory, LINEAR_PATH_FILE),
                                [(name, np.shape(value)) for name, value in linear], lambda: iter(linear), dtype,
                                metadata={"format": "pt"})
-  elif task == "motion":
+  elif task in ("motion", "identity"):  # image encoders, the identity run's one named as the motion mirror's
     entries = lambda: motion_names.to_state_dict(params)
-    motion = dict(run_config["motion"], widths=list(run_config["motion"]["widths"]))
-    _write_tensors(directory, entries, dtype, dict(about, motion=motion))
-  elif task == "identity":  # one image encoder, named as the motion mirror names its encoders
-    entries = lambda: motion_names.to_state_dict(params)
-    identity = dict(run_config["identity"], widths=list(run_config["identity"]["widths"]))
-    _write_tensors(directory, entries, dtype, dict(about, identity=identity))
+    section = dict(run_config[task], widths=list(run_config[task]["widths"]))
+    _write_tensors(directory, entries, dtype, dict(about, **{task: section}))
   else:
     raise InputError(f"cannot export a run of task {task!r}")
 
