@@ -2,7 +2,7 @@
 
   python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
       [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B [--fresh_people_cache=M]]
-      [--blur_share=P] [--expression_pooling=mean|mean_keypoints] [--pose_pooling=mean|mean_keypoints] [--vae=VAE_RUN]
+      [--blur_share=P] [--expression_pooling=mean|mean_keypoints|grid] [--pose_pooling=mean|mean_keypoints|grid] [--vae=VAE_RUN]
 
 Without --workdir it first trains the motion task as configs/tiny.py:motion does (mixed crops, one
 each of 5000 people drawn anew, 128 a step) in the demo dataset's world for --steps steps;

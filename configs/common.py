@@ -39,7 +39,8 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # degrees; on both encoders 12.06, the expression encoder then fitting the training people
   # better (R^2 0.46 against 0.24) but not the held-out ones (-0.18 against -0.14; identity probe
   # 0.52 against 0.43).
-  config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), expression_dim=512,
+  # pose_widths: the pose encoder's own widths (empty: `widths`, as the expression encoder's).
+  config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), pose_widths=(), expression_dim=512,
                                                  num_controls=16, expression_weight=20.0,
                                                  invariance_weight=0.1, expression_pooling="mean",
                                                  pose_pooling="mean_keypoints"))

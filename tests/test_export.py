@@ -39,13 +39,18 @@ def saved_run(config, workdir, seed):
   manager.close()
 
 
+# The motion runs here give the pose encoder widths of its own (the expression encoder's: (8, 16)),
+# which the export must carry.
+POSE_WIDTHS = {"motion.pose_widths": (8, 16, 16)}
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
   """Saved vae, motion and dit runs (the dit naming the other two as frozen) and an export."""
   root = tmp_path_factory.mktemp("runs")
   saved_run(train_config(data_dir, "vae"), root / "vae", 1)
-  saved_run(train_config(data_dir, "motion"), root / "motion", 2)
-  config = train_config(data_dir, "dit")
+  saved_run(train_config(data_dir, "motion", **POSE_WIDTHS), root / "motion", 2)
+  config = train_config(data_dir, "dit", **POSE_WIDTHS)
   config.model.expression = "both"
   config.frozen.vae, config.frozen.motion = str(root / "vae"), str(root / "motion")
   saved_run(config, root / "dit", 3)
@@ -198,6 +203,7 @@ def test_the_exported_vae_and_encoders_match_jax(runs):
   assert helpers.relative_error(their_decoded.permute(0, 2, 3, 4, 1).numpy(), np.asarray(decoded)) <= 1e-4
 
   encoders = torch_motion.MotionEncoders.from_export(runs / "exported" / "motion")
+  assert (len(encoders.pose.stages), len(encoders.expression.stages)) == (3, 2)
   crops = np.random.default_rng(6).integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)
   motion = models["motion"]
   for name in ("expression", "pose"):
@@ -334,7 +340,8 @@ def test_the_pytorch_mirrors_import_no_jax():
 def test_vae_and_encoders_import_from_pytorch_and_export_back_bit_for_bit(runs, data_dir, tmp_path, task):
   from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
   source = runs / "exported" / task  # diffusers AutoencoderKLWan names; the motion mirror's names
-  import_run.import_weights(str(source / "model.safetensors"), train_config(data_dir, task), str(tmp_path / "run"))
+  config = train_config(data_dir, task, **(POSE_WIDTHS if task == "motion" else {}))
+  import_run.import_weights(str(source / "model.safetensors"), config, str(tmp_path / "run"))
   export_run.export_run(str(tmp_path / "run"), str(tmp_path / "out"))
   files = ["model.safetensors"] + (["linear_path.safetensors"] if task == "vae" else [])
   for file in files:

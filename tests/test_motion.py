@@ -259,6 +259,38 @@ def test_keypoint_pooling_reads_where_a_spot_is():
     motion.ImageEncoder(motion.EncoderConfig((8, 16), 4, "max"), rngs=nnx.Rngs(0))
 
 
+def test_grid_pooling_keeps_where_each_feature_is():
+  """Grid pooling averages each of 4 x 4 cells as PyTorch's adaptive pooling does (a map of 6
+  splits into overlapping cells 0-1, 1-2, 3-4, 4-5; a map of 2 repeats its cells), so a spot
+  moved from one cell to another changes which of the head's inputs it reaches; the PyTorch
+  mirror encodes as JAX does at two crop sizes."""
+  from fp_jax.models import motion  # pylint: disable=g-import-not-at-top
+  features = np.random.default_rng(1).normal(size=(2, 6, 2, 3)).astype(np.float32)
+  got = np.asarray(motion.grid_pool(jnp.asarray(features))).reshape(2, 4, 4, 3)
+  rows = [(0, 2), (1, 3), (3, 5), (4, 6)]
+  for i, (start, end) in enumerate(rows):
+    for j in range(4):
+      np.testing.assert_allclose(got[:, i, j], features[:, start:end, j // 2].mean(axis=1), atol=1e-6)
+  spot = np.zeros((2, 8, 8, 1), np.float32)
+  spot[0, 0, 0], spot[1, 7, 7] = 1.0, 1.0
+  cells = np.asarray(motion.grid_pool(jnp.asarray(spot)))
+  np.testing.assert_allclose([cells[0, 0], cells[1, 15]], [0.25, 0.25])
+  assert cells[0, 15] == cells[1, 0] == 0.0
+  import torch  # pylint: disable=g-import-not-at-top
+  from fp_jax.export import motion_names, torch_motion  # pylint: disable=g-import-not-at-top
+  from tests import dit_helpers as helpers  # pylint: disable=g-import-not-at-top
+  ours = motion.ImageEncoder(motion.EncoderConfig((8, 16), 5, "grid"), rngs=nnx.Rngs(0))
+  assert ours.head.kernel.shape == (16 * 16, 5)
+  theirs = torch_motion.ImageEncoder((8, 16), 5, "grid")
+  theirs.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in
+                          motion_names.to_state_dict(nnx.to_pure_dict(nnx.state(ours, nnx.Param)))})
+  for size in (16, 40):  # 4 x 4 and 10 x 10 final maps
+    crops = np.random.default_rng(size).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    with torch.no_grad():
+      mirrored = theirs(torch.from_numpy(crops)).numpy()
+    assert helpers.relative_error(mirrored, np.asarray(ours(jnp.asarray(crops)))) <= 1e-4
+
+
 def test_input_workers_share_their_renders_of_fresh_people(data_dir, monkeypatch):
   """A person one input worker rendered, another reads from the host's shared folder (here the
   workers are pickled copies of one transform, as Grain makes them), and gets the same example."""

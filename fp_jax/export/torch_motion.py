@@ -17,6 +17,7 @@ from fp_jax.export import torch_files
 
 POSE_DIM = 10
 GROUP_NORM_EPS = 1e-6
+GRID = 4  # grid pooling's cells a side (fp_jax/models/motion.py)
 
 
 class SameConv2d(nn.Conv2d):
@@ -62,7 +63,7 @@ class ImageEncoder(nn.Module):
     self.pooling = pooling
     self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
     self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
-    self.head = nn.Linear(widths[-1] * (3 if pooling == "mean_keypoints" else 1), output_dim)
+    self.head = nn.Linear(widths[-1] * {"mean": 1, "mean_keypoints": 3, "grid": GRID * GRID}[pooling], output_dim)
 
   def forward(self, images):
     leading = images.shape[:-3]
@@ -71,6 +72,9 @@ class ImageEncoder(nn.Module):
     for stage in self.stages:
       x = stage(x)
     x = self.norm(x)
+    if self.pooling == "grid":  # cells row-major, each cell's channels together, as the JAX encoder
+      cells = F.adaptive_avg_pool2d(F.silu(x), GRID).permute(0, 2, 3, 1)
+      return self.head(cells.reshape(len(cells), -1)).reshape(*leading, -1)
     pooled = F.silu(x).mean(dim=(2, 3))
     if self.pooling == "mean_keypoints":
       pooled = torch.cat([pooled, keypoints(x)], dim=-1)
@@ -99,7 +103,9 @@ class MotionEncoders(nn.Module):
     # Exports made before the pooling fields existed pooled by the mean.
     self.expression = ImageEncoder(widths, self.config["expression_dim"],
                                    self.config.get("expression_pooling", "mean"))
-    self.pose = ImageEncoder(widths, POSE_DIM, self.config.get("pose_pooling", "mean"))
+    # An empty (or, in older exports, absent) pose_widths: the pose encoder is as wide as the other.
+    self.pose = ImageEncoder(self.config.get("pose_widths") or widths, POSE_DIM,
+                             self.config.get("pose_pooling", "mean"))
     self.readout = nn.Linear(self.config["expression_dim"], self.config["num_controls"])
 
   @classmethod

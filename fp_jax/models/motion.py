@@ -8,11 +8,16 @@ tokens of 16) and the pose encoder `(6D rotation, t, s)`.
 Average pooling keeps what the features are but not where: with `pooling="mean_keypoints"` each
 channel also gives the expected position of its activation (a softmax over the positions: a
 keypoint, as in robot learning's spatial softmax), the geometry a head pose is read from.
+With `pooling="grid"` the features are averaged over a GRID x GRID grid of cells instead of the
+whole map and the head reads every cell's features: on crops centred on the face, a feature at
+the mouth and the same feature at the eyes reach the head apart, so the head can tell a mouth
+that opens from eyes that close without the convolutions having to encode where they looked.
 """
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from data_pipeline.errors import require
@@ -26,7 +31,30 @@ class EncoderConfig:
   pooling: str = "mean"  # or "mean_keypoints"
 
 
-POOLINGS = ("mean", "mean_keypoints")
+POOLINGS = ("mean", "mean_keypoints", "grid")
+GRID = 4
+
+
+def cell_weights(size, cells):
+  """`[cells, size]`: row i averages the positions adaptive average pooling gives cell i (from
+  floor(i * size / cells) to ceil((i + 1) * size / cells)), so maps of any size pool as PyTorch's
+  `adaptive_avg_pool2d` pools them."""
+  weights = np.zeros((cells, size), np.float32)
+  for i in range(cells):
+    start, end = (i * size) // cells, -(-((i + 1) * size) // cells)
+    weights[i, start:end] = 1.0 / (end - start)
+  return weights
+
+
+def grid_pool(features, cells=GRID):
+  """`[N, H, W, C]` -> `[N, cells * cells * C]`, cell-major (row, column, channel)."""
+  n, h, w, c = features.shape
+  pooled = jnp.einsum("ih,jw,nhwc->nijc", cell_weights(h, cells), cell_weights(w, cells), features)
+  return pooled.reshape(n, cells * cells * c)
+
+
+def pooled_dim(pooling, channels):
+  return channels * {"mean": 1, "mean_keypoints": 3, "grid": GRID * GRID}[pooling]
 
 
 def keypoints(features):
@@ -70,8 +98,7 @@ class ImageEncoder(nnx.Module):
     widths = tuple(config.widths)
     self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
     self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
-    pooled_dim = widths[-1] * (3 if config.pooling == "mean_keypoints" else 1)
-    self.head = nnx.Linear(pooled_dim, config.output_dim, rngs=rngs)
+    self.head = nnx.Linear(pooled_dim(config.pooling, widths[-1]), config.output_dim, rngs=rngs)
 
   def __call__(self, images):
     require(images.ndim >= 3 and images.shape[-1] == 3,
@@ -84,6 +111,8 @@ class ImageEncoder(nnx.Module):
     for stage in self.stages:
       x = stage(x)
     x = self.norm(x)
+    if self.config.pooling == "grid":
+      return self.head(grid_pool(jax.nn.silu(x))).reshape(*leading, -1)
     pooled = jnp.mean(jax.nn.silu(x), axis=(1, 2))
     if self.config.pooling == "mean_keypoints":
       pooled = jnp.concatenate([pooled, keypoints(x)], axis=-1)
