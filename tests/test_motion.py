@@ -72,7 +72,7 @@ def random_motion_batch(rng):
 
 def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():
   config = tiny.get_config("motion")
-  config.motion.widths = (8, 16)
+  config.motion.widths, config.motion.pose_widths = (8, 16), ()
   task = motion_task.MotionTask(config)
   models = task.make_model(nnx.Rngs(0))
   rng = np.random.default_rng(0)
@@ -163,7 +163,7 @@ def test_fresh_people_are_drawn_anew_per_example_and_split(data_dir):
   batch = next(input_pipeline.make_iterator(config))
   assert batch["driving"].shape == (4, 1, 16, 16, 3) and batch["twin_frames"].shape == (4, 1)
   task_config = tiny.get_config("motion")
-  task_config.motion.widths = (8, 16)
+  task_config.motion.widths, task_config.motion.pose_widths = (8, 16), ()
   task = motion_task.MotionTask(task_config)
   loss, metrics = task.loss(task.make_model(nnx.Rngs(0)), {}, jax.tree.map(jnp.asarray, batch), None)
   assert np.isfinite(float(loss)) and float(metrics["invariance"]) > 0
@@ -214,7 +214,7 @@ def test_blurred_crops_are_the_chosen_share_each_a_gaussian_blur_and_the_rest_un
 
 def test_the_motion_loss_blurs_crops_when_asked():
   config = tiny.get_config("motion")
-  config.motion.widths = (8, 16)
+  config.motion.widths, config.motion.pose_widths = (8, 16), ()
   rng = np.random.default_rng(0)
   batch = random_motion_batch(rng)
   config.motion_loss.mirror_share = 0.0  # the blur alone
@@ -359,7 +359,7 @@ def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
   from data_pipeline import controls  # pylint: disable=g-import-not-at-top
   from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
   config = tiny.get_config("motion")
-  config.motion.widths = (8, 16)
+  config.motion.widths, config.motion.pose_widths = (8, 16), ()
   rng = np.random.default_rng(0)
   batch = random_motion_batch(rng)
   models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))

@@ -29,7 +29,7 @@ def train_config(data_dir, task, **overrides):
   config.input.window.num_frames = 5
   config.input.face_crop.size = 16
   config.input.workers.count = 0
-  config.motion.widths = (8, 16)
+  config.motion.widths, config.motion.pose_widths = (8, 16), ()  # the demo's wider pose encoder is not needed
   if task == "motion":
     # The dataset's clips (the demo's run draws fresh people: 128 renders a step), with twins.
     config.input.fresh_people = 0
@@ -46,7 +46,7 @@ def motion_command(data_dir, workdir, *overrides):
           "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={workdir}",
           f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
           "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
-          "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.log_every=1",
+          "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.motion.pose_widths=()", "--config.log_every=1",
           "--config.input.fresh_people=0", "--config.input.global_batch_size=8",
           "--config.input.expression_twins=1", *overrides]
 
