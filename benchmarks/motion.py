@@ -1,11 +1,12 @@
 """The motion encoders on held-out identities: expression R^2, pose error, identity leakage.
 
-  python benchmarks/motion.py [--workdir=RUN] [--steps=600] [--data_dir=outputs/bench/data] [--invariance_weight=W]
+  python benchmarks/motion.py [--workdir=RUN] [--steps=1000] [--data_dir=outputs/bench/data] [--invariance_weight=W]
       [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B [--fresh_people_cache=M]]
       [--blur_share=P] [--expression_pooling=mean|mean_keypoints|grid] [--pose_pooling=mean|mean_keypoints|grid] [--vae=VAE_RUN]
 
 Without --workdir it first trains the motion task as configs/tiny.py:motion does (mixed crops, one
-each of 5000 people drawn anew, 128 a step) in the demo dataset's world for --steps steps;
+each of 10000 people drawn anew, 128 a step, the pose encoder wider than the expression encoder)
+in the demo dataset's world for --steps steps (default: the config's);
 --fresh_people=0 trains on the dataset's clips instead (the demo's earlier run: --fresh_people=0
 --batch=8 --expression_twins=4, windows of 17 frames). It then encodes every frame of every clip (windows
 starting at frame 0) of the train and test splits (disjoint identities) with the EMA weights, from
@@ -163,7 +164,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--data_dir", default="outputs/bench/data")
   parser.add_argument("--workdir", default="")
-  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--steps", type=int, default=0, help="default: the config's total_steps")
   parser.add_argument("--invariance_weight", type=float, default=None, help="default: the config's")
   parser.add_argument("--expression_twins", type=int, default=None, help="default: the config's")
   parser.add_argument("--twin_people", default=None, choices=expression_twins.TWIN_PEOPLE, help="default: the config's")
@@ -205,7 +206,7 @@ def main():
     config.input.face_crop.source = args.crop_source
   if args.crop_margin is not None:
     config.input.face_crop.margin = args.crop_margin
-  params, step, saved = trained_run(config, args.workdir, args.steps, "motion", args.data_dir)
+  params, step, saved = trained_run(config, args.workdir, args.steps or config.total_steps, "motion", args.data_dir)
   models = motion_task.MotionModels(saved, saved.motion.num_controls, nnx.Rngs(0))
   checkpoints.load_into(models, params)
   print(f"trained_steps: {step}")

@@ -28,7 +28,7 @@ from fp_jax.models.dit_config import POSE_DIM
 class EncoderConfig:
   widths: tuple = (32, 64, 128, 256)
   output_dim: int = 128
-  pooling: str = "mean"  # or "mean_keypoints"
+  pooling: str = "mean"  # one of POOLINGS
 
 
 POOLINGS = ("mean", "mean_keypoints", "grid")
