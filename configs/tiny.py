@@ -67,6 +67,9 @@ def get_config(arg="dit"):
   # and warp version 3 (fp-eval, 8 validation clips of 4 people, seed 0): 0.5, 27.926 dB and 4.153
   # degrees; 0, 26.073 and 4.732; 1, 27.884 and 4.009 (the warp through the VAE: 29.248, 3.195).
   config.diffusion.pixel_weighting = 0.5
+  # The motion encoders every task builds (the motion run's, the frozen one of the others): the
+  # pose encoder twice as wide as the expression encoder (figures under arg == "motion").
+  config.motion.pose_widths = (32, 64, 128, 128)
   if arg == "vae":
     # Whole 17-frame clips, as the DiT and evaluation use them: a causal VAE trained on shorter
     # windows reconstructs the later latent frames of a clip ~7 dB worse (benchmarks/vae.py).
@@ -108,8 +111,7 @@ def get_config(arg="dit"):
     # then 0.64 s a step against 0.44 with the narrow pose encoder). The 400 steps beyond 600 are
     # what reads blinks (R^2 0.51 and 0.48 against 0.07 and 0.08) and the jaw (0.30 against 0.09).
     # Also measured at 600 steps: motion.expression_pooling="grid" (where on the face features fire),
-    # R^2 0.234, probe 0.485.
-    config.motion.pose_widths = (32, 64, 128, 128)
+    # R^2 0.234, probe 0.485. (motion.pose_widths is set above, for every task.)
     config.total_steps = 1000
     config.input.fresh_people = 10000
     config.input.fresh_people_cache = 10000

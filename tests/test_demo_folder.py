@@ -24,3 +24,22 @@ def test_make_demo_refuses_a_folder_of_another_world_and_writes_nothing(tmp_path
   assert result.returncode == 2, result.stdout + result.stderr
   assert f"holds a demo of world version 1.3.0, this is {current}; remove it (rm -r {tmp_path})" in result.stdout
   assert (tmp_path / "world_version").read_text() == "1.3.0\n"
+
+
+def test_the_demos_runs_fit_the_configs_that_read_them():
+  """configs/tiny.py's vae, motion and identity runs hold the models its dit config (which
+  fp-cache-latents, fp-sample and fp-eval read) describes, compared as the frozen-run check
+  compares them, and learn on the face crops it cuts: a model field set for one task alone would
+  stop `make demo` at its latent cache."""
+  import json  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  reader = tiny.get_config("dit")
+  own = lambda task: [section for section in checkpoints.TASK_SECTIONS[task] if section != "task"]
+  for task in ("vae", "motion", "identity"):
+    config = tiny.get_config(task)
+    assert not checkpoints.model_differences(json.loads(config.to_json()), reader, own(task)), task
+    assert config.input.face_crop.to_dict() | {"source": ""} == reader.input.face_crop.to_dict() | {"source": ""}
+  drifted = json.loads(tiny.get_config("motion").to_json())
+  drifted["motion"]["pose_widths"] = [16, 32]
+  assert "motion.pose_widths" in checkpoints.model_differences(drifted, reader, own("motion"))
