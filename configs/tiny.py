@@ -16,8 +16,17 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion \
       --config.frozen.identity=outputs/demo/identity
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 20 to about 48 minutes on a 2-core machine, as fast as its cores are that hour.
-The run of 5 December 2026 (world 1.4.0, warp version 3, 64 latent channels), from an empty
+one device), in 25 to about 57 minutes on a 2-core machine, as fast as its cores are that hour.
+The run of 5 December 2026 with the wider pose encoder and 1000 motion steps (the motion config
+below), from an empty folder, minutes per stage (from its files' times): dataset and previews
+0.7, VAE 1.9, motion 13.2, identity 2.9, latent cache 2.0, DiT 5.9, sampling 0.5, evaluation 1.5,
+28.5 in all (it ran as two `make demo`s: the first stopped at the latent cache on a config error
+since mended, the second resumed). Its report on 8 test clips of 4 people: PSNR 26.974 dB
+against the repeated portrait's 22.677 (+4.30), pose error 3.261 against 13.996 degrees (0.23x),
+identity similarity 0.919; the warp through the VAE 28.139 dB and 3.050 degrees, the real clips
+29.752 dB and 2.249 degrees. The pose errors are the new pose encoder's readings, so they are
+not comparable with the figures of the runs before it, whose motion stage took 8.6 minutes.
+An earlier run of that day (world 1.4.0, warp version 3, 64 latent channels), from an empty
 folder, took 23 min 12 s, minutes per stage (from its files' times): dataset and previews 0.65,
 VAE 2.7, motion 8.6 (10000 people), latent cache 2.7 (each clip's 5 reference candidates warped
 and encoded), DiT 6.5, sampling 0.5, evaluation 1.6 (8 clips). Its report on 8 test clips of 4
@@ -33,7 +42,7 @@ evening's (VAE 4.3 against 2.4, DiT 13.0 against 7.0), which would put a run at 
 on such an afternoon. The identity stage (added after those runs) took 3.7 minutes alone, and the
 whole demo with it, from an empty folder, 20 min 26 s on the evening of 5 December 2026 (a fast
 hour: its report equal to the run above to the third decimal); on such an afternoon's cores the
-identity stage would add about 7 minutes to the 42. Any field can be overridden: `--config.optim.learning_rate=3e-4
+identity stage would add about 7 minutes to the 42, and the longer motion stage about 8 more. Any field can be overridden: `--config.optim.learning_rate=3e-4
 --config.total_steps=200`. Every field and its meaning: configs/common.py.
 """
 from configs import common
