@@ -193,7 +193,7 @@ def test_two_processes_sample_what_one_does(runs, data_dir, tmp_path):
                      progress=False)
   overrides = [f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
                "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
-               "--config.input.workers.count=0", "--config.motion.widths=(8, 16)",
+               "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.motion.pose_widths=()",
                f"--config.frozen.vae={runs / 'vae'}", f"--config.frozen.motion={runs / 'motion'}",
                "--config.sample.height=32", "--config.sample.width=32", "--config.sample.steps=2"]
   command = [sys.executable, os.path.join(ROOT, "launch", "local_multiprocess.py"), "-n", "2",
