@@ -111,7 +111,6 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   with pytest.raises(InputError, match="learned on face crops of size 16, this config cuts them at 24"):
     models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
   config.input.face_crop.size = 16
-  config.frozen.identity = str(tmp_path / "identity")
   models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
   # LPIPS weights of the right shapes (their values do not matter here: tests/test_lpips.py).
   rng = np.random.default_rng(3)

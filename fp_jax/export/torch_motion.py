@@ -74,8 +74,9 @@ class ImageEncoder(nn.Module):
     x = self.norm(x)
     if self.pooling == "grid":  # cells row-major, each cell's channels together, as the JAX encoder
       cells = F.adaptive_avg_pool2d(F.silu(x), GRID).permute(0, 2, 3, 1)
-      return self.head(cells.reshape(len(cells), -1)).reshape(*leading, -1)
-    pooled = F.silu(x).mean(dim=(2, 3))
+      pooled = cells.reshape(len(cells), -1)
+    else:
+      pooled = F.silu(x).mean(dim=(2, 3))
     if self.pooling == "mean_keypoints":
       pooled = torch.cat([pooled, keypoints(x)], dim=-1)
     return self.head(pooled).reshape(*leading, -1)

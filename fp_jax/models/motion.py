@@ -112,8 +112,9 @@ class ImageEncoder(nnx.Module):
       x = stage(x)
     x = self.norm(x)
     if self.config.pooling == "grid":
-      return self.head(grid_pool(jax.nn.silu(x))).reshape(*leading, -1)
-    pooled = jnp.mean(jax.nn.silu(x), axis=(1, 2))
+      pooled = grid_pool(jax.nn.silu(x))
+    else:
+      pooled = jnp.mean(jax.nn.silu(x), axis=(1, 2))
     if self.config.pooling == "mean_keypoints":
       pooled = jnp.concatenate([pooled, keypoints(x)], axis=-1)
     return self.head(pooled).reshape(*leading, -1)

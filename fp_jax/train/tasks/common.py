@@ -27,19 +27,15 @@ def _encoder_config(config, output_dim, pooling_field, widths):
   return motion.EncoderConfig(tuple(widths), output_dim, pooling)
 
 
-def pose_widths(motion_section):
-  """The pose encoder's widths: `pose_widths`, or (empty, or a run saved before it existed) the
-  expression encoder's `widths`. Works on a ConfigDict or a saved config's dict."""
-  return tuple(motion_section.get("pose_widths", None) or motion_section["widths"])
-
-
 def make_expression_encoder(config, rngs):
   return motion.ImageEncoder(_encoder_config(config, config.motion.expression_dim, "expression_pooling",
                                             config.motion.widths), rngs=rngs)
 
 
 def make_pose_encoder(config, rngs):
-  return motion.ImageEncoder(_encoder_config(config, 10, "pose_pooling", pose_widths(config.motion)), rngs=rngs)
+  # An empty pose_widths (or a run saved before it existed): as wide as the expression encoder.
+  widths = config.motion.get("pose_widths") or config.motion.widths
+  return motion.ImageEncoder(_encoder_config(config, 10, "pose_pooling", widths), rngs=rngs)
 
 
 def make_identity_encoder(config, rngs):
