@@ -77,3 +77,17 @@ def test_completed_initialises_only_the_leaves_it_is_not_given(data_dir):
     build.loaded(abstract, traverse_util.unflatten_dict(given))
   with pytest.raises(ValueError, match="is not a leaf"):
     build.loaded(abstract, {"nowhere": np.zeros(1)})
+
+
+def test_the_dit_task_refuses_runs_of_another_task_or_other_face_crops(data_dir, frozen_runs):
+  from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
+  config = train_config(data_dir, "dit")
+  config.frozen.vae, config.frozen.motion = str(frozen_runs / "motion"), str(frozen_runs / "motion")
+  with pytest.raises(InputError, match="is a 'motion' run, not a 'vae' run"):
+    _frozen(config)
+  config.frozen.vae = str(frozen_runs / "vae")
+  # The expression encoder learned on the tiny config's crops: a DiT whose driving crops are cut
+  # wider would feed it faces unlike any it saw (so would fp-cache-latents, which loads it so).
+  config.input.face_crop.margin += 0.5
+  with pytest.raises(InputError, match=r"learned on face crops of margin 1.8, this config cuts them at 2.3 \(input.face_crop.margin\)"):
+    _frozen(config)

@@ -56,15 +56,15 @@ def load(config, mesh, rules, workdir=None, checkpoint=None):
   dit = create_loaded(lambda: task.make_model(nnx.Rngs(0)), params, mesh, rules)
   require(config.frozen.vae and config.frozen.motion,
           "the config names no trained VAE or motion run (config.frozen.vae, config.frozen.motion)")
-  vae_params, _ = checkpoints.read_frozen(config.frozen.vae, config)
+  vae_params, _ = checkpoints.read_frozen(config.frozen.vae, config, task="vae")
   vae = create_loaded(lambda: common.make_vae(config, nnx.Rngs(0)), vae_params, mesh, rules)
-  motion_params, _ = checkpoints.read_frozen(config.frozen.motion, config, same_crops=True)
+  motion_params, _ = checkpoints.read_frozen(config.frozen.motion, config, task="motion")
   expression = create_loaded(lambda: common.make_expression_encoder(config, nnx.Rngs(0)), motion_params["expression"],
                              mesh, rules)
   pose = create_loaded(lambda: common.make_pose_encoder(config, nnx.Rngs(0)), motion_params["pose"], mesh, rules)
   identity = None
   if config.frozen.get("identity"):
-    identity_params, _ = checkpoints.read_frozen(config.frozen.identity, config, task="identity", same_crops=True)
+    identity_params, _ = checkpoints.read_frozen(config.frozen.identity, config, task="identity")
     identity = create_loaded(lambda: common.make_identity_encoder(config, nnx.Rngs(0)), identity_params, mesh, rules)
   readout = {name: np.asarray(value, np.float64) for name, value in motion_params["readout"].items()}
   return Models(dit, vae, expression, pose, step, workdir, identity, readout)

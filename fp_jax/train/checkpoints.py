@@ -64,6 +64,8 @@ MODEL_SECTIONS = ("task", "model", "vae", "motion")
 # encoders its config describes; a vae, motion or identity run holds its own model alone.
 TASK_SECTIONS = {"vae": ("task", "vae"), "motion": ("task", "motion"), "identity": ("task", "identity"),
                  "dit": MODEL_SECTIONS}
+# The tasks whose runs are encoders of face crops: whatever reads them must cut crops as they learned.
+CROP_TASKS = ("motion", "identity")
 # Model fields added after checkpoints were first written, with the value that means what a
 # checkpoint without them meant, so older runs still resume, sample and export.
 ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0, "linear_path": False},
@@ -186,14 +188,14 @@ def load_into(module, params):
   return module
 
 
-def read_frozen(workdir, config, task=None, same_crops=False):
+def read_frozen(workdir, config, task=None):
   """The latest (EMA) parameters of a frozen run, which must hold the model `config` describes
   (one-line error otherwise: its weights would not fit the modules built from `config`), be a run
-  of `task` where one is named, and (`same_crops`: an encoder of face crops) have learned on face
-  crops of the size and margin `config` cuts, lest it read crops unlike any it saw."""
+  of `task` where one is named, and, if it is an encoder of face crops (`CROP_TASKS`), have learned
+  on face crops of the size and margin `config` cuts, lest it read crops unlike any it saw."""
   params, step, saved = read_run(workdir, None, "ema")
   require(task is None or saved.get("task") == task, f"{workdir} is a {saved.get('task')!r} run, not a {task!r} run")
-  if same_crops:
+  if saved.get("task") in CROP_TASKS:
     theirs, ours = saved.get("input", {}).get("face_crop", {}), config.input.face_crop
     for field in ("size", "margin"):
       require(field not in theirs or theirs[field] == ours[field],

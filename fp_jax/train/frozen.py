@@ -11,7 +11,7 @@ from flax import nnx
 from fp_jax.models.build import abstract_sharded, completed
 from fp_jax.train import checkpoints
 
-# Each frozen part and the `config.frozen` field naming the run that trains it.
+# Each frozen part and the `config.frozen` field naming the run that trains it (a run of that task).
 SOURCE_FIELDS = {"vae": "vae", "expression": "motion"}
 
 
@@ -19,10 +19,11 @@ def saved_parts(config, names):
   """{part: host params} for each of `names` whose run `config.frozen` names."""
   parts = {}
   for name in names:
-    workdir = config.frozen.get(SOURCE_FIELDS.get(name, ""), "")
+    source = SOURCE_FIELDS.get(name, "")
+    workdir = config.frozen.get(source, "")
     if not workdir:
       continue
-    params, step = checkpoints.read_frozen(workdir, config)
+    params, step = checkpoints.read_frozen(workdir, config, task=source)
     parts[name] = params["expression"] if name == "expression" else params
     logging.info("frozen %s from %s (step %d)", name, workdir, step)
   return parts
