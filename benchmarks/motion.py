@@ -26,7 +26,12 @@ and prints:
                          the clips of each test identity and scored on the other half;
   identity_probe_chance  1 / number of test identities;
   expression_r2_NAME     the R^2 of each control alone (test, stored crops): which controls the
-                         latent carries.
+                         latent carries;
+  expression_r2_facing_LOW_HIGH  the same R^2 on the test frames whose face turns LOW to HIGH
+                         degrees away from the camera (head_pose.facing_degrees), with the share of the
+                         frames that do as facing_share_LOW_HIGH: a face seen side-on or from
+                         behind hides much of its expression (the sweeping and studio cameras
+                         see heads up to ~105 degrees off), which no encoder can read.
 With --vae (a VAE run on the same data), each test clip also goes through that VAE and back, as
 evaluation's `vae_ceiling` row does, and the pose encoder reads crops cut from both:
   pose_shift_deg_vae     mean angle between its readings of the reconstructed and the real frames
@@ -149,6 +154,9 @@ def pose_readings_through_vae(models, config, round_trip, split="test"):
   return np.concatenate(real), np.concatenate(through_vae), np.concatenate(first)
 
 
+FACING_BINS = ((0, 30), (30, 60), (60, 180))
+
+
 def identity_probe(latent, identity, clip):
   """Accuracy of a one-hot ridge classifier trained on the first half of each identity's clips and
   scored on the other half."""
@@ -236,6 +244,13 @@ def main():
       by_control = r_squared(readout(test["latent"]), test["expression"], axis=0)
       for name, value in zip(controls.control_names(build_template()), by_control):
         print(f"expression_r2_{name}: {value:.3f}")
+      facing = head_pose.facing_degrees(test["true_pose"])
+      for low, high in FACING_BINS:
+        chosen = (facing >= low) & (facing < high)
+        print(f"facing_share_{low}_{high}: {np.mean(chosen):.3f}")
+        if np.any(chosen):
+          r2 = r_squared(readout(test["latent"][chosen]), test["expression"][chosen])
+          print(f"expression_r2_facing_{low}_{high}: {r2:.3f}")
   print(f"identity_probe_chance: {chance:.3f}")
   if args.vae:
     saved.input.face_crop.source = "frames"

@@ -44,6 +44,16 @@ def pose_from_vector(vector):
   return np.concatenate([rotation, vector[..., 6:9, None]], axis=-1), vector[..., 9]
 
 
+def facing_degrees(vectors):
+  """Camera-frame pose vectors `[N, 10]` -> `[N]` degrees between where each face points (the
+  head's +z, out through the nose) and the direction from the head to the camera: 0 faces the
+  camera, 90 shows a profile, beyond 90 the back of the head."""
+  vectors = np.asarray(vectors, np.float64)
+  forward = rotation_from_6d(vectors[:, :6])[:, :, 2]
+  to_camera = -vectors[:, 6:9] / np.linalg.norm(vectors[:, 6:9], axis=-1, keepdims=True)
+  return np.degrees(np.arccos(np.clip(np.sum(forward * to_camera, axis=-1), -1.0, 1.0)))
+
+
 def to_camera_frame(vectors, extrinsics):
   """World-frame pose vectors `[..., 10]` -> the same head seen from cameras `[..., 3, 4]`
   (OpenCV world-to-camera): `R_c = R R_h`, `t_c = R t_h + t`. The 6D columns rotate like the

@@ -189,3 +189,22 @@ def test_mirrored_controls_pose_the_mirror_image_of_the_face(model):
     controls.mirror_map(("expression_0", "jaw_open"))
   with pytest.raises(InputError, match="no mirror control 'smile_r'"):
     controls.mirror_map(("smile_l", "jaw_open"))
+
+
+def test_facing_degrees_says_how_far_a_face_turns_from_the_camera():
+  from data_pipeline import cameras, head_pose  # pylint: disable=g-import-not-at-top
+  # Analytic: a head straight ahead of the camera (its +z towards it) turned by yaw about the
+  # camera's vertical; then a head facing along -z but off to the side, seen at 45 degrees.
+  toward_camera = np.diag([1.0, -1.0, -1.0])
+  turned = lambda degrees: np.array([[np.cos(np.radians(degrees)), 0, np.sin(np.radians(degrees))], [0, 1, 0],
+                                     [-np.sin(np.radians(degrees)), 0, np.cos(np.radians(degrees))]])
+  poses = [np.concatenate([turned(d) @ toward_camera, [[0.0], [0.0], [2.0]]], axis=1) for d in (0, 30, -90, 150)]
+  poses.append(np.concatenate([toward_camera, [[1.0], [0.0], [1.0]]], axis=1))
+  vectors = head_pose.pose_vector(np.stack(poses), np.ones(len(poses)))
+  np.testing.assert_allclose(head_pose.facing_degrees(vectors), [0, 30, 90, 150, 45], atol=1e-6)
+  # The world's own cameras: a head at rest seen by cameras orbiting it at a yaw faces that far
+  # from them (within the few degrees by which the orbit's centre sits off the head's origin).
+  at_rest = head_pose.pose_vector(np.eye(3, 4)[None], np.ones(1))
+  for yaw in (0.0, 30.0, -70.0, 120.0):
+    seen = head_pose.to_camera_frame(at_rest, cameras.static_view(1, 64, 64, yaw, 0.0).extrinsics)
+    assert abs(head_pose.facing_degrees(seen)[0] - abs(yaw)) < 6.0
