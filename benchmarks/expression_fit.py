@@ -1,0 +1,194 @@
+"""How fast the expression encoder learns, apart from the trainer: a fixed set of rendered people.
+
+  python benchmarks/expression_fit.py [--people=20000] [--val_people=2000] [--steps=1000]
+      [--evals=250,500,1000] [--widths=16,32,64,64] [--pooling=mean] [--learning_rate=3e-3]
+      [--pair_weight=0] [--data_dir=outputs/bench/data] [--renders=outputs/bench/expression_fit]
+
+The motion task learns on people rendered in its input workers, its steps shared with the pose
+encoder; this renders `--people` of the tiny motion config's people once (the training stream's
+first ones: mixed crops, as `fp_jax` trains on them) and `--val_people` of the validation
+stream's (crops rendered at crop resolution, as a high-resolution driving video gives them), keeps
+them under `--renders`, and trains the expression encoder and its linear read-out alone, on one
+device, as the motion task trains them (its loss weight, half the examples mirrored, its
+optimizer and schedule over `--steps`). Cheap enough to compare encoders and schedules by the
+dozen, on the same pixels. Prints, at each step of `--evals`:
+  train_r2_at_S, val_r2_at_S   R^2 of the controls by the trained read-out (pooled over the
+                               controls) on 2000 of the training people and on the held-out ones;
+and at the end, on the held-out people: val_r2_NAME (each control's R^2),
+val_r2_facing_LOW_HIGH (the frames whose face turns LOW to HIGH degrees from the camera,
+head_pose.facing_degrees) and step_seconds (the median step).
+With --pair_weight=W each training person is rendered twice under one view and lighting with two
+expressions (`--people` / 2 people), and the difference of the two read-outs must also equal the
+difference of the two controls (weight W): what changed between two pictures that differ in
+expression alone, with every nuisance cancelled.
+"""
+import argparse
+import copy
+import multiprocessing
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fp_jax.host_memory import keep_freed_memory_on_cpu  # pylint: disable=g-import-not-at-top
+keep_freed_memory_on_cpu()  # as the fp-* commands do, before any thread takes a malloc arena
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+from flax import nnx  # pylint: disable=g-import-not-at-top
+
+from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
+from configs import tiny  # pylint: disable=g-import-not-at-top
+from data_pipeline import appearance, controls, expression_twins, fresh_people, head_pose  # pylint: disable=g-import-not-at-top
+from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
+from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
+from fp_jax.models.motion import EncoderConfig, ImageEncoder  # pylint: disable=g-import-not-at-top
+from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
+from fp_jax.train.tasks.motion_task import Mirror  # pylint: disable=g-import-not-at-top
+
+FACING_BINS = ((0, 30), (30, 60), (60, 180))
+CHUNK = 250  # people a render job draws
+
+
+def maker(data_dir, split, source):
+  config = tiny.get_config("motion").input
+  config.split, config.fresh_people_cache, config.face_crop.source = split, 0, source
+  return fresh_people.MakeFreshExample(ClipRecords(data_dir, config.dataset, "train"), config)
+
+
+def render_people(job):
+  """People `start` to `start + count` of a split: crops `[N, 1 or 2, S, S, 3]`, controls and poses."""
+  data_dir, split, source, start, count, pairs = job
+  make = maker(data_dir, split, source)
+  if not pairs:
+    examples = [make._render(index) for index in range(start, start + count)]  # pylint: disable=protected-access
+    return [np.stack([e[key] for e in examples]) for key in ("driving", "expression", "head_pose")]
+  model, rows = build_template(), []
+  for index in range(start, start + count):
+    rng = np.random.default_rng([make._seed, make._split, index, 2])  # pylint: disable=protected-access
+    person = appearance.sample_identity(model, rng)
+    expressions = [make._expression(rng, model) for _ in range(2)]  # pylint: disable=protected-access
+    zoomed = make._zoomed(rng)  # pylint: disable=protected-access
+    # The same generator state for both renders: one view, head pose, light and backdrop.
+    renders = [expression_twins.twin_crops(model, e, copy.deepcopy(rng), make._height, make._width, make._fps,  # pylint: disable=protected-access
+                                           make._crop_size, make._margin, zoomed, person=person)  # pylint: disable=protected-access
+               for e in expressions]
+    rows.append((np.concatenate([r[0] for r in renders]), np.concatenate(expressions), renders[0][1]))
+  return [np.stack(column) for column in zip(*rows)]
+
+
+def rendered(path, data_dir, split, source, people, pairs):
+  """The split's first `people` people, rendered once and kept in `path` (.npz)."""
+  if not os.path.exists(path):
+    jobs = [(data_dir, split, source, start, min(CHUNK, people - start), pairs) for start in range(0, people, CHUNK)]
+    started = time.time()
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
+      parts = pool.map(render_people, jobs)
+    print(f"rendered {people} {split} people in {time.time() - started:.0f} s", file=sys.stderr)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = path + ".partial.npz"  # np.savez adds no suffix to a name that has one
+    np.savez(partial, **{key: np.concatenate([part[i] for part in parts])
+                         for i, key in enumerate(("crops", "controls", "poses"))})
+    os.replace(partial, path)
+  with np.load(path) as stored:
+    return {key: stored[key] for key in stored}
+
+
+class ExpressionModels(nnx.Module):
+
+  def __init__(self, widths, pooling, latent_dim, num_controls, rngs):
+    self.expression = ImageEncoder(EncoderConfig(tuple(widths), latent_dim, pooling), rngs=rngs)
+    self.readout = nnx.Linear(latent_dim, num_controls, rngs=rngs)
+
+  def __call__(self, crops):
+    return self.readout(self.expression(crops))
+
+
+def r_squared(predicted, truth, axis=None):
+  return 1.0 - np.sum(np.square(predicted - truth), axis=axis) / np.sum(np.square(truth - truth.mean(0)), axis=axis)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--data_dir", default="outputs/bench/data")
+  parser.add_argument("--renders", default="outputs/bench/expression_fit")
+  parser.add_argument("--people", type=int, default=20000)
+  parser.add_argument("--val_people", type=int, default=2000)
+  parser.add_argument("--steps", type=int, default=1000)
+  parser.add_argument("--evals", default="", help="steps to score at (default: a quarter, a half and the end)")
+  parser.add_argument("--batch", type=int, default=0, help="crops a step (default: the config's)")
+  parser.add_argument("--widths", default="", help="default: the config's motion.widths")
+  parser.add_argument("--pooling", default="", help="default: the config's motion.expression_pooling")
+  parser.add_argument("--learning_rate", type=float, default=0.0, help="default: the config's")
+  parser.add_argument("--pair_weight", type=float, default=0.0)
+  args = parser.parse_args()
+  config = tiny.get_config("motion")
+  ensure_dataset("demo", args.data_dir)
+  pairs = args.pair_weight > 0
+  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}.npz"), args.data_dir,
+                   "train", config.input.face_crop.source, args.people // 2 if pairs else args.people, pairs)
+  val = rendered(os.path.join(args.renders, f"validation_{args.val_people}.npz"), args.data_dir, "validation",
+                 "stored", args.val_people, False)
+  widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else tuple(config.motion.widths)
+  names = controls.control_names(build_template())
+  models = ExpressionModels(widths, args.pooling or config.motion.expression_pooling, config.motion.expression_dim,
+                            len(names), nnx.Rngs(config.seed))
+  if args.learning_rate:
+    config.optim.learning_rate = args.learning_rate
+  optimizer = nnx.Optimizer(models, make_optimizer(config.optim, args.steps)[0], wrt=nnx.Param)
+  mirror = Mirror(config.motion_loss.mirror_share, names)
+  weight = config.motion.expression_weight
+
+  @nnx.jit
+  def step(models, optimizer, crops, target, key):
+    chosen = mirror.choose(key, crops.shape[0])  # one choice for both crops of a pair
+    crops, target = mirror.crops(chosen, crops), mirror.controls(chosen, target)
+
+    def loss(models):
+      predicted = models(crops)
+      error = jnp.mean(jnp.square(predicted - target))
+      if pairs:
+        change = lambda values: values[:, 1] - values[:, 0]
+        error += args.pair_weight * jnp.mean(jnp.square(change(predicted) - change(target)))
+      return weight * error
+
+    value, grads = nnx.value_and_grad(loss)(models)
+    optimizer.update(models, grads)
+    return value
+
+  predict = nnx.jit(lambda models, crops: models(crops))
+
+  def read(crops):
+    return np.concatenate([np.asarray(predict(models, jnp.asarray(crops[i:i + 500]))) for i in range(0, len(crops), 500)])
+
+  flat = lambda values: values.reshape(-1, *values.shape[2:])
+  seen_crops, seen_controls = flat(train["crops"])[:2000], flat(train["controls"])[:2000]
+  val_crops, val_controls = flat(val["crops"]), flat(val["controls"])
+  batch = args.batch or config.input.global_batch_size
+  per_step = batch // train["crops"].shape[1]
+  evals = {int(s) for s in args.evals.split(",")} if args.evals else {args.steps // 4, args.steps // 2, args.steps}
+  rng, key, times = np.random.default_rng(config.seed), jax.random.key(config.seed), []
+  for number in range(1, args.steps + 1):
+    chosen = rng.integers(len(train["crops"]), size=per_step)
+    key, step_key = jax.random.split(key)
+    started = time.perf_counter()
+    jax.block_until_ready(step(models, optimizer, jnp.asarray(train["crops"][chosen]),
+                               jnp.asarray(train["controls"][chosen]), step_key))
+    times.append(time.perf_counter() - started)
+    if number in evals:
+      print(f"train_r2_at_{number}: {r_squared(read(seen_crops), seen_controls):.3f}")
+      print(f"val_r2_at_{number}: {r_squared(read(val_crops), val_controls):.3f}", flush=True)
+  predicted = read(val_crops)
+  for name, value in zip(names, r_squared(predicted, val_controls, axis=0)):
+    print(f"val_r2_{name}: {value:.3f}")
+  facing = head_pose.facing_degrees(flat(val["poses"]))
+  for low, high in FACING_BINS:
+    chosen = (facing >= low) & (facing < high)
+    print(f"val_r2_facing_{low}_{high}: {r_squared(predicted[chosen], val_controls[chosen]):.3f}")
+  print(f"step_seconds: {np.median(times[1:]):.3f}")
+
+
+if __name__ == "__main__":
+  main()
