@@ -40,15 +40,15 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
+from expression_scores import by_facing, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from data_pipeline import appearance, controls, expression_twins, fresh_people, head_pose  # pylint: disable=g-import-not-at-top
+from data_pipeline import appearance, controls, expression_twins, fresh_people  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
 from fp_jax.models.motion import EncoderConfig, ImageEncoder  # pylint: disable=g-import-not-at-top
 from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks.motion_task import Mirror  # pylint: disable=g-import-not-at-top
 
-FACING_BINS = ((0, 30), (30, 60), (60, 180))
 CHUNK = 250  # people a render job draws
 
 
@@ -63,7 +63,7 @@ def render_people(job):
   data_dir, split, source, start, count, pairs = job
   make = maker(data_dir, split, source)
   if not pairs:
-    examples = [make._render(index) for index in range(start, start + count)]  # pylint: disable=protected-access
+    examples = [make.random_map(index, None) for index in range(start, start + count)]
     return [np.stack([e[key] for e in examples]) for key in ("driving", "expression", "head_pose")]
   model, rows = build_template(), []
   for index in range(start, start + count):
@@ -104,10 +104,6 @@ class ExpressionModels(nnx.Module):
 
   def __call__(self, crops):
     return self.readout(self.expression(crops))
-
-
-def r_squared(predicted, truth, axis=None):
-  return 1.0 - np.sum(np.square(predicted - truth), axis=axis) / np.sum(np.square(truth - truth.mean(0)), axis=axis)
 
 
 def main():
@@ -183,10 +179,9 @@ def main():
   predicted = read(val_crops)
   for name, value in zip(names, r_squared(predicted, val_controls, axis=0)):
     print(f"val_r2_{name}: {value:.3f}")
-  facing = head_pose.facing_degrees(flat(val["poses"]))
-  for low, high in FACING_BINS:
-    chosen = (facing >= low) & (facing < high)
-    print(f"val_r2_facing_{low}_{high}: {r_squared(predicted[chosen], val_controls[chosen]):.3f}")
+  for low, high, _, r2 in by_facing(predicted, val_controls, flat(val["poses"])):
+    if r2 is not None:
+      print(f"val_r2_facing_{low}_{high}: {r2:.3f}")
   print(f"step_seconds: {np.median(times[1:]):.3f}")
 
 

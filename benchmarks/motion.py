@@ -55,6 +55,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
+from expression_scores import by_facing, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
@@ -107,12 +108,6 @@ def cross_validated_ridge(features, targets, groups, folds=4):
   return ridge(features, targets, best), best
 
 
-def r_squared(predicted, truth, axis=None):
-  """Pooled over all controls, or (`axis=0`) each control's own: the pooled figure is dominated by
-  the controls that vary most."""
-  return 1.0 - np.sum(np.square(predicted - truth), axis=axis) / np.sum(np.square(truth - truth.mean(0)), axis=axis)
-
-
 def pose_error_degrees(predicted, truth):
   rotation = head_pose.rotation_from_6d(predicted[:, :6])
   true_rotation = head_pose.rotation_from_6d(truth[:, :6])
@@ -152,9 +147,6 @@ def pose_readings_through_vae(models, config, round_trip, split="test"):
     through_vae.append(poses[1][1:])
     first.append(np.repeat(poses[0][:1], len(frames) - 1, axis=0))
   return np.concatenate(real), np.concatenate(through_vae), np.concatenate(first)
-
-
-FACING_BINS = ((0, 30), (30, 60), (60, 180))
 
 
 def identity_probe(latent, identity, clip):
@@ -244,12 +236,9 @@ def main():
       by_control = r_squared(readout(test["latent"]), test["expression"], axis=0)
       for name, value in zip(controls.control_names(build_template()), by_control):
         print(f"expression_r2_{name}: {value:.3f}")
-      facing = head_pose.facing_degrees(test["true_pose"])
-      for low, high in FACING_BINS:
-        chosen = (facing >= low) & (facing < high)
-        print(f"facing_share_{low}_{high}: {np.mean(chosen):.3f}")
-        if np.any(chosen):
-          r2 = r_squared(readout(test["latent"][chosen]), test["expression"][chosen])
+      for low, high, share, r2 in by_facing(readout(test["latent"]), test["expression"], test["true_pose"]):
+        print(f"facing_share_{low}_{high}: {share:.3f}")
+        if r2 is not None:
           print(f"expression_r2_facing_{low}_{high}: {r2:.3f}")
   print(f"identity_probe_chance: {chance:.3f}")
   if args.vae:
