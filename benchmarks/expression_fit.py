@@ -52,16 +52,17 @@ from fp_jax.train.tasks.motion_task import Mirror  # pylint: disable=g-import-no
 CHUNK = 250  # people a render job draws
 
 
-def maker(data_dir, split, source):
+def maker(data_dir, split, source, parts=()):
   config = tiny.get_config("motion").input
   config.split, config.fresh_people_cache, config.face_crop.source = split, 0, source
+  config.face_crop.parts = tuple(parts)
   return fresh_people.MakeFreshExample(ClipRecords(data_dir, config.dataset, "train"), config)
 
 
 def render_people(job):
   """People `start` to `start + count` of a split: crops `[N, 1 or 2, S, S, 3]`, controls and poses."""
-  data_dir, split, source, start, count, pairs = job
-  make = maker(data_dir, split, source)
+  data_dir, split, source, start, count, pairs, parts = job
+  make = maker(data_dir, split, source, parts)
   if not pairs:
     examples = [make.random_map(index, None) for index in range(start, start + count)]
     return [np.stack([e[key] for e in examples]) for key in ("driving", "expression", "head_pose")]
@@ -79,17 +80,18 @@ def render_people(job):
   return [np.stack(column) for column in zip(*rows)]
 
 
-def rendered(path, data_dir, split, source, people, pairs):
+def rendered(path, data_dir, split, source, people, pairs, parts):
   """The split's first `people` people, rendered once and kept in `path` (.npz)."""
   if not os.path.exists(path):
-    jobs = [(data_dir, split, source, start, min(CHUNK, people - start), pairs) for start in range(0, people, CHUNK)]
+    jobs = [(data_dir, split, source, start, min(CHUNK, people - start), pairs, parts)
+            for start in range(0, people, CHUNK)]
     started = time.time()
     with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
-      parts = pool.map(render_people, jobs)
+      chunks = pool.map(render_people, jobs)
     print(f"rendered {people} {split} people in {time.time() - started:.0f} s", file=sys.stderr)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = path + ".partial.npz"  # np.savez adds no suffix to a name that has one
-    np.savez(partial, **{key: np.concatenate([part[i] for part in parts])
+    np.savez(partial, **{key: np.concatenate([chunk[i] for chunk in chunks])
                          for i, key in enumerate(("crops", "controls", "poses"))})
     os.replace(partial, path)
   with np.load(path) as stored:
@@ -98,8 +100,8 @@ def rendered(path, data_dir, split, source, people, pairs):
 
 class ExpressionModels(nnx.Module):
 
-  def __init__(self, widths, pooling, latent_dim, num_controls, rngs):
-    self.expression = ImageEncoder(EncoderConfig(tuple(widths), latent_dim, pooling), rngs=rngs)
+  def __init__(self, widths, pooling, latent_dim, num_controls, parts, rngs):
+    self.expression = ImageEncoder(EncoderConfig(tuple(widths), latent_dim, pooling, parts), rngs=rngs)
     self.readout = nnx.Linear(latent_dim, num_controls, rngs=rngs)
 
   def __call__(self, crops):
@@ -119,18 +121,28 @@ def main():
   parser.add_argument("--pooling", default="", help="default: the config's motion.expression_pooling")
   parser.add_argument("--learning_rate", type=float, default=0.0, help="default: the config's")
   parser.add_argument("--pair_weight", type=float, default=0.0)
+  parser.add_argument("--parts", default="", help="close-ups rendered beside each face crop, from "
+                      "data_pipeline/face_crop.py PARTS (eyes,mouth); the encoder reads them too")
+  parser.add_argument("--face_only", action="store_true",
+                      help="render --parts, but let the encoder read the face crops alone (the baseline on those people)")
   args = parser.parse_args()
   config = tiny.get_config("motion")
   ensure_dataset("demo", args.data_dir)
-  pairs = args.pair_weight > 0
-  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}.npz"), args.data_dir,
-                   "train", config.input.face_crop.source, args.people // 2 if pairs else args.people, pairs)
-  val = rendered(os.path.join(args.renders, f"validation_{args.val_people}.npz"), args.data_dir, "validation",
-                 "stored", args.val_people, False)
+  pairs, parts = args.pair_weight > 0, tuple(p for p in args.parts.split(",") if p)
+  if pairs and parts:
+    sys.exit("error: --pair_weight and --parts do not go together")
+  named = "".join(f"_{p}" for p in parts)
+  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
+                   args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
+                   pairs, parts)
+  val = rendered(os.path.join(args.renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
+                 "stored", args.val_people, False, parts)
+  if args.face_only and parts:  # the face crop comes first
+    train["crops"], val["crops"], parts = train["crops"][:, :, 0], val["crops"][:, :, 0], ()
   widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else tuple(config.motion.widths)
   names = controls.control_names(build_template())
   models = ExpressionModels(widths, args.pooling or config.motion.expression_pooling, config.motion.expression_dim,
-                            len(names), nnx.Rngs(config.seed))
+                            len(names), len(parts), nnx.Rngs(config.seed))
   if args.learning_rate:
     config.optim.learning_rate = args.learning_rate
   optimizer = nnx.Optimizer(models, make_optimizer(config.optim, args.steps)[0], wrt=nnx.Param)

@@ -69,7 +69,7 @@ def encode_split(models, config, split):
   """Latents, predicted poses, true expression, true poses and identity/clip of every frame."""
   records = ClipRecords(config.input.data_dir, config.input.dataset, split)
   maker = examples.MakeExample(records, config.input)
-  encode = nnx.jit(lambda m, crops: (m.expression(crops), m.pose(crops)))
+  encode = nnx.jit(lambda m, crops: (m.expression(crops), m.pose(common.face_view(config, crops))))
   rows = {name: [] for name in ("latent", "pose", "expression", "true_pose", "identity", "clip")}
   for index in range(len(records)):
     example = maker.example(index, 0, np.random.default_rng(index))

@@ -40,10 +40,14 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # better (R^2 0.46 against 0.24) but not the held-out ones (-0.18 against -0.14; identity probe
   # 0.52 against 0.43).
   # pose_widths: the pose encoder's own widths (empty: `widths`, as the expression encoder's).
+  # expression_parts: close-ups the expression encoder reads beside the face crop, each with a tower
+  # of its own (names in data_pipeline/face_crop.py PARTS: "eyes", "mouth"); every task's input
+  # cuts them (input.face_crop.parts follows this field).
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), pose_widths=(), expression_dim=512,
                                                  num_controls=16, expression_weight=20.0,
                                                  invariance_weight=0.1, expression_pooling="mean",
-                                                 pose_pooling="mean_keypoints"))
+                                                 pose_pooling="mean_keypoints", expression_parts=()))
+  config.input.face_crop.parts = config.motion.get_ref("expression_parts")
   # blur_share: the share of the motion task's crops blurred, each by a sigma drawn from blur_sigma
   # (pixels of the crop; fp_jax/train/tasks/motion_task.py), so the encoders read the softer crops
   # of generated frames as they read rendered ones. 0: crops as rendered.

@@ -100,6 +100,11 @@ class MakeExample(grain.transforms.RandomMap):
               f"{records!r} has none (build with face.size > 0, version 1.2.0 on)")
       require(abs(records.face_margin - self._crop_margin) < 1e-6,
               f"face_crop.margin {self._crop_margin} differs from the stored faces' {records.face_margin}")
+    self._parts = face_crop.check_parts(config.face_crop.get("parts", ()))
+    missing = [part for part in self._parts if part not in records.face_parts]
+    require(self._crop_source == "frames" or not missing,
+            f"face_crop.source={self._crop_source} needs the stored close-ups of {missing}, and {records!r} has "
+            f"none (build with face.parts, version 1.5.0 on)")
     self._normals = config.normals.to_dict()
     self._rays_dtype = np.dtype(config.rays_dtype)
     self._warped_reference = bool(config.get("warped_reference", False))
@@ -137,7 +142,7 @@ class MakeExample(grain.transforms.RandomMap):
                                   ).astype(self._rays_dtype, copy=False),
         "head_pose": head_pose.pose_vector(window["head_pose"], window["head_scale"]),
         "expression": window["expression"],
-        "driving": self._driving_crops(clip, frames, window["frames"], boxes, rng),
+        "driving": self._driving_crops(clip, frames, window["frames"], boxes, rng, model, window),
         "face_boxes": boxes,
         "intrinsics": window["intrinsics"],
         "extrinsics": window["extrinsics"],
@@ -155,16 +160,25 @@ class MakeExample(grain.transforms.RandomMap):
       example["twin_frames"] = chosen
       example["driving_twin"], example["twin_pose"] = expression_twins.twins(
           model, window["expression"][chosen], rng, height, width, self._records.fps, self._crop_size,
-          self._crop_margin, self._twin_people)
+          self._crop_margin, self._twin_people, self._parts)
     return example
 
-  def _driving_crops(self, clip, frames, video, boxes, rng):
+  def _driving_crops(self, clip, frames, video, boxes, rng, model, window):
     """Face crops cut from the frames, or the stored ones rendered at crop resolution ("mixed":
-    either, by a coin toss per example, so the encoders learn both)."""
+    either, by a coin toss per example, so the encoders learn both). With `face_crop.parts`:
+    `[T, 1 + P, S, S, 3]`, the face then its parts' close-ups, all cut or all stored."""
     stored = self._crop_source == "stored" or (self._crop_source == "mixed" and rng.random() < 0.5)
-    if not stored:
-      return face_crop.crop(video, boxes, self._crop_size)
-    faces = clip["face"][frames]
+    if stored:
+      views = [self._resized(clip["face"][frames])] + [self._resized(clip[f"face_{p}"][frames]) for p in self._parts]
+    else:
+      fields = (model, clip["shape"], window["head_pose"], window["head_scale"], window["intrinsics"],
+                window["extrinsics"])
+      boxes = [boxes] + [face_crop.part_boxes(*fields, part) for part in self._parts]
+      views = [face_crop.crop(video, b, self._crop_size) for b in boxes]
+    return np.stack(views, axis=1) if self._parts else views[0]
+
+  def _resized(self, faces):
+    """Stored crops `[T, s, s, 3]` at the crop size."""
     if faces.shape[1] == self._crop_size:
       return faces
     return np.stack([np.asarray(Image.fromarray(face).resize((self._crop_size,) * 2, Image.Resampling.BILINEAR))

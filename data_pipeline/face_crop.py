@@ -15,30 +15,51 @@ from data_pipeline import controls
 from data_pipeline.errors import require
 
 LANDMARK_LABELS = ("brows", "eyeball", "lips")
+# Parts of the face seen up close, beside the face crop: the landmark labels each part's box
+# bounds and its margin. A gaze of 0.6 moves the pupil about a pixel in a 64-pixel face crop;
+# a crop of the eyes alone is ~3x closer.
+PARTS = {"eyes": (("eyeball",), 1.3), "mouth": (("lips",), 1.5)}
 
 
-_LANDMARKS = {}  # id(model) -> (model, indices); holding the model keeps its id unique
+_LANDMARKS = {}  # (id(model), labels) -> (model, indices); holding the model keeps its id unique
 
 
-def _find_landmarks(model):
-  if model.vertex_labels is not None and set(LANDMARK_LABELS) <= set(model.label_names):
-    wanted = [model.label_names.index(name) for name in LANDMARK_LABELS]
+def _find_landmarks(model, labels):
+  if model.vertex_labels is not None and set(labels) <= set(model.label_names):
+    wanted = [model.label_names.index(name) for name in labels]
     indices = np.flatnonzero(np.isin(model.vertex_labels, wanted))
   else:  # a swapped-in model without labels: vertices moved mostly by the head or jaw joints
+    require(labels == LANDMARK_LABELS, f"mesh model has no vertices labelled {labels} to crop a face part around")
     rigid = [model.joint_index(name) for name in ("head", "jaw") if name in model.joint_names]
     indices = np.flatnonzero(np.isin(np.argmax(model.weights, axis=1), rigid))
   require(indices.size >= 3, "mesh model has no facial landmarks to crop around")
   return indices[::max(1, indices.size // 256)]  # a few hundred points bound the face well
 
 
-def landmarks(model):
-  """Vertex indices whose projections bound the face."""
-  if id(model) not in _LANDMARKS:
-    _LANDMARKS[id(model)] = (model, _find_landmarks(model))
-  return _LANDMARKS[id(model)][1]
+def landmarks(model, labels=LANDMARK_LABELS):
+  """Vertex indices whose projections bound the face (or the part of it that `labels` name)."""
+  key = (id(model), tuple(labels))
+  if key not in _LANDMARKS:
+    _LANDMARKS[key] = (model, _find_landmarks(model, tuple(labels)))
+  return _LANDMARKS[key][1]
 
 
-def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin=1.8):
+def check_parts(parts):
+  """`parts` as a tuple, each a name in `PARTS` (one-line error otherwise)."""
+  parts = tuple(parts)
+  for part in parts:
+    require(part in PARTS, f"face_crop.parts: unknown part {part!r}; choose from {tuple(PARTS)}")
+  return parts
+
+
+def part_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, part):
+  """`face_boxes` around one of `PARTS` (its landmarks and margin)."""
+  check_parts([part])
+  labels, margin = PARTS[part]
+  return face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin, labels)
+
+
+def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin=1.8, labels=LANDMARK_LABELS):
   """Square crop boxes `[T, 4]` (x0, y0, x1, y1) in pixels, from a clip's stored fields."""
   # The face at rest and with the jaw wide open: the lips' whole travel, so no expression leaves
   # the box, while the box itself never moves with one. Neither uses a blend shape, so the mesh is
@@ -49,7 +70,7 @@ def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, marg
   jaw_open[:, controls.control_names(model).index("jaw_open")] = 1.0
   rotations = np.concatenate([controls.joint_rotations(model, head_pose[:, :, :3], pose) for pose in (at_rest, jaw_open)])
   posed = model.pose(shape, np.zeros((1, model.num_expression)), rotations, scale=np.tile(head_scale, 2),
-                     translation=np.tile(head_pose[:, :, 3], (2, 1)), subset=landmarks(model))
+                     translation=np.tile(head_pose[:, :, 3], (2, 1)), subset=landmarks(model, labels))
   points = np.concatenate(np.split(posed, 2), axis=1)  # [T, 2 x landmarks, 3]
   extrinsics = np.asarray(extrinsics, np.float64)
   camera = np.einsum("tij,tvj->tvi", extrinsics[:, :, :3], points) + extrinsics[:, None, :, 3]

@@ -27,6 +27,10 @@ run on a few thousand people can take many epochs (figures in configs/data/input
 worker keeps, it also writes to a folder the host's other workers read (shared_renders.py; with
 two workers or more): a person is rendered once per host, not once per worker.
 
+With `face_crop.parts` (names in face_crop.PARTS) each crop comes with close-ups of those parts of
+the same face: `driving` and `driving_twin` are [1, 1 + P, S, S, 3], the face first (identity views
+stay face crops alone: the identity embedding reads no parts).
+
 Keys (one frame, `T = 1`): driving [1, S, S, 3] uint8, expression [1, C], head_pose [1, 10],
 extrinsics [1, 3, 4], and with twins twin_frames [1], driving_twin [1, S, S, 3], twin_pose [1, 10].
 With identity views: views [K, S, S, 3] uint8, head_pose [K, 10] (each view's, as its crop sees it).
@@ -36,7 +40,7 @@ import zlib
 import grain
 import numpy as np
 
-from data_pipeline import appearance, examples, expression_twins, shared_renders, world
+from data_pipeline import appearance, examples, expression_twins, face_crop, shared_renders, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 
@@ -55,6 +59,7 @@ class MakeFreshExample(grain.transforms.RandomMap):
     self._height, self._width, self._fps = records.height, records.width, records.fps
     self._crop_size = int(config.face_crop.size)
     self._margin = float(config.face_crop.margin)
+    self._parts = face_crop.check_parts(config.face_crop.get("parts", ()))
     self._source = config.face_crop.get("source", "frames")
     require(self._source in examples.CROP_SOURCES,
             f"face_crop.source must be one of {examples.CROP_SOURCES}, got {self._source!r}")
@@ -98,7 +103,7 @@ class MakeFreshExample(grain.transforms.RandomMap):
     expression = self._expression(rng, model)
     zoomed = self._zoomed(rng)
     render = lambda: expression_twins.twin_crops(model, expression, rng, self._height, self._width, self._fps,
-                                                 self._crop_size, self._margin, zoomed)
+                                                 self._crop_size, self._margin, zoomed, parts=self._parts)
     driving, pose = render()
     example = {"driving": driving, "expression": expression, "head_pose": pose,
                "extrinsics": np.eye(3, 4, dtype=np.float32)[None], "record": np.int64(index)}

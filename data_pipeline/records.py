@@ -12,7 +12,7 @@ import os
 from array_record.python.array_record_module import ArrayRecordReader
 import tensorflow_datasets as tfds
 
-from data_pipeline import tfds_builder
+from data_pipeline import face_crop, tfds_builder
 from data_pipeline.errors import InputError, require
 
 BUILD_COMMAND = "fp-data --config=configs/data/synthetic.py:{name} --data_dir={data_dir}"
@@ -73,6 +73,8 @@ class ClipRecords:
     # Stored face crops (version 1.2.0 on, when built with face.size > 0): their size and margin.
     self.face_size = int(info.features["face"].shape[1]) if "face" in info.features else 0
     self.face_margin = float(metadata.get("face_margin", 0.0))
+    # Close-ups of face parts beside the stored faces (version 1.5.0 on, when built with face.parts).
+    self.face_parts = tuple(part for part in face_crop.PARTS if f"face_{part}" in info.features)
     # Before 1.3.0 the stored faces were boxed around the expression: their zoom would disagree
     # with every crop cut here, at sampling and in evaluation.
     require(not self.face_size or tfds.core.Version(str(info.version)) >= "1.3.0",

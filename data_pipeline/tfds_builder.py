@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import threadpoolctl
 
-from data_pipeline import world
+from data_pipeline import face_crop, world
 from data_pipeline.controls import num_controls
 from data_pipeline.errors import InputError, require
 from data_pipeline.template_head import build_template
@@ -38,6 +38,7 @@ class PortraitConfig(tfds.core.BuilderConfig):
   regime_weights: tuple = (1.0, 1.0, 1.0, 1.0)  # phone, studio, viewsweep, dynamicsweep
   face_size: int = 0  # > 0: each frame's face crop rendered at this size (`face`)
   face_margin: float = 1.8
+  face_parts: tuple = ()  # with face_size: close-ups of these parts too (`face_PART`, face_crop.PARTS)
 
   @classmethod
   def from_config(cls, config):
@@ -52,18 +53,20 @@ class PortraitConfig(tfds.core.BuilderConfig):
     face = config.get("face", {"size": 0, "margin": 1.8})
     require(int(face["size"]) == 0 or int(face["size"]) >= 8, f"face.size must be 0 or >= 8, got {face['size']}")
     require(float(face["margin"]) > 0, f"face.margin must be positive, got {face['margin']}")
+    parts = face_crop.check_parts(face.get("parts", ()))
+    require(not parts or int(face["size"]) > 0, "face.parts need face.size > 0")
     world.ClipSpec(config.height, config.width, config.num_frames, config.fps, config.supersample)
     return cls(name=config.name, version=config.version, seed=int(config.seed),
                height=int(config.height), width=int(config.width), num_frames=int(config.num_frames),
                fps=float(config.fps), supersample=int(config.supersample), identities=identities,
                clips_per_identity=int(config.clips_per_identity), regime_weights=weights,
-               face_size=int(face["size"]), face_margin=float(face["margin"]),
+               face_size=int(face["size"]), face_margin=float(face["margin"]), face_parts=parts,
                description=f"{config.name}: {config.height}x{config.width}, {config.num_frames} frames")
 
   @property
   def spec(self):
     return world.ClipSpec(self.height, self.width, self.num_frames, self.fps, self.supersample,
-                          self.face_size, self.face_margin)
+                          self.face_size, self.face_margin, self.face_parts)
 
   def split_identities(self, split):
     start = sum(self.identities[:SPLITS.index(split)])
@@ -104,12 +107,13 @@ def _make_examples_in_processes(config, keys, workers):
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
   """Rendered portrait clips: four camera/motion regimes, known pose, expression and shape."""
 
-  VERSION = tfds.core.Version("1.4.0")
+  VERSION = tfds.core.Version("1.5.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
                    "1.1.0": "Records in (identity, clip) order; identity layout in the metadata.",
                    "1.2.0": "`face`: each frame's face crop rendered at the crop's own resolution.",
                    "1.3.0": "`face`: crop boxes follow the head and camera, not the expression.",
-                   "1.4.0": "The template's expressions twice as strong (blinks as before, cheek puff 1.5x)."}
+                   "1.4.0": "The template's expressions twice as strong (blinks as before, cheek puff 1.5x).",
+                   "1.5.0": "`face_PART`: close-ups of face parts (face.parts) beside each face crop."}
   BUILDER_CONFIGS = []  # configs come from configs/data/*.py, any name
 
   def __init__(self, *, use_beam=False, workers=0, **kwargs):
@@ -124,7 +128,8 @@ class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
     t, h, w = config.num_frames, config.height, config.width
     video = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib")
     array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
-    faces = {"face": video(t, config.face_size, config.face_size, 3)} if config.face_size else {}
+    views = ("face",) + tuple(f"face_{part}" for part in config.face_parts) if config.face_size else ()
+    faces = {name: video(t, config.face_size, config.face_size, 3) for name in views}
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict(faces | {
             "frames": video(t, h, w, 3),

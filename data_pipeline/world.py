@@ -28,6 +28,7 @@ class ClipSpec:
   supersample: int = 1
   face_size: int = 0  # > 0: also render each frame's face crop at this size (`face`)
   face_margin: float = 1.8  # the crop box is this times the facial landmarks' extent
+  face_parts: tuple = ()  # with face_size: close-ups of these parts too (face_crop.PARTS; `face_PART`)
 
   def __post_init__(self):
     require_resolution(self.height, self.width)
@@ -173,9 +174,13 @@ def generate_clip(seed, identity, clip_index, regime, spec, model=None):
     # driving video has, which a crop of the small frames cannot give the motion encoders.
     boxes = face_crop.face_boxes(model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics,
                                  spec.face_margin)
-    zoomed = face_crop.box_intrinsics(cams.intrinsics, boxes, spec.face_size)
-    clip["face"] = renderer_for(model.f.tobytes(), spec.face_size, spec.face_size, spec.supersample).render_clip(
-        vertices, zoomed, cams.extrinsics, albedo=person.albedo, lighting=lighting, background=background)["rgb"]
+    fields = (model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics)
+    views = {"face": boxes} | {f"face_{part}": face_crop.part_boxes(*fields, part) for part in spec.face_parts}
+    renderer = renderer_for(model.f.tobytes(), spec.face_size, spec.face_size, spec.supersample)
+    for name, view_boxes in views.items():
+      zoomed = face_crop.box_intrinsics(cams.intrinsics, view_boxes, spec.face_size)
+      clip[name] = renderer.render_clip(vertices, zoomed, cams.extrinsics, albedo=person.albedo, lighting=lighting,
+                                        background=background)["rgb"]
   return clip
 
 

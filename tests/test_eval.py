@@ -144,9 +144,12 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
   readout = checkpoints.read_frozen(config.frozen.motion, config)[0]["readout"]
   encode = nnx.jit(lambda encoder, x: encoder(x))
-  real_faces = inputs.face_crops(stored, tracking, config.input.face_crop.size, config.input.face_crop.margin)
+  # The expression encoder reads the face with its parts' close-ups (motion.expression_parts).
+  crops = lambda video: inputs.face_crops(video, tracking, config.input.face_crop.size, config.input.face_crop.margin,
+                                          config.input.face_crop.parts)
+  assert crops(stored).shape == (len(stored), 1 + len(config.motion.expression_parts)) + faces.shape[1:]
   read = lambda faces: np.asarray(encode(models.expression, faces))[1:] @ readout["kernel"] + readout["bias"]
-  want = np.sqrt(np.mean((read(faces) - read(real_faces)) ** 2))
+  want = np.sqrt(np.mean((read(crops(repeated)) - read(crops(stored))) ** 2))
   assert summary["baseline_expression_coefficient_error"] == pytest.approx(want, rel=1e-4)
   # The ceiling is the clip through the VAE and back, scored the same way.
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top

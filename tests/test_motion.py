@@ -73,6 +73,7 @@ def random_motion_batch(rng):
 def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():
   config = tiny.get_config("motion")
   config.motion.widths, config.motion.pose_widths = (8, 16), ()
+  config.motion.expression_parts = ()  # face crops alone here (close-ups: tests/test_face_parts.py)
   task = motion_task.MotionTask(config)
   models = task.make_model(nnx.Rngs(0))
   rng = np.random.default_rng(0)
@@ -164,6 +165,7 @@ def test_fresh_people_are_drawn_anew_per_example_and_split(data_dir):
   assert batch["driving"].shape == (4, 1, 16, 16, 3) and batch["twin_frames"].shape == (4, 1)
   task_config = tiny.get_config("motion")
   task_config.motion.widths, task_config.motion.pose_widths = (8, 16), ()
+  task_config.motion.expression_parts = ()  # face crops alone here (close-ups: tests/test_face_parts.py)
   task = motion_task.MotionTask(task_config)
   loss, metrics = task.loss(task.make_model(nnx.Rngs(0)), {}, jax.tree.map(jnp.asarray, batch), None)
   assert np.isfinite(float(loss)) and float(metrics["invariance"]) > 0
@@ -181,7 +183,7 @@ def test_fresh_people_cache_serves_repeats_without_rendering_them_again(data_dir
   renders = []
   real_twin_crops = fresh_people.expression_twins.twin_crops
   monkeypatch.setattr(fresh_people.expression_twins, "twin_crops",
-                      lambda *args: renders.append(1) or real_twin_crops(*args))
+                      lambda *args, **kwargs: renders.append(1) or real_twin_crops(*args, **kwargs))
   for index in (5, 6, 7, 5, 6, 7, 5):
     served, truth = cached.random_map(index, None), uncached.random_map(index, None)
     assert served.keys() == truth.keys()
@@ -215,6 +217,7 @@ def test_blurred_crops_are_the_chosen_share_each_a_gaussian_blur_and_the_rest_un
 def test_the_motion_loss_blurs_crops_when_asked():
   config = tiny.get_config("motion")
   config.motion.widths, config.motion.pose_widths = (8, 16), ()
+  config.motion.expression_parts = ()  # face crops alone here (close-ups: tests/test_face_parts.py)
   rng = np.random.default_rng(0)
   batch = random_motion_batch(rng)
   config.motion_loss.mirror_share = 0.0  # the blur alone
@@ -302,7 +305,7 @@ def test_input_workers_share_their_renders_of_fresh_people(data_dir, monkeypatch
   renders = []
   real_twin_crops = fresh_people.expression_twins.twin_crops
   monkeypatch.setattr(fresh_people.expression_twins, "twin_crops",
-                      lambda *args: renders.append(1) or real_twin_crops(*args))
+                      lambda *args, **kwargs: renders.append(1) or real_twin_crops(*args, **kwargs))
   truth = first.random_map(5, None)
   assert len(renders) == 2  # the person and the twin
   served = second.random_map(5, None)
@@ -360,6 +363,7 @@ def test_mirrored_examples_teach_the_expression_encoder_the_mirrored_controls():
   from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
   config = tiny.get_config("motion")
   config.motion.widths, config.motion.pose_widths = (8, 16), ()
+  config.motion.expression_parts = ()  # face crops alone here (close-ups: tests/test_face_parts.py)
   rng = np.random.default_rng(0)
   batch = random_motion_batch(rng)
   models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))

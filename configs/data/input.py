@@ -21,7 +21,9 @@ def get_config(arg="demo"):
   config.reference = "same_clip"  # or "cross_clip": another clip (time, camera) of the same identity
   # source: "frames" (cut from the video, as sampling and evaluation do), "stored" (the dataset's
   # faces rendered at crop resolution, as a high-resolution driving video gives) or "mixed".
-  config.face_crop = ml_collections.ConfigDict(dict(size=64, margin=1.8, source="frames"))
+  # parts: close-ups cut beside each face crop (data_pipeline/face_crop.py PARTS); a training config
+  # ties them to motion.expression_parts, the encoder that reads them (configs/common.py).
+  config.face_crop = ml_collections.ConfigDict(dict(size=64, margin=1.8, source="frames", parts=()))
   # normals: "stored", or "render" again from pose and shape (size 0 = the video's; any encoding)
   config.normals = ml_collections.ConfigDict(
       dict(source="stored", height=0, width=0, supersample=1, encoding="uint8"))

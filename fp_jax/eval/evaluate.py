@@ -80,7 +80,7 @@ class HeadRenders:
 
 def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_normals, lpips_params, portrait_identity):
   """Scores of `video` against the real clip on frames 1..N-1 (frame 0 is the portrait itself)."""
-  crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin)
+  crops = inputs.face_crops(video, tracking, job.crop_size, job.crop_margin, job.crop_parts)
   psnr, ssim = metrics.image_scores(video[1:], real[1:])
   poses, codes = job.encode_crops("pose", crops)[1:], job.encode_crops("expression", crops)[1:]
   frames = slice(1, len(video))
@@ -129,7 +129,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     clip = clips[index]
     real = np.asarray(clip["frames"])
     tracking = inputs._clip_tracking(clip, slice(None))  # pylint: disable=protected-access
-    real_crops = inputs.face_crops(real, tracking, job.crop_size, job.crop_margin)
+    real_crops = inputs.face_crops(real, tracking, job.crop_size, job.crop_margin, job.crop_parts)
     real_codes, real_poses = job.encode_crops("expression", real_crops), job.encode_crops("pose", real_crops)
     portrait_identity = job.encode_crops("identity", real_crops[:1])[0] if models.identity is not None else None
     portraits.append(portrait_identity)

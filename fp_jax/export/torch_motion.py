@@ -55,31 +55,54 @@ def keypoints(features):
   return torch.cat([x, y], dim=-1)
 
 
-class ImageEncoder(nn.Module):
+class PartTower(nn.Module):
+  """The stages and final norm that read one part's close-up (fp_jax/models/motion.py)."""
 
-  def __init__(self, widths, output_dim, pooling="mean"):
+  def __init__(self, widths):
     super().__init__()
-    widths = list(widths)
-    self.pooling = pooling
     self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
     self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
-    self.head = nn.Linear(widths[-1] * {"mean": 1, "mean_keypoints": 3, "grid": GRID * GRID}[pooling], output_dim)
+
+
+def _pooled(stages, norm, pooling, images):
+  """`[N, H, W, 3]` images -> `[N, pooled]` through one tower, as the JAX encoder pools them."""
+  x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+  x = x.permute(0, 3, 1, 2)
+  for stage in stages:
+    x = stage(x)
+  x = norm(x)
+  if pooling == "grid":  # cells row-major, each cell's channels together, as the JAX encoder
+    cells = F.adaptive_avg_pool2d(F.silu(x), GRID).permute(0, 2, 3, 1)
+    pooled = cells.reshape(len(cells), -1)
+  else:
+    pooled = F.silu(x).mean(dim=(2, 3))
+  if pooling == "mean_keypoints":
+    pooled = torch.cat([pooled, keypoints(x)], dim=-1)
+  return pooled
+
+
+class ImageEncoder(nn.Module):
+  """`[..., H, W, 3]` images -> `[..., output_dim]`; with `parts` P, `[..., 1 + P, H, W, 3]` (the
+  face, then P close-ups, each read by a tower of its own)."""
+
+  def __init__(self, widths, output_dim, pooling="mean", parts=0):
+    super().__init__()
+    widths = list(widths)
+    self.pooling, self.parts = pooling, parts
+    self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
+    self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
+    if parts:
+      self.part_towers = nn.ModuleList([PartTower(widths) for _ in range(parts)])
+    pooled = widths[-1] * {"mean": 1, "mean_keypoints": 3, "grid": GRID * GRID}[pooling]
+    self.head = nn.Linear((1 + parts) * pooled, output_dim)
 
   def forward(self, images):
-    leading = images.shape[:-3]
-    x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
-    x = x.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
-    for stage in self.stages:
-      x = stage(x)
-    x = self.norm(x)
-    if self.pooling == "grid":  # cells row-major, each cell's channels together, as the JAX encoder
-      cells = F.adaptive_avg_pool2d(F.silu(x), GRID).permute(0, 2, 3, 1)
-      pooled = cells.reshape(len(cells), -1)
-    else:
-      pooled = F.silu(x).mean(dim=(2, 3))
-    if self.pooling == "mean_keypoints":
-      pooled = torch.cat([pooled, keypoints(x)], dim=-1)
-    return self.head(pooled).reshape(*leading, -1)
+    views = 1 + self.parts
+    leading = images.shape[:-3] if views == 1 else images.shape[:-4]
+    flat = images.reshape(-1, views, *images.shape[-3:])
+    towers = [(self.stages, self.norm)] + [(t.stages, t.norm) for t in (self.part_towers if self.parts else ())]
+    pooled = [_pooled(stages, norm, self.pooling, flat[:, view]) for view, (stages, norm) in enumerate(towers)]
+    return self.head(torch.cat(pooled, dim=-1)).reshape(*leading, -1)
 
 
 class IdentityEncoder(ImageEncoder):
@@ -103,7 +126,8 @@ class MotionEncoders(nn.Module):
     widths = self.config["widths"]
     # Exports made before the pooling fields existed pooled by the mean.
     self.expression = ImageEncoder(widths, self.config["expression_dim"],
-                                   self.config.get("expression_pooling", "mean"))
+                                   self.config.get("expression_pooling", "mean"),
+                                   len(self.config.get("expression_parts") or ()))
     # An empty (or, in older exports, absent) pose_widths: the pose encoder is as wide as the other.
     self.pose = ImageEncoder(self.config.get("pose_widths") or widths, POSE_DIM,
                              self.config.get("pose_pooling", "mean"))

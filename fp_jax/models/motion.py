@@ -29,6 +29,7 @@ class EncoderConfig:
   widths: tuple = (32, 64, 128, 256)
   output_dim: int = 128
   pooling: str = "mean"  # one of POOLINGS
+  parts: int = 0  # close-ups beside the face crop (data_pipeline/face_crop.py PARTS), each read by a tower of its own
 
 
 POOLINGS = ("mean", "mean_keypoints", "grid")
@@ -89,35 +90,62 @@ class _Stage(nnx.Module):
     return x + self.conv2(jax.nn.silu(self.norm2(self.conv1(jax.nn.silu(self.norm1(x))))))
 
 
+def _pooled(stages, norm, pooling, images):
+  """`[N, H, W, 3]` images through a tower's stages and final norm, pooled: `[N, pooled_dim]`."""
+  x = to_unit_range(images)
+  for stage in stages:
+    x = stage(x)
+  x = norm(x)
+  if pooling == "grid":
+    pooled = grid_pool(jax.nn.silu(x))
+  else:
+    pooled = jnp.mean(jax.nn.silu(x), axis=(1, 2))
+  if pooling == "mean_keypoints":
+    pooled = jnp.concatenate([pooled, keypoints(x)], axis=-1)
+  return pooled
+
+
+class _PartTower(nnx.Module):
+  """The stages and final norm that read one part's close-up."""
+
+  def __init__(self, widths, rngs):
+    self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
+    self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
+
+
 class ImageEncoder(nnx.Module):
-  """`[..., H, W, 3]` images -> `[..., output_dim]`, any number of leading axes."""
+  """`[..., H, W, 3]` images -> `[..., output_dim]`, any number of leading axes. With
+  `config.parts = P` the images are `[..., 1 + P, H, W, 3]`: the face crop, read by the encoder's
+  own stages, then P close-ups of parts of it, each read by a tower of its own (`part_towers`); the
+  head reads all their pooled features together."""
 
   def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
     require(config.pooling in POOLINGS, f"unknown pooling {config.pooling!r}; choose from {POOLINGS}")
+    require(config.parts >= 0, f"parts must be >= 0, got {config.parts}")
     self.config = config
     widths = tuple(config.widths)
     self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
     self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
-    self.head = nnx.Linear(pooled_dim(config.pooling, widths[-1]), config.output_dim, rngs=rngs)
+    if config.parts:
+      self.part_towers = nnx.List([_PartTower(widths, rngs) for _ in range(config.parts)])
+    self.head = nnx.Linear((1 + config.parts) * pooled_dim(config.pooling, widths[-1]), config.output_dim, rngs=rngs)
 
   def __call__(self, images):
-    require(images.ndim >= 3 and images.shape[-1] == 3,
-            f"images must be [..., H, W, 3], got shape {images.shape}")
+    views = 1 + self.config.parts
+    image_axes = 3 if views == 1 else 4
+    require(images.ndim >= image_axes and images.shape[-1] == 3,
+            f"images must be [..., H, W, 3], got shape {images.shape}" if views == 1 else
+            f"images must be [..., {views}, H, W, 3] (the face, then {views - 1} parts), got shape {images.shape}")
+    require(views == 1 or images.shape[-4] == views,
+            f"images must hold {views} crops a frame (the face, then {views - 1} parts), got {images.shape[-4]}")
     require(images.shape[-3] >= 8 and images.shape[-2] >= 8,
             f"images must be at least 8x8, got {images.shape[-3]}x{images.shape[-2]}")
-    leading = images.shape[:-3]
+    leading = images.shape[:-image_axes]
     require(all(n > 0 for n in leading), f"empty batch or clip: shape {images.shape}")
-    x = to_unit_range(images).reshape(-1, *images.shape[-3:])
-    for stage in self.stages:
-      x = stage(x)
-    x = self.norm(x)
-    if self.config.pooling == "grid":
-      pooled = grid_pool(jax.nn.silu(x))
-    else:
-      pooled = jnp.mean(jax.nn.silu(x), axis=(1, 2))
-    if self.config.pooling == "mean_keypoints":
-      pooled = jnp.concatenate([pooled, keypoints(x)], axis=-1)
-    return self.head(pooled).reshape(*leading, -1)
+    flat = images.reshape(-1, views, *images.shape[-3:])
+    towers = [(self.stages, self.norm)] + [(t.stages, t.norm) for t in (self.part_towers if views > 1 else ())]
+    pooled = [_pooled(stages, norm, self.config.pooling, flat[:, view]) for view, (stages, norm) in enumerate(towers)]
+    return self.head(jnp.concatenate(pooled, axis=-1)).reshape(*leading, -1)
 
 
 def expression_encoder(latent_dim=128, widths=(32, 64, 128, 256), seed=0):

@@ -212,26 +212,32 @@ def load_tracking(path, num_frames):
 
 # -- face crops for the encoders -----------------------------------------------------------------
 
-def frontal_box_fraction(height, width, margin):
-  """The face box of the template at rest seen by the frontal camera, as fractions of the frame."""
+def frontal_box_fraction(height, width, margin, part=None):
+  """The face box (or `part`'s, face_crop.PARTS) of the template at rest seen by the frontal camera,
+  as fractions of the frame."""
   model = build_template()
   camera = cameras.static_frontal(1, height, width)
   rest = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)[None]
-  box = face_crop.face_boxes(model, np.zeros(model.num_shape), rest, np.ones(1), camera.intrinsics,
-                             camera.extrinsics, margin)[0]
+  fields = (model, np.zeros(model.num_shape), rest, np.ones(1), camera.intrinsics, camera.extrinsics)
+  box = (face_crop.face_boxes(*fields, margin) if part is None else face_crop.part_boxes(*fields, part))[0]
   return box / np.array([width, height, width, height], np.float32)
 
 
-def face_crops(frames, tracking, size, margin):
+def face_crops(frames, tracking, size, margin, parts=()):
   """Encoder inputs `[N, size, size, 3]`: boxes from the tracked mesh when the tracking has
-  cameras, else the frontal framing's box."""
+  cameras, else the frontal framing's box. With `parts` (face_crop.PARTS) `[N, 1 + P, size, size, 3]`:
+  the face, then each part's close-up, boxed the same way."""
   height, width = frames.shape[1:3]
+  views = (None,) + tuple(parts)
   if tracking is not None and "intrinsics" in tracking:
     model = build_template()
     shape = tracking.get("shape", np.zeros(model.num_shape))
-    boxes = face_crop.face_boxes(model, shape, tracking["head_pose"], tracking["head_scale"],
-                                 tracking["intrinsics"], tracking["extrinsics"], margin)
+    fields = (model, shape, tracking["head_pose"], tracking["head_scale"], tracking["intrinsics"],
+              tracking["extrinsics"])
+    boxes = [face_crop.face_boxes(*fields, margin) if part is None else face_crop.part_boxes(*fields, part)
+             for part in views]
   else:
-    fraction = frontal_box_fraction(height, width, margin)
-    boxes = np.repeat((fraction * np.array([width, height, width, height]))[None], len(frames), axis=0)
-  return face_crop.crop(frames, boxes, size)
+    fractions = [frontal_box_fraction(height, width, margin, part) for part in views]
+    boxes = [np.repeat((f * np.array([width, height, width, height]))[None], len(frames), axis=0) for f in fractions]
+  crops = [face_crop.crop(frames, b, size) for b in boxes]
+  return np.stack(crops, axis=1) if parts else crops[0]

@@ -134,6 +134,8 @@ class Pipeline:
     self.window_latents = window_latents(config)
     self.crop_size = int(config.input.face_crop.size)
     self.crop_margin = float(config.input.face_crop.margin)
+    # Close-ups the expression encoder reads beside each face crop (motion.expression_parts).
+    self.crop_parts = tuple(config.input.face_crop.get("parts", ()))
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.pad_to = mesh_lib.batch_shards(mesh)
     self._encoders = {}
@@ -150,7 +152,11 @@ class Pipeline:
     return jax.make_array_from_callback(array.shape, self.replicated, lambda index: array[index])
 
   def encode_crops(self, name, crops):
-    """Encoder `name` on uint8 face crops `[N, s, s, 3]`, in fixed-size chunks (one compile)."""
+    """Encoder `name` on uint8 face crops `[N, s, s, 3]`, in fixed-size chunks (one compile). Crops
+    with close-ups of parts (`face_crops(..., self.crop_parts)`): the expression encoder reads them
+    all, the others the face."""
+    if self.crop_parts and name != "expression":
+      crops = crops[:, 0]
     if name not in self._encoders:
       graphdef, state = nnx.split(getattr(self.models, name))
       self._encoders[name] = (jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)), state)
@@ -162,7 +168,8 @@ class Pipeline:
     return np.concatenate(outputs)[:len(crops)].astype(np.float64)
 
   def _source_signals(self, portrait, num_controls):
-    crop = inputs.face_crops(portrait.image[None], portrait.truth, self.crop_size, self.crop_margin)
+    crop = inputs.face_crops(portrait.image[None], portrait.truth, self.crop_size, self.crop_margin,
+                            self.crop_parts)
     code = self.encode_crops("expression", crop)
     truth = portrait.truth
     if truth is not None:
@@ -171,7 +178,7 @@ class Pipeline:
     return motion_control.Signals.from_pose(head_pose, scale, code, np.zeros((1, num_controls)))
 
   def _driving_signals(self, driving, num_controls):
-    crops = inputs.face_crops(driving.frames, driving.tracking, self.crop_size, self.crop_margin)
+    crops = inputs.face_crops(driving.frames, driving.tracking, self.crop_size, self.crop_margin, self.crop_parts)
     codes = self.encode_crops("expression", crops)
     tracking = driving.tracking
     if tracking is not None:

@@ -21,15 +21,26 @@ def make_vae(config, rngs):
   return VideoVAE(vae_config(config), rngs=rngs)
 
 
-def _encoder_config(config, output_dim, pooling_field, widths):
+def _encoder_config(config, output_dim, pooling_field, widths, parts=0):
   # Runs saved before the pooling fields existed pooled by the mean.
   pooling = config.motion.get(pooling_field, "mean")
-  return motion.EncoderConfig(tuple(widths), output_dim, pooling)
+  return motion.EncoderConfig(tuple(widths), output_dim, pooling, parts)
+
+
+def expression_parts(config):
+  """The close-ups beside the face crop that the expression encoder reads (names in face_crop.PARTS)."""
+  return tuple(config.motion.get("expression_parts", ()))
 
 
 def make_expression_encoder(config, rngs):
   return motion.ImageEncoder(_encoder_config(config, config.motion.expression_dim, "expression_pooling",
-                                            config.motion.widths), rngs=rngs)
+                                            config.motion.widths, len(expression_parts(config))), rngs=rngs)
+
+
+def face_view(config, crops):
+  """The face crops `[..., S, S, 3]` of driving crops, which hold close-ups of parts beside them
+  (`[..., 1 + P, S, S, 3]`) when the expression encoder reads parts: what the pose encoder reads."""
+  return crops[..., 0, :, :, :] if expression_parts(config) else crops
 
 
 def make_pose_encoder(config, rngs):

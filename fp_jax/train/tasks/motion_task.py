@@ -7,6 +7,8 @@ whenever the camera moves (sampling maps estimates back through the driving came
 expression twins in the batch (`input.expression_twins` frames of each window), an invariance term
 asks a crop and its twin (the same expressions, another person and view) for the same latent.
 With `motion_loss.blur_share` > 0 that share of the crops is blurred first (`blur_crops`).
+With `motion.expression_parts` the driving crops hold close-ups of those parts beside the face
+crop (`[..., 1 + P, S, S, 3]`): the expression encoder reads them all, the pose encoder the face.
 With `motion_loss.mirror_share` > 0 the expression encoder sees that share of the examples
 mirrored, with their controls mirrored to match (`Mirror`): twice the faces to learn expressions
 from, where a few thousand rendered people are otherwise memorised. With `motion_loss.mirror_pose`
@@ -67,8 +69,8 @@ class Mirror:
     return jax.random.bernoulli(key, self.share, (batch_size,))
 
   def crops(self, chosen, images):
-    """`[B, T, H, W, 3]` images, the chosen examples' flipped left to right."""
-    return jnp.where(chosen[:, None, None, None, None], images[..., ::-1, :], images)
+    """`[B, T, ..., H, W, 3]` images, the chosen examples' flipped left to right."""
+    return jnp.where(chosen.reshape((-1,) + (1,) * (images.ndim - 1)), images[..., ::-1, :], images)
 
   def controls(self, chosen, values):
     """`[B, T, C]` controls, the chosen examples' as their mirror images wear them."""
@@ -128,7 +130,7 @@ class MotionTask:
     weight = self.config.motion.expression_weight
     variance = jnp.mean(jnp.var(expression.reshape(-1, expression.shape[-1]), axis=0)) + 1e-4
     crops, target = pose_inputs(driving, seen, head_pose.to_camera_frame(batch["head_pose"], batch["extrinsics"]))
-    pose_error = jnp.mean(jnp.square(models.pose(crops) - target))
+    pose_error = jnp.mean(jnp.square(models.pose(common.face_view(self.config, crops)) - target))
     loss = weight * expression_error + pose_error
     metrics = {"expression_mse": expression_error, "expression_unexplained": expression_error / variance,
                "pose_mse": pose_error}
@@ -148,7 +150,7 @@ class MotionTask:
       twin_error = jnp.mean(jnp.square(models.readout(twin) - twin_target))
       # Each twin is a person never seen before: the pose encoder learns on them as well.
       crops, target = pose_inputs(driving_twin, twin_seen, batch["twin_pose"])
-      twin_pose_error = jnp.mean(jnp.square(models.pose(crops) - target))
+      twin_pose_error = jnp.mean(jnp.square(models.pose(common.face_view(self.config, crops)) - target))
       loss = loss + self.config.motion.invariance_weight * invariance + weight * twin_error + twin_pose_error
       metrics.update(invariance=invariance, twin_expression_mse=twin_error, twin_pose_mse=twin_pose_error)
     return loss, metrics
