@@ -17,7 +17,7 @@ from data_pipeline.errors import require
 LANDMARK_LABELS = ("brows", "eyeball", "lips")
 # Parts of the face seen up close, beside the face crop: the landmark labels each part's box
 # bounds and its margin. A gaze of 0.6 moves the pupil about a pixel in a 64-pixel face crop;
-# a crop of the eyes alone is ~3x closer.
+# the eyes' close-up is 2.3x to 3.1x closer (the median over a clip of each regime).
 PARTS = {"eyes": (("eyeball",), 1.3), "mouth": (("lips",), 1.5)}
 
 
