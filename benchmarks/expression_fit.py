@@ -146,7 +146,7 @@ def main():
   if args.learning_rate:
     config.optim.learning_rate = args.learning_rate
   optimizer = nnx.Optimizer(models, make_optimizer(config.optim, args.steps)[0], wrt=nnx.Param)
-  mirror = Mirror(config.motion_loss.mirror_share, names)
+  mirror = Mirror(config.motion_loss.mirror_share, names, parts)
   weight = config.motion.expression_weight
 
   @nnx.jit

@@ -16,18 +16,26 @@ from data_pipeline.errors import require
 
 LANDMARK_LABELS = ("brows", "eyeball", "lips")
 # Parts of the face seen up close, beside the face crop: the landmark labels each part's box
-# bounds and its margin. A gaze of 0.6 moves the pupil about a pixel in a 64-pixel face crop;
-# the eyes' close-up is 2.3x to 3.1x closer (the median over a clip of each regime).
-PARTS = {"eyes": (("eyeball",), 1.3), "mouth": (("lips",), 1.5)}
+# bounds, its margin, and the side of the face they are taken from (+1: the subject's left, x > 0
+# on the template at rest; -1: the right; 0: both). A gaze of 0.6 moves the pupil about a pixel in
+# a 64-pixel face crop; the eyes' close-up is 2.3x to 3.1x closer (the median over a clip of each
+# regime), each eye's own closer still.
+PARTS = {"eyes": (("eyeball",), 1.3, 0), "mouth": (("lips",), 1.5, 0),
+         "eye_l": (("eyeball",), 2.0, 1), "eye_r": (("eyeball",), 2.0, -1)}
+# What each part is in the mirror image of the face (the motion task's mirrored examples).
+MIRRORED_PARTS = {"eye_l": "eye_r", "eye_r": "eye_l"}
 
 
-_LANDMARKS = {}  # (id(model), labels) -> (model, indices); holding the model keeps its id unique
+_LANDMARKS = {}  # (id(model), labels, side) -> (model, indices); holding the model keeps its id unique
 
 
-def _find_landmarks(model, labels):
+def _find_landmarks(model, labels, side):
   if model.vertex_labels is not None and set(labels) <= set(model.label_names):
     wanted = [model.label_names.index(name) for name in labels]
-    indices = np.flatnonzero(np.isin(model.vertex_labels, wanted))
+    chosen = np.isin(model.vertex_labels, wanted)
+    if side:
+      chosen &= np.sign(model.v_template[:, 0]) == side
+    indices = np.flatnonzero(chosen)
   else:  # a swapped-in model without labels: vertices moved mostly by the head or jaw joints
     require(labels == LANDMARK_LABELS, f"mesh model has no vertices labelled {labels} to crop a face part around")
     rigid = [model.joint_index(name) for name in ("head", "jaw") if name in model.joint_names]
@@ -36,11 +44,11 @@ def _find_landmarks(model, labels):
   return indices[::max(1, indices.size // 256)]  # a few hundred points bound the face well
 
 
-def landmarks(model, labels=LANDMARK_LABELS):
-  """Vertex indices whose projections bound the face (or the part of it that `labels` name)."""
-  key = (id(model), tuple(labels))
+def landmarks(model, labels=LANDMARK_LABELS, side=0):
+  """Vertex indices whose projections bound the face (or the part of it that `labels` and `side` name)."""
+  key = (id(model), tuple(labels), side)
   if key not in _LANDMARKS:
-    _LANDMARKS[key] = (model, _find_landmarks(model, tuple(labels)))
+    _LANDMARKS[key] = (model, _find_landmarks(model, tuple(labels), side))
   return _LANDMARKS[key][1]
 
 
@@ -55,11 +63,12 @@ def check_parts(parts):
 def part_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, part):
   """`face_boxes` around one of `PARTS` (its landmarks and margin)."""
   check_parts([part])
-  labels, margin = PARTS[part]
-  return face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin, labels)
+  labels, margin, side = PARTS[part]
+  return face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin, labels, side)
 
 
-def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin=1.8, labels=LANDMARK_LABELS):
+def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin=1.8, labels=LANDMARK_LABELS,
+               side=0):
   """Square crop boxes `[T, 4]` (x0, y0, x1, y1) in pixels, from a clip's stored fields."""
   # The face at rest and with the jaw wide open: the lips' whole travel, so no expression leaves
   # the box, while the box itself never moves with one. Neither uses a blend shape, so the mesh is
@@ -70,7 +79,7 @@ def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, marg
   jaw_open[:, controls.control_names(model).index("jaw_open")] = 1.0
   rotations = np.concatenate([controls.joint_rotations(model, head_pose[:, :, :3], pose) for pose in (at_rest, jaw_open)])
   posed = model.pose(shape, np.zeros((1, model.num_expression)), rotations, scale=np.tile(head_scale, 2),
-                     translation=np.tile(head_pose[:, :, 3], (2, 1)), subset=landmarks(model, labels))
+                     translation=np.tile(head_pose[:, :, 3], (2, 1)), subset=landmarks(model, labels, side))
   points = np.concatenate(np.split(posed, 2), axis=1)  # [T, 2 x landmarks, 3]
   extrinsics = np.asarray(extrinsics, np.float64)
   camera = np.einsum("tij,tvj->tvi", extrinsics[:, :, :3], points) + extrinsics[:, None, :, 3]

@@ -132,13 +132,39 @@ def test_an_encoder_with_parts_reads_each_close_up_with_a_tower_of_its_own():
     encoder(jnp.zeros((16, 16, 3), jnp.uint8))
 
 
-def test_mirrored_examples_flip_every_close_up():
-  mirror = motion_task.Mirror(1.0, controls.control_names(build_template()))
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 1, 3, 8, 8, 3), dtype=np.uint8))
+def test_mirrored_examples_flip_every_close_up_and_swap_the_eyes():
+  names = controls.control_names(build_template())
+  images = np.random.default_rng(0).integers(0, 256, (2, 1, 4, 8, 8, 3), dtype=np.uint8)
   chosen = jnp.asarray([True, False])
-  flipped = np.asarray(mirror.crops(chosen, images))
-  np.testing.assert_array_equal(flipped[0], np.asarray(images)[0, ..., ::-1, :])
-  np.testing.assert_array_equal(flipped[1], np.asarray(images)[1])
+  flipped = np.asarray(motion_task.Mirror(1.0, names, PARTS).crops(chosen, jnp.asarray(images[:, :, :3])))
+  np.testing.assert_array_equal(flipped[0], images[0, :, :3, :, ::-1])
+  np.testing.assert_array_equal(flipped[1], images[1, :, :3])
+  # One eye's close-up, flipped, is the other eye's in the mirror image.
+  flipped = np.asarray(motion_task.Mirror(1.0, names, ("eye_l", "eye_r", "mouth")).crops(chosen, jnp.asarray(images)))
+  np.testing.assert_array_equal(flipped[0], images[0, :, [0, 2, 1, 3], :, ::-1].swapaxes(0, 1))
+  np.testing.assert_array_equal(flipped[1], images[1])
+
+
+def test_each_eye_s_box_is_the_other_s_in_the_mirrored_scene():
+  """The subject's left eye boxed in a scene is, reflected in x, the right eye boxed in the scene's
+  mirror image (cameras whose principal point is the image centre, as the world's are)."""
+  from data_pipeline import cameras, lbs  # pylint: disable=g-import-not-at-top
+  model = build_template()
+  reflect = np.diag([-1.0, 1.0, 1.0])
+  rotation = lbs.axis_angle_to_matrix(np.array([[0.15, 0.45, -0.2]]))
+  head = np.concatenate([rotation, np.array([[[0.02], [0.01], [-0.03]]])], axis=-1)
+  views = cameras.turntable(1, 64, 64, yaw_start=25.0, yaw_end=25.0, pitch=10.0)
+  mirrored_head = np.concatenate([reflect @ head[:, :, :3] @ reflect, reflect @ head[:, :, 3:]], axis=-1)
+  mirrored_view = np.concatenate([reflect @ views.extrinsics[:, :, :3] @ reflect,
+                                  reflect @ views.extrinsics[:, :, 3:]], axis=-1)
+  shape = np.zeros(model.num_shape)
+  box = lambda pose, view, part: face_crop.part_boxes(model, shape, pose, np.ones(1), views.intrinsics, view, part)[0]
+  left, right = box(head, views.extrinsics, "eye_l"), box(head, views.extrinsics, "eye_r")
+  assert np.linalg.norm(left[:2] - right[:2]) > 3  # two boxes, one on each eye
+  assert left[2] - left[0] < 0.75 * (box(head, views.extrinsics, "eyes")[2] - box(head, views.extrinsics, "eyes")[0])
+  for part, other in (("eye_l", "eye_r"), ("eye_r", "eye_l")):
+    x0, y0, x1, y1 = box(head, views.extrinsics, part)
+    np.testing.assert_allclose(box(mirrored_head, mirrored_view, other), [64 - x1, y0, 64 - x0, y1], atol=0.3)
 
 
 def test_the_pytorch_mirror_reads_the_parts_as_the_encoder_does():

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from data_pipeline import controls, head_pose
+from data_pipeline import controls, face_crop, head_pose
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 from fp_jax.models.motion import to_unit_range
@@ -58,19 +58,27 @@ class Mirror:
   `controls.mirror_map` reads them in the mirror, and (`motion_loss.mirror_pose`) head poses as
   the mirrored scene holds them (`POSE_MIRROR_SIGNS`)."""
 
-  def __init__(self, share, names):
+  def __init__(self, share, names, parts=()):
     require(0.0 <= share <= 1.0, f"motion_loss.mirror_share must lie in [0, 1], got {share}")
     self.share = float(share)
     order, signs = controls.mirror_map(names)
     self._order, self._signs = jnp.asarray(order), jnp.asarray(signs)
+    # Crops of the face and its parts: in the mirror each close-up shows its mirrored part (the left
+    # eye's, flipped, is the mirrored face's right eye).
+    views = ("face",) + tuple(parts)
+    self._views = [views.index(face_crop.MIRRORED_PARTS.get(view, view)) for view in views] if parts else None
 
   def choose(self, key, batch_size):
     """Which examples `[B]` are mirrored (the same choice serves an example's twin crops)."""
     return jax.random.bernoulli(key, self.share, (batch_size,))
 
   def crops(self, chosen, images):
-    """`[B, T, ..., H, W, 3]` images, the chosen examples' flipped left to right."""
-    return jnp.where(chosen.reshape((-1,) + (1,) * (images.ndim - 1)), images[..., ::-1, :], images)
+    """`[B, T, H, W, 3]` images (`[B, T, 1 + P, H, W, 3]` with parts), the chosen examples' flipped
+    left to right, each close-up then standing for its mirrored part."""
+    flipped = images[..., ::-1, :]
+    if self._views is not None:
+      flipped = flipped[:, :, jnp.asarray(self._views)]
+    return jnp.where(chosen.reshape((-1,) + (1,) * (images.ndim - 1)), flipped, images)
 
   def controls(self, chosen, values):
     """`[B, T, C]` controls, the chosen examples' as their mirror images wear them."""
@@ -95,7 +103,8 @@ class MotionTask:
   def __init__(self, config):
     self.config = config
     share = config.motion_loss.get("mirror_share", 0.0)
-    self.mirror = Mirror(share, controls.control_names(build_template())) if share != 0 else None
+    self.mirror = (Mirror(share, controls.control_names(build_template()), common.expression_parts(config))
+                   if share != 0 else None)
     self.mirror_pose = bool(config.motion_loss.get("mirror_pose", False))
 
   def make_model(self, rngs):
