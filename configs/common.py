@@ -54,8 +54,10 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # mirror_share: the share of examples the expression encoder sees mirrored, controls mirrored
   # to match (left and right swapped; motion_task.py); with mirror_pose the pose encoder sees the
   # same mirrored examples (none when mirror_share is 0), their head poses mirrored to match.
+  # nuisance_weight: the weight of the latent's distance from a learned linear map of the true
+  # controls, against the latents' spread (what else it holds is identity, light, view; motion_task.py).
   config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0), mirror_share=0.0,
-                                                    mirror_pose=False))
+                                                    mirror_pose=False, nuisance_weight=0.0))
   # The identity embedding (fp_jax/train/tasks/identity_task.py) fp-eval scores identity
   # preservation with: an image encoder as the motion encoders are, its output compared by cosine.
   # temperature: the contrastive softmax's; blur_share, blur_sigma: as motion_loss's.

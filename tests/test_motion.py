@@ -442,3 +442,34 @@ def test_a_flipped_crop_is_the_mirrored_scene_with_its_mirrored_pose():
   seen = head_pose.to_camera_frame(head_pose.pose_vector(head, np.ones(1)), views.extrinsics)
   seen_mirrored = head_pose.to_camera_frame(head_pose.pose_vector(mirrored_head, np.ones(1)), mirrored_view)
   np.testing.assert_allclose(seen_mirrored, seen * np.asarray(motion_task.POSE_MIRROR_SIGNS), atol=1e-6)
+
+
+def test_the_nuisance_term_is_what_the_controls_do_not_predict_of_the_latent():
+  config = tiny.get_config("motion")
+  config.motion.widths, config.motion.pose_widths = (8, 16), ()
+  config.motion.expression_parts = ()
+  batch = random_motion_batch(np.random.default_rng(0))
+  plain = motion_task.MotionTask(config)
+  assert not hasattr(plain.make_model(nnx.Rngs(0)), "from_controls")
+  assert "nuisance" not in plain.loss(plain.make_model(nnx.Rngs(0)), {}, batch, None)[1]
+  config = config.copy_and_resolve_references()  # `plain` keeps its own
+  config.motion_loss.nuisance_weight = 0.5
+  task = motion_task.MotionTask(config)
+  models = task.make_model(nnx.Rngs(0))
+  loss, metrics = task.loss(models, {}, batch, None)
+  latent = np.asarray(models.expression(batch["driving"]), np.float64)
+  predicted = np.asarray(models.from_controls(batch["expression"]), np.float64)
+  want = np.mean((latent - predicted) ** 2) / (np.mean(np.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6)
+  np.testing.assert_allclose(float(metrics["nuisance"]), want, rtol=1e-4)
+  plain_loss = plain.loss(models, {}, batch, None)[0]  # the same weights, the term left out
+  np.testing.assert_allclose(float(loss) - float(plain_loss), 0.5 * want, rtol=1e-4)
+  # A latent the controls predict exactly has no nuisance: the map fitted by least squares.
+  controls_flat = np.asarray(batch["expression"], np.float64).reshape(-1, 16)
+  design = np.concatenate([controls_flat, np.ones((len(controls_flat), 1))], axis=1)
+  grads = nnx.grad(lambda m: task.loss(m, {}, batch, None)[0])(models)
+  assert float(jnp.abs(grads.from_controls.kernel[...]).sum()) > 0
+  assert design.shape[0] < design.shape[1]  # 6 frames, 17 unknowns: an exact fit exists
+  solution, *_ = np.linalg.lstsq(design, latent.reshape(-1, latent.shape[-1]), rcond=None)
+  models.from_controls.kernel[...] = jnp.asarray(solution[:16], jnp.float32)
+  models.from_controls.bias[...] = jnp.asarray(solution[16], jnp.float32)
+  assert float(task.loss(models, {}, batch, None)[1]["nuisance"]) < 1e-6

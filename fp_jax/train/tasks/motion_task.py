@@ -9,6 +9,9 @@ asks a crop and its twin (the same expressions, another person and view) for the
 With `motion_loss.blur_share` > 0 that share of the crops is blurred first (`blur_crops`).
 With `motion.expression_parts` the driving crops hold close-ups of those parts beside the face
 crop (`[..., 1 + P, S, S, 3]`): the expression encoder reads them all, the pose encoder the face.
+With `motion_loss.nuisance_weight` > 0 the latent must also be what a learned linear map of the
+true controls gives (`nuisance`): what it holds beyond the controls is the person, the light or
+the view.
 With `motion_loss.mirror_share` > 0 the expression encoder sees that share of the examples
 mirrored, with their controls mirrored to match (`Mirror`): twice the faces to learn expressions
 from, where a few thousand rendered people are otherwise memorised. With `motion_loss.mirror_pose`
@@ -95,6 +98,9 @@ class MotionModels(nnx.Module):
     self.expression = common.make_expression_encoder(config, rngs)
     self.pose = common.make_pose_encoder(config, rngs)
     self.readout = nnx.Linear(config.motion.expression_dim, num_controls, rngs=rngs)
+    if config.motion_loss.get("nuisance_weight", 0.0):
+      # The latent the true controls predict (training only: the nuisance term's reference).
+      self.from_controls = nnx.Linear(num_controls, config.motion.expression_dim, rngs=rngs)
 
 
 class MotionTask:
@@ -143,6 +149,16 @@ class MotionTask:
     loss = weight * expression_error + pose_error
     metrics = {"expression_mse": expression_error, "expression_unexplained": expression_error / variance,
                "pose_mse": pose_error}
+    nuisance_weight = self.config.motion_loss.get("nuisance_weight", 0.0)
+    if nuisance_weight:
+      # What of the latent the true controls do not predict (linearly) is nuisance: the person,
+      # the light, the view. Measured against the latents' spread, as the twin term is, so that
+      # shrinking the latents does not pay. Twins cancel the nuisance of one pair at a time; this
+      # needs no second render.
+      spread = jnp.mean(jnp.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6
+      nuisance = jnp.mean(jnp.square(latent - models.from_controls(expression_seen))) / spread
+      loss = loss + nuisance_weight * nuisance
+      metrics["nuisance"] = nuisance
     if "driving_twin" in batch:
       # The same expressions on another person from another view must give the same latent;
       # measured against the latents' spread so that shrinking them all does not pay (the spread
