@@ -19,8 +19,8 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
 one device), in 25 to about 57 minutes on a 2-core machine, as fast as its cores are that hour.
 The run of 6 December 2026 with the expression encoder reading close-ups of the eyes and the mouth
 (world 1.5.0, which stores them), from an empty folder, minutes per stage (from its files' times):
-dataset and previews 1.0, VAE 2.0, motion 20.9 (1.25 s a step with the
-close-ups, 0.73 before), identity 2.7, latent cache 2.6, DiT 7.2, sampling 0.7, evaluation 2.1 (its DiT and
+dataset and previews 1.0, VAE 2.0, motion 20.9 (1.25 s a step with the close-ups, 0.73
+before), identity 2.7, latent cache 2.6, DiT 7.2, sampling 0.7, evaluation 2.1 (its DiT and
 evaluation beside a benchmark), 40 in all. Its report on 8 test clips of 4 people: PSNR 26.847
 dB against the repeated portrait's 22.677 (+4.17), pose error 2.903 against 13.691 degrees
 (0.21x), identity similarity 0.916; the warp through the VAE 28.139 dB and 2.692 degrees, the
