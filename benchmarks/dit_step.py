@@ -20,6 +20,10 @@ feed-forward (matmul, GELU(tanh), matmul), timed alone in each framework, as
 `attention_fwd_bwd_*` and `ffn_fwd_bwd_*`; and each step's minor page faults and kernel time
 (`*_page_faults_per_step`, `*_kernel_time_per_step`).
 
+With --profile, our step's wall time split by the kind of XLA thunk running (a profiler trace of
+two steps, benchmarks/cpu_profile.py): `ours_matmul_in_step`, `ours_elementwise_in_step` and
+`ours_idle_in_step` (no thunk running).
+
 With --breakdown, what the self-attention and the text cross-attention cost inside our step, where
 XLA overlaps them with other work: each round also times our step with that attention swapped
 for a stand-in that reads q, k and v in one cheap elementwise pass (so their projections and
@@ -44,6 +48,7 @@ import torch  # pylint: disable=g-import-not-at-top
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
 from dit_train_step import compiled_train_step, diffusers_train_step, wan_core  # pylint: disable=g-import-not-at-top
+from cpu_profile import time_by_kind  # pylint: disable=g-import-not-at-top  # benchmarks/cpu_profile.py
 from timing import counted_seconds, median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
@@ -151,6 +156,8 @@ def main():
   parser.add_argument("--steps", type=int, default=7)
   parser.add_argument("--breakdown", action="store_true",
                       help="also time the step with each attention swapped for a stand-in")
+  parser.add_argument("--profile", action="store_true",
+                      help="also split our step's time by the kind of XLA thunk running (benchmarks/cpu_profile.py)")
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
   bench = dit_configs.get_config("bench")
@@ -193,6 +200,11 @@ def main():
   print(f"attention_fwd_bwd_torch_sdpa: {attention_torch:.0f} ms")
   print(f"ffn_fwd_bwd_ours: {ffn_ours:.0f} ms")
   print(f"ffn_fwd_bwd_torch: {ffn_torch:.0f} ms")
+  if args.profile:
+    # Wall time of two traced steps by what ran: the matrix products (and what XLA fused into
+    # them), everything else, and nothing (the thunk executor between thunks).
+    for kind, ms in sorted(time_by_kind(our_step).items()):
+      print(f"ours_{kind}_in_step: {ms:.0f} ms")
   if args.breakdown:
     # The ablated steps' seconds are the last columns of each round, in the order of `ablated`.
     self_attention, cross_attention = np.median(times[:, :1] - times[:, -len(ablated):], axis=0)
