@@ -134,8 +134,8 @@ class Pipeline:
     self.window_latents = window_latents(config)
     self.crop_size = int(config.input.face_crop.size)
     self.crop_margin = float(config.input.face_crop.margin)
-    # Close-ups the expression encoder reads beside each face crop (motion.expression_parts).
-    self.crop_parts = tuple(config.input.face_crop.get("parts", ()))
+    # Close-ups the expression encoder reads beside each face crop (the encoder's own field).
+    self.crop_parts = common.expression_parts(config)
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.pad_to = mesh_lib.batch_shards(mesh)
     self._encoders = {}
