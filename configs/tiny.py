@@ -25,7 +25,11 @@ evaluation beside a benchmark), 40 in all. Its report on 8 test clips of 4 peopl
 dB against the repeated portrait's 22.677 (+4.17), pose error 2.903 against 13.691 degrees
 (0.21x), identity similarity 0.916; the warp through the VAE 28.139 dB and 2.692 degrees, the
 real clips 29.752 and 2.242. Its motion run (benchmarks/motion.py): expression R^2 0.544 against
-the run before's 0.367, pose error 3.00 degrees, identity probe 0.449 (chance 0.25).
+the run before's 0.367, pose error 3.00 degrees, identity probe 0.449 (chance 0.25). The same
+demo with the motion run of motion_loss.nuisance_weight 0.1 (as kept; its latent cache, DiT,
+sampling and evaluation redone, minutes 3.1, 6.7, 3.0, 1.7, the DiT beside a benchmark): PSNR
+26.900 dB (+4.22), pose error 2.867 against 13.575 degrees (0.21x), identity similarity 0.915; the
+warp through the VAE 28.139 dB and 2.604 degrees, the real clips 29.752 and 2.143.
 The run of 5 December 2026 with the wider pose encoder and 1000 motion steps (the motion config
 below), from an empty folder, minutes per stage (from its files' times): dataset and previews
 0.7, VAE 1.9, motion 13.2, identity 2.9, latent cache 2.0, DiT 5.9, sampling 0.5, evaluation 1.5,
