@@ -16,7 +16,7 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion \
       --config.frozen.identity=outputs/demo/identity
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 25 to about 57 minutes on a 2-core machine, as fast as its cores are that hour.
+one device), in 30 to about 65 minutes on a 2-core machine, as fast as its cores are that hour.
 The run of 6 December 2026 with the expression encoder reading close-ups of the eyes and the mouth
 (world 1.5.0, which stores them), from an empty folder, minutes per stage (from its files' times):
 dataset and previews 1.0, VAE 2.0, motion 20.9 (1.25 s a step with the close-ups, 0.73

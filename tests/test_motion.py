@@ -448,6 +448,7 @@ def test_the_nuisance_term_is_what_the_controls_do_not_predict_of_the_latent():
   config = tiny.get_config("motion")
   config.motion.widths, config.motion.pose_widths = (8, 16), ()
   config.motion.expression_parts = ()
+  config.motion_loss.nuisance_weight = 0.0
   batch = random_motion_batch(np.random.default_rng(0))
   plain = motion_task.MotionTask(config)
   assert not hasattr(plain.make_model(nnx.Rngs(0)), "from_controls")

@@ -174,11 +174,11 @@ def test_the_motion_task_trains_and_validates_on_fresh_people_as_the_demo_does(d
 
 def test_gradient_accumulation_equals_one_big_batch(data_dir, tmp_path):
   """2 micro-batches of B/2 give the gradients of one batch of B (the motion loss is deterministic
-  without mirrored examples, which each micro-batch draws with its own key; and without twins,
-  whose invariance is measured against each micro-batch's spread)."""
+  without mirrored examples, which each micro-batch draws with its own key; and without twins or
+  the nuisance term, measured against each micro-batch's spread)."""
   config = train_config(data_dir, "motion", total_steps=1,
                         **{"mesh.data": 4, "mesh.tensor": 2, "input.expression_twins": 0,
-                           "motion_loss.mirror_share": 0.0})
+                           "motion_loss.mirror_share": 0.0, "motion_loss.nuisance_weight": 0.0})
   trainer = trainer_lib.Trainer(config, str(tmp_path))
   try:
     batch = next(trainer.batches)

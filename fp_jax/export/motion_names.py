@@ -34,16 +34,27 @@ def from_torch_layout(value):
   return value
 
 
+# Weights the motion task trains beside the encoders and the read-out, for its loss alone (the
+# nuisance term's map of the controls): neither exported nor expected in a state dict; an import
+# leaves them as the run made them.
+TRAINING_ONLY = ("from_controls",)
+
+
+def _exported(path):
+  return path.split(".")[0] not in TRAINING_ONLY
+
+
 def to_state_dict(params):
   """(name, array) pairs, one at a time."""
   for path, value in flatten(params):
-    yield torch_name(path), to_torch(value)
+    if _exported(path):
+      yield torch_name(path), to_torch(value)
 
 
 def from_state_dict(state_dict, params, source="the motion checkpoint"):
   """Fills `params` (our pure dict, in place) from the mirror's state dict; lists missing,
   unexpected and mis-shaped keys."""
-  ours = {torch_name(path): (path, np.shape(value)) for path, value in flatten(params)}
+  ours = {torch_name(path): (path, np.shape(value)) for path, value in flatten(params) if _exported(path)}
   problems = key_problems(ours, state_dict.keys())
   mismatched = []
   for name, (path, shape) in ours.items():

@@ -154,7 +154,7 @@ class MotionTask:
       # What of the latent the true controls do not predict (linearly) is nuisance: the person,
       # the light, the view. Measured against the latents' spread, as the twin term is, so that
       # shrinking the latents does not pay. Twins cancel the nuisance of one pair at a time; this
-      # needs no second render.
+      # needs no second render. (Like the twin term's, the spread is each micro-batch's own.)
       spread = jnp.mean(jnp.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6
       nuisance = jnp.mean(jnp.square(latent - models.from_controls(expression_seen))) / spread
       loss = loss + nuisance_weight * nuisance
