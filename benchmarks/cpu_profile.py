@@ -12,6 +12,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import tempfile
 
 import jax
@@ -19,17 +20,22 @@ import jax
 MATMUL_PREFIXES = ("ynn_fusion", "dot", "convolution", "custom-call")
 
 
+# An HLO instruction's name (`ynn_fusion.12`, `while.3`, `copy`): what a thunk's span is called,
+# unlike the runtime's and Python's own spans (`ThunkExecutor::Execute`, `np.asarray(jax.Array)`).
+HLO_NAME = re.compile(r"^[a-z][a-z0-9_\-]*(\.[0-9]+)?$")
+
+
 def _thunk_events(trace):
-  """Complete events named by an HLO thunk (not the runtime's own spans), per thread."""
+  """Complete events named by an HLO thunk, per thread."""
   by_thread = collections.defaultdict(list)
   for event in trace:
-    name = event.get("name", "")
-    if event.get("ph") != "X" or name.startswith(("$", "end:")) or "::" in name or " " in name:
-      continue
-    if name in ("ParseArguments",) or name.startswith("Common"):
-      continue
-    by_thread[event["tid"]].append(event)
+    if event.get("ph") == "X" and HLO_NAME.match(event.get("name", "")):
+      by_thread[event["tid"]].append(event)
   return by_thread
+
+
+CONTAINERS = ("while", "call", "conditional")  # thunks that only run other thunks
+SLACK = 0.01  # microseconds: a span's rounded end may pass its parent's
 
 
 def _leaves(events):
@@ -39,8 +45,9 @@ def _leaves(events):
   for i, event in enumerate(events):
     end = event["ts"] + event["dur"]
     following = events[i + 1] if i + 1 < len(events) else None
-    holds = following is not None and following["ts"] < end and following["ts"] + following["dur"] <= end
-    if not holds:
+    holds = (following is not None and following["ts"] < end - SLACK
+             and following["ts"] + following["dur"] <= end + SLACK)
+    if not holds and not event["name"].startswith(CONTAINERS):
       leaves.append(event)
   return leaves
 

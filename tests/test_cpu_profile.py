@@ -21,6 +21,8 @@ def test_wall_time_is_shared_between_the_thunks_running_and_the_rest_is_idle():
       event("add_fusion.2", 50, 20, "a"),
       event("dot.3", 30, 30, "b"),
       event("$python.py:1 run", 0, 100, "c"),
+      event("np.asarray(jax.Array)", 0, 100, "c"),  # Python's own spans are not thunks either
+      event("ThunkExecutor::Execute", 0, 100, "a"),
   ]
   totals = cpu_profile.split_wall_time(trace)
   # 0-30 the fusion alone, 30-40 both products, 40-50 the dot, 50-60 the dot and the add halved,
