@@ -132,8 +132,8 @@ class MakeExample(grain.transforms.RandomMap):
     window = {key: clip[key][frames] for key in
               ("frames", "intrinsics", "extrinsics", "head_pose", "head_scale", "expression")}
     height, width = window["frames"].shape[1:3]
-    boxes = face_crop.face_boxes(model, clip["shape"], window["head_pose"], window["head_scale"],
-                                 window["intrinsics"], window["extrinsics"], self._crop_margin)
+    views = face_crop.view_boxes(model, clip["shape"], window["head_pose"], window["head_scale"],
+                                 window["intrinsics"], window["extrinsics"], self._crop_margin, self._parts)
     example = {
         "video": window["frames"],
         "reference": reference,
@@ -142,8 +142,8 @@ class MakeExample(grain.transforms.RandomMap):
                                   ).astype(self._rays_dtype, copy=False),
         "head_pose": head_pose.pose_vector(window["head_pose"], window["head_scale"]),
         "expression": window["expression"],
-        "driving": self._driving_crops(clip, frames, window["frames"], boxes, rng, model, window),
-        "face_boxes": boxes,
+        "driving": self._driving_crops(clip, frames, window["frames"], views, rng),
+        "face_boxes": views[0],
         "intrinsics": window["intrinsics"],
         "extrinsics": window["extrinsics"],
         "identity": np.int64(clip["identity"]),
@@ -163,19 +163,16 @@ class MakeExample(grain.transforms.RandomMap):
           self._crop_margin, self._twin_people, self._parts)
     return example
 
-  def _driving_crops(self, clip, frames, video, boxes, rng, model, window):
+  def _driving_crops(self, clip, frames, video, views, rng):
     """Face crops cut from the frames, or the stored ones rendered at crop resolution ("mixed":
     either, by a coin toss per example, so the encoders learn both). With `face_crop.parts`:
     `[T, 1 + P, S, S, 3]`, the face then its parts' close-ups, all cut or all stored."""
     stored = self._crop_source == "stored" or (self._crop_source == "mixed" and rng.random() < 0.5)
     if stored:
-      views = [self._resized(clip["face"][frames])] + [self._resized(clip[f"face_{p}"][frames]) for p in self._parts]
+      crops = [self._resized(clip["face"][frames])] + [self._resized(clip[f"face_{p}"][frames]) for p in self._parts]
     else:
-      fields = (model, clip["shape"], window["head_pose"], window["head_scale"], window["intrinsics"],
-                window["extrinsics"])
-      boxes = [boxes] + [face_crop.part_boxes(*fields, part) for part in self._parts]
-      views = [face_crop.crop(video, b, self._crop_size) for b in boxes]
-    return np.stack(views, axis=1) if self._parts else views[0]
+      crops = [face_crop.crop(video, b, self._crop_size) for b in views]
+    return np.stack(crops, axis=1) if self._parts else crops[0]
 
   def _resized(self, faces):
     """Stored crops `[T, s, s, 3]` at the crop size."""

@@ -46,8 +46,7 @@ def twin_crops(model, expression, rng, height, width, fps, crop_size, margin, zo
   cams, _ = world.sample_cameras(TWIN_REGIMES[int(rng.integers(len(TWIN_REGIMES)))], rng, spec)
   cams = cameras.Cameras(cams.intrinsics[:frames], cams.extrinsics[:frames])
   vertices = controls.pose_vertices(model, person.shape, expression, head_pose, scale)
-  fields = (model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics)
-  boxes = [face_crop.face_boxes(*fields, margin)] + [face_crop.part_boxes(*fields, part) for part in parts]
+  boxes = face_crop.view_boxes(model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics, margin, parts)
   scene = dict(albedo=person.albedo, lighting=appearance.sample_lighting(rng),
                background=appearance.sample_background(rng))
   if zoomed:  # one render per box, each by a camera that sees only that box

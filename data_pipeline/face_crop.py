@@ -67,6 +67,12 @@ def part_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, part
   return face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin, labels, side)
 
 
+def view_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin, parts=()):
+  """`[face boxes] + [each part's boxes]` (each `[T, 4]`): every crop an encoder reads of a frame."""
+  fields = (model, shape, head_pose, head_scale, intrinsics, extrinsics)
+  return [face_boxes(*fields, margin)] + [part_boxes(*fields, part) for part in parts]
+
+
 def face_boxes(model, shape, head_pose, head_scale, intrinsics, extrinsics, margin=1.8, labels=LANDMARK_LABELS,
                side=0):
   """Square crop boxes `[T, 4]` (x0, y0, x1, y1) in pixels, from a clip's stored fields."""

@@ -172,10 +172,9 @@ def generate_clip(seed, identity, clip_index, regime, spec, model=None):
   if spec.face_size:
     # The face as a camera zoomed onto its crop box sees it: the detail a crop of a high-resolution
     # driving video has, which a crop of the small frames cannot give the motion encoders.
-    boxes = face_crop.face_boxes(model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics,
-                                 spec.face_margin)
-    fields = (model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics)
-    views = {"face": boxes} | {f"face_{part}": face_crop.part_boxes(*fields, part) for part in spec.face_parts}
+    boxes = face_crop.view_boxes(model, person.shape, head_pose, scale, cams.intrinsics, cams.extrinsics,
+                                 spec.face_margin, spec.face_parts)
+    views = dict(zip(("face",) + tuple(f"face_{part}" for part in spec.face_parts), boxes))
     renderer = renderer_for(model.f.tobytes(), spec.face_size, spec.face_size, spec.supersample)
     for name, view_boxes in views.items():
       zoomed = face_crop.box_intrinsics(cams.intrinsics, view_boxes, spec.face_size)

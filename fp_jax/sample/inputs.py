@@ -232,10 +232,8 @@ def face_crops(frames, tracking, size, margin, parts=()):
   if tracking is not None and "intrinsics" in tracking:
     model = build_template()
     shape = tracking.get("shape", np.zeros(model.num_shape))
-    fields = (model, shape, tracking["head_pose"], tracking["head_scale"], tracking["intrinsics"],
-              tracking["extrinsics"])
-    boxes = [face_crop.face_boxes(*fields, margin) if part is None else face_crop.part_boxes(*fields, part)
-             for part in views]
+    boxes = face_crop.view_boxes(model, shape, tracking["head_pose"], tracking["head_scale"], tracking["intrinsics"],
+                                 tracking["extrinsics"], margin, parts)
   else:
     fractions = [frontal_box_fraction(height, width, margin, part) for part in views]
     boxes = [np.repeat((f * np.array([width, height, width, height]))[None], len(frames), axis=0) for f in fractions]
