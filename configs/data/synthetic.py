@@ -13,7 +13,7 @@ import ml_collections
 def get_config(arg="demo"):
   config = ml_collections.ConfigDict()
   config.name = arg
-  config.version = "1.5.0"
+  config.version = "1.6.0"
   config.seed = 0
   config.height = 64
   config.width = 64
@@ -24,7 +24,7 @@ def get_config(arg="demo"):
   # video would show it; the motion encoders train on it (`input.face_crop.source`). parts: close-ups
   # of these parts of the face beside it, at the same size (data_pipeline/face_crop.py PARTS), for
   # an expression encoder that reads them (motion.expression_parts).
-  config.face = ml_collections.ConfigDict(dict(size=64, margin=1.8, parts=("eyes", "mouth")))
+  config.face = ml_collections.ConfigDict(dict(size=64, margin=1.8, parts=("eye_l", "eye_r", "mouth")))
   config.identities = ml_collections.ConfigDict(dict(train=32, validation=4, test=4))
   config.clips_per_identity = 4
   config.regime_weights = ml_collections.ConfigDict(
