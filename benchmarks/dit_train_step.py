@@ -20,9 +20,10 @@ def wan_core(size, config_class=DiTConfig, **settings):
                       **settings)
 
 
-def compiled_train_step(config, batch):
+def compiled_train_step(config, batch, compiler_options=None):
   """(run, peak bytes): `run()` takes one step and waits for its loss. The train state lives only
-  in `run`'s closure, so dropping `run` frees it."""
+  in `run`'s closure, so dropping `run` frees it. `compiler_options`: XLA options for this
+  compilation alone (benchmarks/matmul_libraries.py)."""
   mesh = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
   model = create_dit(config, mesh)
   with use_mesh(mesh):
@@ -42,7 +43,7 @@ def compiled_train_step(config, batch):
     return nnx.state((model, optimizer)), loss
 
   with use_mesh(mesh):
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
+    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile(compiler_options=compiler_options)
   memory = compiled.memory_analysis()
   holder = [state]
 
