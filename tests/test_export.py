@@ -204,8 +204,10 @@ def test_the_exported_vae_and_encoders_match_jax(runs):
 
   encoders = torch_motion.MotionEncoders.from_export(runs / "exported" / "motion")
   assert (len(encoders.pose.stages), len(encoders.expression.stages)) == (3, 2)
-  crops = np.random.default_rng(6).integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)
   motion = models["motion"]
+  # Two frames, each the face and the config's close-ups (the pose encoder takes them as frames).
+  views = 1 + motion.expression.config.parts
+  crops = np.random.default_rng(6).integers(0, 256, (2, views, 16, 16, 3), dtype=np.uint8)
   for name in ("expression", "pose"):
     want = np.asarray(nnx.jit(lambda m, x, name=name: getattr(m, name)(x))(motion, jnp.asarray(crops)))
     with torch.no_grad():
