@@ -116,13 +116,13 @@ def get_config(arg="dit"):
   # against 0.0, squint 0.45 against 0.31. make demo's motion run with them (benchmarks/motion.py):
   # R^2 0.607 against 0.555 (0.631 against 0.584 by its own read-out; gaze yaw 0.49 against 0.23,
   # gaze pitch 0.30 against -0.05, squint 0.48 against 0.17), pose error 2.94 against 2.95 degrees,
-  # identity probe 0.213 against 0.228 (chance 0.25). Measured in the encoder alone, not kept:
-  # keypoint pooling beside the mean (motion.expression_pooling="mean_keypoints") 0.441, 0.554,
-  # 0.582 at 500, 1000, 1500 steps (gaze yaw 0.67), and as this motion run's (benchmarks/motion.py)
-  # R^2 0.619 against 0.607, pose error 2.97 against 2.94 degrees, identity probe 0.265 against
-  # 0.213 (chance 0.25): a small gain, one run each, with more of the identity; the same encoder over 3000 steps (mean
-  # pooling) 0.443, 0.523, 0.555, 0.560 at 500 to 2000 steps while the training people's R^2 rose
-  # to 0.689: past ~1500 steps 10000 people are learned by heart.
+  # identity probe 0.213 against 0.228 (chance 0.25). Measured and not kept: keypoint pooling
+  # beside the mean (motion.expression_pooling="mean_keypoints"), in the encoder alone 0.441, 0.554,
+  # 0.582 at 500, 1000, 1500 steps (gaze yaw 0.67), and as this motion run's R^2 0.619 against
+  # 0.607, pose error 2.97 against 2.94 degrees, identity probe 0.265 against 0.213: a small gain,
+  # one run each, with more of the identity. The encoder alone over 3000 steps (mean pooling):
+  # 0.443, 0.523, 0.555, 0.560 at 500 to 2000 steps while the training people's R^2 rose to 0.689:
+  # past ~1500 steps 10000 people are learned by heart.
   config.motion.expression_parts = ("eye_l", "eye_r", "mouth")
   if arg == "vae":
     # Whole 17-frame clips, as the DiT and evaluation use them: a causal VAE trained on shorter
