@@ -41,8 +41,8 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # 0.52 against 0.43).
   # pose_widths: the pose encoder's own widths (empty: `widths`, as the expression encoder's).
   # expression_parts: close-ups the expression encoder reads beside the face crop, each with a tower
-  # of its own (names in data_pipeline/face_crop.py PARTS: "eyes", "eye_l", "eye_r", "mouth"); every task's input
-  # cuts them (input.face_crop.parts follows this field).
+  # of its own (names in data_pipeline/face_crop.py PARTS: "eyes", "eye_l", "eye_r", "mouth");
+  # every task's input cuts them (input.face_crop.parts follows this field).
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), pose_widths=(), expression_dim=512,
                                                  num_controls=16, expression_weight=20.0,
                                                  invariance_weight=0.1, expression_pooling="mean",
