@@ -47,12 +47,12 @@ import torch  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
 from fp_jax.models.dit_config import DiTConfig  # pylint: disable=g-import-not-at-top
-from dit_train_step import compiled_train_step, diffusers_train_step, wan_core  # pylint: disable=g-import-not-at-top
+from dit_train_step import BENCH_BATCH, compiled_train_step, diffusers_train_step, make_batch, wan_core  # pylint: disable=g-import-not-at-top
 from cpu_profile import time_by_kind  # pylint: disable=g-import-not-at-top  # benchmarks/cpu_profile.py
 from timing import counted_seconds, median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
-BATCH, FRAMES, HEIGHT, WIDTH, TEXT = 2, 5, 32, 32, 64
+BATCH, FRAMES, HEIGHT, WIDTH, TEXT = BENCH_BATCH
 
 
 class WithoutSelfAttention(DiTConfig):
@@ -133,7 +133,7 @@ def interleaved(our_step, peak_matmul, size, batch, rounds, ablated_steps=()):
   context = multiprocessing.get_context("spawn")
   connection, child_end = context.Pipe()
   worker = context.Process(target=diffusers_worker, daemon=True,
-                           args=(child_end, size, {k: np.asarray(v) for k, v in batch.items()}))
+                           args=(child_end, size, batch))
   worker.start()
   connection.recv()
   for step in (our_step, *ablated_steps):
@@ -162,13 +162,7 @@ def main():
   torch.set_num_threads(os.cpu_count())
   bench = dit_configs.get_config("bench")
   size = {key: bench[key] for key in ("dim", "heads", "layers", "ffn_dim", "text_dim")}
-  rng = np.random.default_rng(0)
-  batch = {
-      "latents": jnp.asarray(rng.standard_normal((BATCH, FRAMES, HEIGHT, WIDTH, 16)), jnp.float32),
-      "timestep": jnp.asarray(rng.uniform(0, 1000, BATCH), jnp.float32),
-      "context": jnp.asarray(rng.standard_normal((BATCH, TEXT, size["text_dim"])), jnp.float32),
-      "target": jnp.asarray(rng.standard_normal((BATCH, FRAMES, HEIGHT, WIDTH, 16)), jnp.float32),
-  }
+  batch = make_batch(size)
   tokens = FRAMES * (HEIGHT // 2) * (WIDTH // 2)
   our_step, our_memory = ours(size, batch, bench.scan_layers, bench.attention)
   peak_of = lambda seconds: 2 * 2048 ** 3 / seconds

@@ -39,7 +39,7 @@ import torch  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
 from fp_jax.parallel import attention as attention_lib  # pylint: disable=g-import-not-at-top
-from dit_train_step import compiled_train_step, diffusers_train_step, wan_core  # pylint: disable=g-import-not-at-top
+from dit_train_step import compiled_train_step, diffusers_train_step, make_batch, wan_core  # pylint: disable=g-import-not-at-top
 from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 from wan_flops import train_step_flops  # pylint: disable=g-import-not-at-top
 
@@ -51,17 +51,6 @@ SHAPES = {
 }
 ON_GPU = jax.default_backend() == "gpu"
 TORCH_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def make_batch(size, shape, seed=0):
-  batch_size, frames, height, width, text = shape
-  rng = np.random.default_rng(seed)
-  return {
-      "latents": rng.standard_normal((batch_size, frames, height, width, 16)).astype(np.float32),
-      "timestep": rng.uniform(0, 1000, batch_size).astype(np.float32),
-      "context": rng.standard_normal((batch_size, text, size["text_dim"])).astype(np.float32),
-      "target": rng.standard_normal((batch_size, frames, height, width, 16)).astype(np.float32),
-  }
 
 
 def ours(size, batch, attention, remat="none"):

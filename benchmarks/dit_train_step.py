@@ -5,6 +5,7 @@ controls."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -12,6 +13,22 @@ from fp_jax.models.build import create_dit
 from fp_jax.models.dit_config import DiTConfig
 from fp_jax.parallel import mesh as mesh_lib
 from fp_jax.parallel.sharding import use_mesh
+
+
+# The dit_step bench's batch: examples, latent frames, latent height and width, text tokens.
+BENCH_BATCH = (2, 5, 32, 32, 64)
+
+
+def make_batch(size, shape=BENCH_BATCH, seed=0):
+  """A random train batch (numpy, fp32) of `shape` (as BENCH_BATCH) for the model `size`."""
+  batch_size, frames, height, width, text = shape
+  rng = np.random.default_rng(seed)
+  return {
+      "latents": rng.standard_normal((batch_size, frames, height, width, 16)).astype(np.float32),
+      "timestep": rng.uniform(0, 1000, batch_size).astype(np.float32),
+      "context": rng.standard_normal((batch_size, text, size["text_dim"])).astype(np.float32),
+      "target": rng.standard_normal((batch_size, frames, height, width, 16)).astype(np.float32),
+  }
 
 
 def wan_core(size, config_class=DiTConfig, **settings):
@@ -61,7 +78,6 @@ def diffusers_train_step(size, batch, device="cpu", autocast=False, compiled=Fal
   takes a step and waits for it. `autocast`: bf16 compute over fp32 weights; `compiled`: each
   transformer block through torch.compile (diffusers' regional compilation). AdamW is PyTorch's
   fused one on a GPU."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from diffusers import WanTransformer3DModel  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)

@@ -34,7 +34,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import torch  # pylint: disable=g-import-not-at-top
 
 from configs.models import dit as dit_configs  # pylint: disable=g-import-not-at-top
-from dit_train_step import compiled_train_step, wan_core  # pylint: disable=g-import-not-at-top
+from dit_train_step import BENCH_BATCH, compiled_train_step, make_batch, wan_core  # pylint: disable=g-import-not-at-top
+from timing import median_seconds  # pylint: disable=g-import-not-at-top  # benchmarks/timing.py
 
 # Compiler options choosing the library that runs every product.
 LIBRARIES = {
@@ -43,7 +44,8 @@ LIBRARIES = {
                "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
-TOKENS = 2560  # the dit_step bench's batch of 2 x 1280 tokens
+# The dit_step bench's tokens, all examples together (patches of 2 x 2 latents): 2 x 1280.
+TOKENS = BENCH_BATCH[0] * BENCH_BATCH[1] * (BENCH_BATCH[2] // 2) * (BENCH_BATCH[3] // 2)
 SPIN_WAIT = 0.2  # seconds after a PyTorch call (see above)
 
 
@@ -77,12 +79,6 @@ def torch_product(layout, a, b):
   return lambda: torch.mm(a, b)
 
 
-def seconds(call):
-  start = time.perf_counter()
-  call()
-  return time.perf_counter() - start
-
-
 def take_turns(calls, rounds, after=None):
   """{name: [seconds per round]}: each call once a round, in turn, after two warm-up calls."""
   for call in calls.values():
@@ -91,7 +87,7 @@ def take_turns(calls, rounds, after=None):
   times = {name: [] for name in calls}
   for _ in range(rounds):
     for name, call in calls.items():
-      times[name].append(seconds(call))
+      times[name].append(median_seconds(call, 1, warmups=0))
       if after and name in after:
         time.sleep(after[name])
   return {name: np.asarray(t) for name, t in times.items()}
@@ -112,14 +108,8 @@ def gemms(size, rounds):
 
 
 def steps(size, attention, rounds):
-  rng = np.random.default_rng(0)
-  shape = (2, 5, 32, 32, 16)  # the dit_step bench's latents
-  batch = {"latents": jnp.asarray(rng.standard_normal(shape), jnp.float32),
-           "timestep": jnp.asarray(rng.uniform(0, 1000, 2), jnp.float32),
-           "context": jnp.asarray(rng.standard_normal((2, 64, size["text_dim"])), jnp.float32),
-           "target": jnp.asarray(rng.standard_normal(shape), jnp.float32)}
   config = wan_core(size, attention=attention, scan_layers=False)
-  calls = {library: compiled_train_step(config, batch, compiler_options=options)[0]
+  calls = {library: compiled_train_step(config, make_batch(size), compiler_options=options)[0]
            for library, options in LIBRARIES.items()}
   times = take_turns(calls, rounds)
   for library, t in times.items():

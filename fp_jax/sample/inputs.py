@@ -212,15 +212,14 @@ def load_tracking(path, num_frames):
 
 # -- face crops for the encoders -----------------------------------------------------------------
 
-def frontal_box_fraction(height, width, margin, part=None):
-  """The face box (or `part`'s, face_crop.PARTS) of the template at rest seen by the frontal camera,
-  as fractions of the frame."""
+def frontal_view_boxes(height, width, margin, parts=()):
+  """The face box and each part's (face_crop.view_boxes, `[1, 4]` each, pixels) of the template at
+  rest seen by the frontal camera."""
   model = build_template()
   camera = cameras.static_frontal(1, height, width)
   rest = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)[None]
-  fields = (model, np.zeros(model.num_shape), rest, np.ones(1), camera.intrinsics, camera.extrinsics)
-  box = (face_crop.face_boxes(*fields, margin) if part is None else face_crop.part_boxes(*fields, part))[0]
-  return box / np.array([width, height, width, height], np.float32)
+  return face_crop.view_boxes(model, np.zeros(model.num_shape), rest, np.ones(1), camera.intrinsics,
+                              camera.extrinsics, margin, parts)
 
 
 def face_crops(frames, tracking, size, margin, parts=()):
@@ -228,14 +227,12 @@ def face_crops(frames, tracking, size, margin, parts=()):
   cameras, else the frontal framing's box. With `parts` (face_crop.PARTS) `[N, 1 + P, size, size, 3]`:
   the face, then each part's close-up, boxed the same way."""
   height, width = frames.shape[1:3]
-  views = (None,) + tuple(parts)
   if tracking is not None and "intrinsics" in tracking:
     model = build_template()
     shape = tracking.get("shape", np.zeros(model.num_shape))
     boxes = face_crop.view_boxes(model, shape, tracking["head_pose"], tracking["head_scale"], tracking["intrinsics"],
                                  tracking["extrinsics"], margin, parts)
   else:
-    fractions = [frontal_box_fraction(height, width, margin, part) for part in views]
-    boxes = [np.repeat((f * np.array([width, height, width, height]))[None], len(frames), axis=0) for f in fractions]
+    boxes = [np.repeat(box, len(frames), axis=0) for box in frontal_view_boxes(height, width, margin, parts)]
   crops = [face_crop.crop(frames, b, size) for b in boxes]
   return np.stack(crops, axis=1) if parts else crops[0]
