@@ -1,8 +1,8 @@
 """The small video VAE's reconstruction on held-out identities, at the demo resolution.
 
-  python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--data_dir=outputs/bench/data]
+  python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--z_dim=16] [--data_dir=outputs/bench/data]
       [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
-      [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no_linear_path]
+      [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no-linear_path]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
@@ -52,6 +52,7 @@ def main():
   parser.add_argument("--learning_rate", type=float, default=0.0, help="0: the config's")
   parser.add_argument("--log_every", type=int, default=100, help="training metrics every N steps")
   parser.add_argument("--window", type=int, default=17, help="training window: 1 + 4k frames")
+  parser.add_argument("--z_dim", type=int, default=0, help="latent channels (0: the config's)")
   parser.add_argument("--base_dim", type=int, default=0, help="VAE width (0: the config's)")
   parser.add_argument("--dim_mult", default="", help="per-level width multipliers, e.g. 1,2,4,8 (empty: the config's)")
   parser.add_argument("--num_res_blocks", type=int, default=0, help="residual blocks a level (0: the config's)")
@@ -73,6 +74,8 @@ def main():
       config.optim.learning_rate = args.learning_rate
     if args.crop >= 0:
       config.vae_loss.crop = args.crop
+    if args.z_dim:  # the DiT's channels follow, as the config requires of every task
+      config.vae.z_dim = config.model.in_channels = config.model.out_channels = args.z_dim
     if args.base_dim:
       config.vae.base_dim = args.base_dim
     if args.dim_mult:
