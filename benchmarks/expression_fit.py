@@ -2,6 +2,7 @@
 
   python benchmarks/expression_fit.py [--people=20000] [--val_people=2000] [--steps=1000]
       [--evals=250,500,1000] [--widths=16,32,64,64] [--pooling=mean] [--learning_rate=3e-3]
+      [--stem_width=16] [--standardise=true|false]
       [--pair_weight=0] [--data_dir=outputs/bench/data] [--renders=outputs/bench/expression_fit]
 
 The motion task learns on people rendered in its input workers, its steps shared with the pose
@@ -21,6 +22,8 @@ With --pair_weight=W each training person is rendered twice under one view and l
 expressions (`--people` / 2 people), and the difference of the two read-outs must also equal the
 difference of the two controls (weight W): what changed between two pictures that differ in
 expression alone, with every nuisance cancelled.
+--stem_width and --standardise set the expression encoder's stem and input standardisation
+(default: the config's motion.expression_stem_width and motion.expression_standardise).
 """
 import argparse
 import copy
@@ -100,9 +103,9 @@ def rendered(path, data_dir, split, source, people, pairs, parts):
 
 class ExpressionModels(nnx.Module):
 
-  def __init__(self, widths, pooling, latent_dim, num_controls, parts, rngs):
-    self.expression = ImageEncoder(EncoderConfig(tuple(widths), latent_dim, pooling, parts), rngs=rngs)
-    self.readout = nnx.Linear(latent_dim, num_controls, rngs=rngs)
+  def __init__(self, encoder, num_controls, rngs):
+    self.expression = ImageEncoder(encoder, rngs=rngs)
+    self.readout = nnx.Linear(encoder.output_dim, num_controls, rngs=rngs)
 
   def __call__(self, crops):
     return self.readout(self.expression(crops))
@@ -123,6 +126,9 @@ def main():
   parser.add_argument("--pair_weight", type=float, default=0.0)
   parser.add_argument("--parts", default="", help="close-ups rendered beside each face crop, from "
                       "data_pipeline/face_crop.py PARTS (eyes,mouth); the encoder reads them too")
+  parser.add_argument("--stem_width", type=int, default=None, help="default: the config's motion.expression_stem_width")
+  parser.add_argument("--standardise", default="", choices=("", "true", "false"),
+                      help="default: the config's motion.expression_standardise")
   parser.add_argument("--face_only", action="store_true",
                       help="render --parts, but let the encoder read the face crops alone (the baseline on those people)")
   args = parser.parse_args()
@@ -141,8 +147,11 @@ def main():
     train["crops"], val["crops"], parts = train["crops"][:, :, 0], val["crops"][:, :, 0], ()
   widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else tuple(config.motion.widths)
   names = controls.control_names(build_template())
-  models = ExpressionModels(widths, args.pooling or config.motion.expression_pooling, config.motion.expression_dim,
-                            len(names), len(parts), nnx.Rngs(config.seed))
+  stem_width = config.motion.expression_stem_width if args.stem_width is None else args.stem_width
+  standardise = config.motion.expression_standardise if not args.standardise else args.standardise == "true"
+  encoder = EncoderConfig(widths, config.motion.expression_dim, args.pooling or config.motion.expression_pooling,
+                          len(parts), stem_width, standardise)
+  models = ExpressionModels(encoder, len(names), nnx.Rngs(config.seed))
   if args.learning_rate:
     config.optim.learning_rate = args.learning_rate
   optimizer = nnx.Optimizer(models, make_optimizer(config.optim, args.steps)[0], wrt=nnx.Param)

@@ -43,10 +43,13 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # expression_parts: close-ups the expression encoder reads beside the face crop, each with a tower
   # of its own (names in data_pipeline/face_crop.py PARTS: "eyes", "eye_l", "eye_r", "mouth");
   # every task's input cuts them (input.face_crop.parts follows this field).
+  # expression_stem_width, expression_standardise: the expression encoder's stride-1 stem (its
+  # width; 0: none) and per-crop standardisation of its input (fp_jax/models/motion.py).
   config.motion = ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), pose_widths=(), expression_dim=512,
                                                  num_controls=16, expression_weight=20.0,
                                                  invariance_weight=0.1, expression_pooling="mean",
-                                                 pose_pooling="mean_keypoints", expression_parts=()))
+                                                 pose_pooling="mean_keypoints", expression_parts=(),
+                                                 expression_stem_width=0, expression_standardise=False))
   config.input.face_crop.parts = config.motion.get_ref("expression_parts")
   # blur_share: the share of the motion task's crops blurred, each by a sigma drawn from blur_sigma
   # (pixels of the crop; fp_jax/train/tasks/motion_task.py), so the encoders read the softer crops

@@ -18,6 +18,7 @@ from fp_jax.export import torch_files
 POSE_DIM = 10
 GROUP_NORM_EPS = 1e-6
 GRID = 4  # grid pooling's cells a side (fp_jax/models/motion.py)
+STANDARDISE_EPS = 0.05  # as fp_jax/models/motion.py
 
 
 class SameConv2d(nn.Conv2d):
@@ -55,22 +56,36 @@ def keypoints(features):
   return torch.cat([x, y], dim=-1)
 
 
+def _build_tower(tower, widths, stem_width):
+  """Gives `tower` (the encoder, which reads the face, or a part's tower) its stem, stages and norm."""
+  first = 3
+  if stem_width:
+    tower.stem = SameConv2d(3, stem_width, 3)
+    first = stem_width
+  tower.stages = nn.ModuleList([Stage(a, b) for a, b in zip([first] + widths[:-1], widths)])
+  tower.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
+
+
 class PartTower(nn.Module):
-  """The stages and final norm that read one part's close-up (fp_jax/models/motion.py)."""
+  """The stem, stages and final norm that read one part's close-up (fp_jax/models/motion.py)."""
 
-  def __init__(self, widths):
+  def __init__(self, widths, stem_width=0):
     super().__init__()
-    self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
-    self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
+    _build_tower(self, widths, stem_width)
 
 
-def _pooled(stages, norm, pooling, images):
+def _pooled(tower, pooling, standardise, images):
   """`[N, H, W, 3]` images -> `[N, pooled]` through one tower, as the JAX encoder pools them."""
   x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
   x = x.permute(0, 3, 1, 2)
-  for stage in stages:
+  if standardise:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) / (x.std(dim=(1, 2, 3), keepdim=True, correction=0) + STANDARDISE_EPS)
+  if hasattr(tower, "stem"):
+    x = F.silu(tower.stem(x))
+  for stage in tower.stages:
     x = stage(x)
-  x = norm(x)
+  x = tower.norm(x)
   if pooling == "grid":  # cells row-major, each cell's channels together, as the JAX encoder
     cells = F.adaptive_avg_pool2d(F.silu(x), GRID).permute(0, 2, 3, 1)
     pooled = cells.reshape(len(cells), -1)
@@ -85,14 +100,13 @@ class ImageEncoder(nn.Module):
   """`[..., H, W, 3]` images -> `[..., output_dim]`; with `parts` P, `[..., 1 + P, H, W, 3]` (the
   face, then P close-ups, each read by a tower of its own)."""
 
-  def __init__(self, widths, output_dim, pooling="mean", parts=0):
+  def __init__(self, widths, output_dim, pooling="mean", parts=0, stem_width=0, standardise=False):
     super().__init__()
     widths = list(widths)
-    self.pooling, self.parts = pooling, parts
-    self.stages = nn.ModuleList([Stage(a, b) for a, b in zip([3] + widths[:-1], widths)])
-    self.norm = nn.GroupNorm(8, widths[-1], eps=GROUP_NORM_EPS)
+    self.pooling, self.parts, self.standardise = pooling, parts, standardise
+    _build_tower(self, widths, stem_width)
     if parts:
-      self.part_towers = nn.ModuleList([PartTower(widths) for _ in range(parts)])
+      self.part_towers = nn.ModuleList([PartTower(widths, stem_width) for _ in range(parts)])
     pooled = widths[-1] * {"mean": 1, "mean_keypoints": 3, "grid": GRID * GRID}[pooling]
     self.head = nn.Linear((1 + parts) * pooled, output_dim)
 
@@ -100,8 +114,8 @@ class ImageEncoder(nn.Module):
     views = 1 + self.parts
     leading = images.shape[:-3] if views == 1 else images.shape[:-4]
     flat = images.reshape(-1, views, *images.shape[-3:])
-    towers = [(self.stages, self.norm)] + [(t.stages, t.norm) for t in (self.part_towers if self.parts else ())]
-    pooled = [_pooled(stages, norm, self.pooling, flat[:, view]) for view, (stages, norm) in enumerate(towers)]
+    towers = [self] + list(self.part_towers if self.parts else ())
+    pooled = [_pooled(tower, self.pooling, self.standardise, flat[:, view]) for view, tower in enumerate(towers)]
     return self.head(torch.cat(pooled, dim=-1)).reshape(*leading, -1)
 
 
@@ -124,10 +138,12 @@ class MotionEncoders(nn.Module):
     super().__init__()
     self.config = dict(config)
     widths = self.config["widths"]
-    # Exports made before the pooling fields existed pooled by the mean.
+    # Exports made before the pooling, stem and standardise fields existed: mean pooling, neither.
     self.expression = ImageEncoder(widths, self.config["expression_dim"],
                                    self.config.get("expression_pooling", "mean"),
-                                   len(self.config.get("expression_parts") or ()))
+                                   len(self.config.get("expression_parts") or ()),
+                                   self.config.get("expression_stem_width", 0),
+                                   self.config.get("expression_standardise", False))
     # An empty (or, in older exports, absent) pose_widths: the pose encoder is as wide as the other.
     self.pose = ImageEncoder(self.config.get("pose_widths") or widths, POSE_DIM,
                              self.config.get("pose_pooling", "mean"))

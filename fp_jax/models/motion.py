@@ -12,6 +12,12 @@ With `pooling="grid"` the features are averaged over a GRID x GRID grid of cells
 whole map and the head reads every cell's features: on crops centred on the face, a feature at
 the mouth and the same feature at the eyes reach the head apart, so the head can tell a mouth
 that opens from eyes that close without the convolutions having to encode where they looked.
+
+Two options for reading fine detail (`EncoderConfig`): `stem_width > 0` puts a stride-1 3x3
+convolution before the first stage, so features are formed at the crop's full resolution before
+the first stride-2 convolution halves it (a pupil that moves a few pixels); `standardise` takes each
+crop's mean away and divides by its spread first, so the light and the skin's brightness, which
+change a crop fifty times as much as an expression does, do not have to be learned away.
 """
 import dataclasses
 
@@ -30,10 +36,13 @@ class EncoderConfig:
   output_dim: int = 128
   pooling: str = "mean"  # one of POOLINGS
   parts: int = 0  # close-ups beside the face crop (data_pipeline/face_crop.py PARTS), each read by a tower of its own
+  stem_width: int = 0  # a stride-1 convolution to this many channels before the first stage (0: none)
+  standardise: bool = False  # each crop less its mean, over its spread (STANDARDISE_EPS), before the convolutions
 
 
 POOLINGS = ("mean", "mean_keypoints", "grid")
 GRID = 4
+STANDARDISE_EPS = 0.05  # in [-1, 1] units: a nearly flat crop (a closed eye's close-up) is not blown up
 
 
 def cell_weights(size, cells):
@@ -67,6 +76,12 @@ def keypoints(features):
   return jnp.concatenate([x, y], axis=-1)
 
 
+def standardise(x):
+  """`[N, H, W, C]` -> each image less its mean, over its standard deviation (plus STANDARDISE_EPS)."""
+  mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+  return (x - mean) / (jnp.std(x, axis=(1, 2, 3), keepdims=True) + STANDARDISE_EPS)
+
+
 def to_unit_range(images):
   """uint8 images -> float32 in [-1, 1]; float images are taken as already in [-1, 1]."""
   if images.dtype == jnp.uint8:
@@ -90,12 +105,17 @@ class _Stage(nnx.Module):
     return x + self.conv2(jax.nn.silu(self.norm2(self.conv1(jax.nn.silu(self.norm1(x))))))
 
 
-def _pooled(stages, norm, pooling, images):
-  """`[N, H, W, 3]` images through a tower's stages and final norm, pooled: `[N, pooled_dim]`."""
+def _pooled(tower, config, images):
+  """`[N, H, W, 3]` images through a tower's stem, stages and final norm, pooled: `[N, pooled_dim]`."""
   x = to_unit_range(images)
-  for stage in stages:
+  if config.standardise:
+    x = standardise(x)
+  if config.stem_width:
+    x = jax.nn.silu(tower.stem(x))
+  for stage in tower.stages:
     x = stage(x)
-  x = norm(x)
+  x = tower.norm(x)
+  pooling = config.pooling
   if pooling == "grid":
     pooled = grid_pool(jax.nn.silu(x))
   else:
@@ -105,12 +125,22 @@ def _pooled(stages, norm, pooling, images):
   return pooled
 
 
-class _PartTower(nnx.Module):
-  """The stages and final norm that read one part's close-up."""
+def _build_tower(tower, config, rngs):
+  """Gives `tower` (the encoder, which reads the face, or a part's tower) its stem, stages and norm."""
+  widths = tuple(config.widths)
+  first = 3
+  if config.stem_width:
+    tower.stem = nnx.Conv(3, config.stem_width, (3, 3), rngs=rngs)
+    first = config.stem_width
+  tower.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((first,) + widths[:-1], widths)])
+  tower.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
 
-  def __init__(self, widths, rngs):
-    self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
-    self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
+
+class _PartTower(nnx.Module):
+  """The stem, stages and final norm that read one part's close-up."""
+
+  def __init__(self, config, rngs):
+    _build_tower(self, config, rngs)
 
 
 class ImageEncoder(nnx.Module):
@@ -122,13 +152,13 @@ class ImageEncoder(nnx.Module):
   def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
     require(config.pooling in POOLINGS, f"unknown pooling {config.pooling!r}; choose from {POOLINGS}")
     require(config.parts >= 0, f"parts must be >= 0, got {config.parts}")
+    require(config.stem_width >= 0, f"stem_width must be >= 0, got {config.stem_width}")
     self.config = config
-    widths = tuple(config.widths)
-    self.stages = nnx.List([_Stage(a, b, rngs) for a, b in zip((3,) + widths[:-1], widths)])
-    self.norm = nnx.GroupNorm(widths[-1], num_groups=8, rngs=rngs)
+    _build_tower(self, config, rngs)
     if config.parts:
-      self.part_towers = nnx.List([_PartTower(widths, rngs) for _ in range(config.parts)])
-    self.head = nnx.Linear((1 + config.parts) * pooled_dim(config.pooling, widths[-1]), config.output_dim, rngs=rngs)
+      self.part_towers = nnx.List([_PartTower(config, rngs) for _ in range(config.parts)])
+    self.head = nnx.Linear((1 + config.parts) * pooled_dim(config.pooling, config.widths[-1]), config.output_dim,
+                           rngs=rngs)
 
   def __call__(self, images):
     views = 1 + self.config.parts
@@ -143,8 +173,8 @@ class ImageEncoder(nnx.Module):
     leading = images.shape[:-image_axes]
     require(all(n > 0 for n in leading), f"empty batch or clip: shape {images.shape}")
     flat = images.reshape(-1, views, *images.shape[-3:])
-    towers = [(self.stages, self.norm)] + [(t.stages, t.norm) for t in (self.part_towers if views > 1 else ())]
-    pooled = [_pooled(stages, norm, self.config.pooling, flat[:, view]) for view, (stages, norm) in enumerate(towers)]
+    towers = [self] + list(self.part_towers if views > 1 else ())
+    pooled = [_pooled(tower, self.config, flat[:, view]) for view, tower in enumerate(towers)]
     return self.head(jnp.concatenate(pooled, axis=-1)).reshape(*leading, -1)
 
 

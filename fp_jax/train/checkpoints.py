@@ -69,7 +69,8 @@ CROP_TASKS = ("motion", "identity")
 # Model fields added after checkpoints were first written, with the value that means what a
 # checkpoint without them meant, so older runs still resume, sample and export.
 ADDED_FIELDS = {"vae": {"residual": False, "patch_size": 1, "decoder_base_dim": 0, "linear_path": False},
-                "motion": {"expression_pooling": "mean", "pose_pooling": "mean", "pose_widths": [], "expression_parts": []},
+                "motion": {"expression_pooling": "mean", "pose_pooling": "mean", "pose_widths": [], "expression_parts": [],
+                           "expression_stem_width": 0, "expression_standardise": False},
                 "model": {"reference_frames": "first", "reference_residual": False, "sigma_data": 0.0,
                           "patch": [1, 2, 2], "warped_reference": False, "in_channels": 16,
                           "out_channels": 16}}

@@ -1,4 +1,6 @@
 """Pieces the tasks share: building models from config dicts, image scaling."""
+import dataclasses
+
 import jax.numpy as jnp
 
 from fp_jax.models import motion
@@ -33,8 +35,12 @@ def expression_parts(config):
 
 
 def make_expression_encoder(config, rngs):
-  return motion.ImageEncoder(_encoder_config(config, config.motion.expression_dim, "expression_pooling",
-                                            config.motion.widths, len(expression_parts(config))), rngs=rngs)
+  encoder = _encoder_config(config, config.motion.expression_dim, "expression_pooling", config.motion.widths,
+                            len(expression_parts(config)))
+  # Runs saved before the stem and standardise fields existed had neither.
+  encoder = dataclasses.replace(encoder, stem_width=config.motion.get("expression_stem_width", 0),
+                                standardise=config.motion.get("expression_standardise", False))
+  return motion.ImageEncoder(encoder, rngs=rngs)
 
 
 def face_view(config, crops):
