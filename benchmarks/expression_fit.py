@@ -2,7 +2,7 @@
 
   python benchmarks/expression_fit.py [--people=20000] [--val_people=2000] [--steps=1000]
       [--evals=250,500,1000] [--widths=16,32,64,64] [--pooling=mean] [--learning_rate=3e-3]
-      [--stem_width=16] [--standardise=true|false]
+      [--stem_width=16] [--standardise=true|false] [--stored_share=0.75]
       [--pair_weight=0] [--data_dir=outputs/bench/data] [--renders=outputs/bench/expression_fit]
 
 The motion task learns on people rendered in its input workers, its steps shared with the pose
@@ -24,6 +24,9 @@ difference of the two controls (weight W): what changed between two pictures tha
 expression alone, with every nuisance cancelled.
 --stem_width and --standardise set the expression encoder's stem and input standardisation
 (default: the config's motion.expression_stem_width and motion.expression_standardise).
+--stored_share=S trains on a subset of the rendered people in which that share were rendered at crop
+resolution and the rest cut from frames (the renders follow the config's input.face_crop.stored_share):
+every person of the scarcer kind and as many of the other as the share allows, so fewer people.
 """
 import argparse
 import copy
@@ -60,6 +63,15 @@ def maker(data_dir, split, source, parts=()):
   config.split, config.fresh_people_cache, config.face_crop.source = split, 0, source
   config.face_crop.parts = tuple(parts)
   return fresh_people.MakeFreshExample(ClipRecords(data_dir, config.dataset, "train"), config)
+
+
+def keeping_share(zoomed, share):
+  """Indices into people whose crops were (`zoomed`, bool) or were not rendered at crop resolution:
+  the most of them of which `share` were, each kind taken in order."""
+  rendered, cut = np.flatnonzero(zoomed), np.flatnonzero(~zoomed)
+  total = min(len(rendered) / share if share > 0 else np.inf, len(cut) / (1 - share) if share < 1 else np.inf)
+  count = min(len(rendered), int(round(total * share)))
+  return np.sort(np.concatenate([rendered[:count], cut[:min(len(cut), int(round(total)) - count)]]))
 
 
 def render_people(job):
@@ -129,6 +141,8 @@ def main():
   parser.add_argument("--stem_width", type=int, default=None, help="default: the config's motion.expression_stem_width")
   parser.add_argument("--standardise", default="", choices=("", "true", "false"),
                       help="default: the config's motion.expression_standardise")
+  parser.add_argument("--stored_share", type=float, default=None,
+                      help="train on people of whom this share were rendered at crop resolution (default: all)")
   parser.add_argument("--face_only", action="store_true",
                       help="render --parts, but let the encoder read the face crops alone (the baseline on those people)")
   args = parser.parse_args()
@@ -138,11 +152,20 @@ def main():
   if pairs and parts:
     sys.exit("error: --pair_weight and --parts do not go together")
   named = "".join(f"_{p}" for p in parts)
-  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
+  share = config.input.face_crop.stored_share
+  shared = "" if share == 0.5 else f"_stored{share:g}"  # renders at the original half keep their names
+  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{shared}{named}.npz"),
                    args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
                    pairs, parts)
   val = rendered(os.path.join(args.renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
                  "stored", args.val_people, False, parts)
+  if args.stored_share is not None:
+    if pairs or not 0 <= args.stored_share <= 1:
+      sys.exit("error: --stored_share takes a share in [0, 1], without --pair_weight")
+    make = maker(args.data_dir, "train", config.input.face_crop.source, parts)
+    kept = keeping_share(np.array([make.rendered_at_crop_resolution(i) for i in range(args.people)]), args.stored_share)
+    train = {key: value[kept] for key, value in train.items()}
+    print(f"training on {len(kept)} people, {args.stored_share:g} of them rendered at crop resolution", file=sys.stderr)
   if args.face_only and parts:  # the face crop comes first
     train["crops"], val["crops"], parts = train["crops"][:, :, 0], val["crops"][:, :, 0], ()
   widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else tuple(config.motion.widths)

@@ -30,6 +30,16 @@ REFERENCE_MODES = ("same_clip", "cross_clip")
 NORMAL_SOURCES = ("stored", "render")
 NORMAL_ENCODINGS = ("uint8", "unit")
 CROP_SOURCES = ("frames", "stored", "mixed")
+
+
+def crop_source(face_crop_config):
+  """`(source, stored_share)` of a `face_crop` config: where crops come from and, for "mixed", the
+  share of them rendered at crop resolution (configs older than the share: a half)."""
+  source = face_crop_config.get("source", "frames")
+  require(source in CROP_SOURCES, f"face_crop.source must be one of {CROP_SOURCES}, got {source!r}")
+  share = float(face_crop_config.get("stored_share", 0.5))
+  require(0.0 <= share <= 1.0, f"face_crop.stored_share must lie in [0, 1], got {share}")
+  return source, share
 RAY_DTYPES = ("float32", "float16")
 
 
@@ -92,9 +102,7 @@ class MakeExample(grain.transforms.RandomMap):
     self._reference = config.reference
     self._crop_size = int(config.face_crop.size)
     self._crop_margin = float(config.face_crop.margin)
-    self._crop_source = config.face_crop.get("source", "frames")
-    require(self._crop_source in CROP_SOURCES,
-            f"face_crop.source must be one of {CROP_SOURCES}, got {self._crop_source!r}")
+    self._crop_source, self._stored_share = crop_source(config.face_crop)
     if self._crop_source != "frames":
       require(records.face_size > 0, f"face_crop.source={self._crop_source} needs stored face crops, and "
               f"{records!r} has none (build with face.size > 0, version 1.2.0 on)")
@@ -165,9 +173,10 @@ class MakeExample(grain.transforms.RandomMap):
 
   def _driving_crops(self, clip, frames, video, views, rng):
     """Face crops cut from the frames, or the stored ones rendered at crop resolution ("mixed":
-    either, by a coin toss per example, so the encoders learn both). With `face_crop.parts`:
+    either, by a coin per example that falls "stored" with `face_crop.stored_share`, so the encoders
+    learn both). With `face_crop.parts`:
     `[T, 1 + P, S, S, 3]`, the face then its parts' close-ups, all cut or all stored."""
-    stored = self._crop_source == "stored" or (self._crop_source == "mixed" and rng.random() < 0.5)
+    stored = self._crop_source == "stored" or (self._crop_source == "mixed" and rng.random() < self._stored_share)
     if stored:
       crops = [self._resized(clip["face"][frames])] + [self._resized(clip[f"face_{p}"][frames]) for p in self._parts]
     else:

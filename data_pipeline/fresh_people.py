@@ -60,9 +60,7 @@ class MakeFreshExample(grain.transforms.RandomMap):
     self._crop_size = int(config.face_crop.size)
     self._margin = float(config.face_crop.margin)
     self._parts = face_crop.check_parts(config.face_crop.get("parts", ()))
-    self._source = config.face_crop.get("source", "frames")
-    require(self._source in examples.CROP_SOURCES,
-            f"face_crop.source must be one of {examples.CROP_SOURCES}, got {self._source!r}")
+    self._source, self._stored_share = examples.crop_source(config.face_crop)
     self._twins = int(config.get("expression_twins", 0)) > 0
     self._views = int(config.get("identity_views", 0))
     require(self._views == 0 or self._views >= 2,
@@ -96,12 +94,10 @@ class MakeFreshExample(grain.transforms.RandomMap):
     return {key: np.array(value) for key, value in example.items()}
 
   def _render(self, index):
-    rng = np.random.default_rng([self._seed, self._split, index])
     model = build_template()
     if self._views:
-      return self._render_views(index, rng, model)
-    expression = self._expression(rng, model)
-    zoomed = self._zoomed(rng)
+      return self._render_views(index, self._generator(index), model)
+    rng, expression, zoomed = self._first_draws(index, model)
     render = lambda: expression_twins.twin_crops(model, expression, rng, self._height, self._width, self._fps,
                                                  self._crop_size, self._margin, zoomed, parts=self._parts)
     driving, pose = render()
@@ -111,6 +107,22 @@ class MakeFreshExample(grain.transforms.RandomMap):
       example["driving_twin"], example["twin_pose"] = render()
       example["twin_frames"] = np.zeros(1, np.int32)
     return example
+
+  def _generator(self, index):
+    return np.random.default_rng([self._seed, self._split, index])
+
+  def _first_draws(self, index, model):
+    """Example `index`'s generator after its first draws, and those draws: the expression and
+    whether the crops are rendered at crop resolution."""
+    rng = self._generator(index)
+    expression = self._expression(rng, model)
+    return rng, expression, self._zoomed(rng)
+
+  def rendered_at_crop_resolution(self, index):
+    """Whether example `index`'s crops are rendered at crop resolution ("stored") rather than cut
+    from frames, known without rendering it (the identity views' examples have a coin per view)."""
+    require(not self._views, "identity views have a crop source per view")
+    return self._first_draws(int(index), build_template())[2]
 
   def _expression(self, rng, model):
     """One frame `[1, C]` of a newly drawn expression curve (blinks and speech as the clips have)."""
@@ -122,7 +134,7 @@ class MakeFreshExample(grain.transforms.RandomMap):
     face; "frames": cut from frames of the dataset's size, as evaluation cuts generated videos.
     (The coin is drawn whatever the source, so a "mixed" crop is exactly one of the other two.)"""
     coin = rng.random()
-    return self._source == "stored" or (self._source == "mixed" and coin < 0.5)
+    return self._source == "stored" or (self._source == "mixed" and coin < self._stored_share)
 
   def _render_views(self, index, rng, model):
     person = appearance.sample_identity(model, rng)

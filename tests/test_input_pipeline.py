@@ -245,6 +245,10 @@ def test_driving_crops_come_from_the_frames_or_the_stored_faces(data_dir):
   kinds = {np.array_equal(mixed.example(1, 0, np.random.default_rng(seed))["driving"], clip["face"])
            for seed in range(12)}
   assert kinds == {True, False}  # a coin toss per example
+  for share, kind in ((0.0, False), (1.0, True)):  # face_crop.stored_share: the coin's odds
+    always = make(**{"face_crop.source": "mixed", "face_crop.stored_share": share})
+    assert {np.array_equal(always.example(1, 0, np.random.default_rng(seed))["driving"], clip["face"])
+            for seed in range(6)} == {kind}
   with pytest.raises(InputError, match="differs from the stored faces"):
     make(**{"face_crop.source": "stored", "face_crop.margin": 2.0})
   with pytest.raises(InputError, match="face_crop.source must be one of"):

@@ -158,8 +158,16 @@ def test_fresh_people_are_drawn_anew_per_example_and_split(data_dir):
     picture = mixed.random_map(index, None)["driving"]
     zoomed = np.array_equal(picture, stored.random_map(index, None)["driving"])
     assert zoomed != np.array_equal(picture, cut.random_map(index, None)["driving"])
+    assert mixed.rendered_at_crop_resolution(index) == zoomed  # known without rendering
     kinds.add(zoomed)
   assert kinds == {True, False}
+  # face_crop.stored_share moves the coin's odds; the same coin, so a smaller share keeps a subset.
+  shares = {share: {i for i in range(40) if make(**{"face_crop.source": "mixed", "face_crop.stored_share": share})
+                    .rendered_at_crop_resolution(i)} for share in (0.0, 0.2, 0.5, 1.0)}
+  assert shares[0.0] == set() and shares[1.0] == set(range(40))
+  assert shares[0.2] < shares[0.5] and 2 <= len(shares[0.2]) <= 16 and 12 <= len(shares[0.5]) <= 28
+  with pytest.raises(InputError, match=r"stored_share must lie in \[0, 1\], got 1.5"):
+    make(**{"face_crop.source": "mixed", "face_crop.stored_share": 1.5})
   # Batched by the pipeline, the motion loss takes them as they are.
   batch = next(input_pipeline.make_iterator(config))
   assert batch["driving"].shape == (4, 1, 16, 16, 3) and batch["twin_frames"].shape == (4, 1)

@@ -20,10 +20,12 @@ def get_config(arg="demo"):
   config.window = ml_collections.ConfigDict(dict(num_frames=17, stride=1))
   config.reference = "same_clip"  # or "cross_clip": another clip (time, camera) of the same identity
   # source: "frames" (cut from the video, as sampling and evaluation do), "stored" (the dataset's
-  # faces rendered at crop resolution, as a high-resolution driving video gives) or "mixed".
+  # faces rendered at crop resolution, as a high-resolution driving video gives) or "mixed": either,
+  # by a coin per example that falls "stored" with stored_share.
   # parts: close-ups cut beside each face crop (data_pipeline/face_crop.py PARTS); a training config
   # ties them to motion.expression_parts, the encoder that reads them (configs/common.py).
-  config.face_crop = ml_collections.ConfigDict(dict(size=64, margin=1.8, source="frames", parts=()))
+  config.face_crop = ml_collections.ConfigDict(dict(size=64, margin=1.8, source="frames", stored_share=0.5,
+                                                    parts=()))
   # normals: "stored", or "render" again from pose and shape (size 0 = the video's; any encoding)
   config.normals = ml_collections.ConfigDict(
       dict(source="stored", height=0, width=0, supersample=1, encoding="uint8"))
