@@ -25,8 +25,8 @@ expression alone, with every nuisance cancelled.
 --stem_width and --standardise set the expression encoder's stem and input standardisation
 (default: the config's motion.expression_stem_width and motion.expression_standardise).
 --stored_share=S trains on a subset of the rendered people in which that share were rendered at crop
-resolution and the rest cut from frames (the renders follow the config's input.face_crop.stored_share):
-every person of the scarcer kind and as many of the other as the share allows, so fewer people.
+resolution and the rest cut from frames (the renders hold a half of each, RENDERED_SHARE): every
+person of the scarcer kind and as many of the other as the share allows, so fewer people.
 """
 import argparse
 import copy
@@ -56,11 +56,15 @@ from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-no
 from fp_jax.train.tasks.motion_task import Mirror  # pylint: disable=g-import-not-at-top
 
 CHUNK = 250  # people a render job draws
+# The training people's mixed crops are rendered at crop resolution with these odds, whatever the
+# config's (so the renders kept serve every --stored_share): --stored_share picks a subset of them.
+RENDERED_SHARE = 0.5
 
 
 def maker(data_dir, split, source, parts=()):
   config = tiny.get_config("motion").input
   config.split, config.fresh_people_cache, config.face_crop.source = split, 0, source
+  config.face_crop.stored_share = RENDERED_SHARE
   config.face_crop.parts = tuple(parts)
   return fresh_people.MakeFreshExample(ClipRecords(data_dir, config.dataset, "train"), config)
 
@@ -152,9 +156,7 @@ def main():
   if pairs and parts:
     sys.exit("error: --pair_weight and --parts do not go together")
   named = "".join(f"_{p}" for p in parts)
-  share = config.input.face_crop.stored_share
-  shared = "" if share == 0.5 else f"_stored{share:g}"  # renders at the original half keep their names
-  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{shared}{named}.npz"),
+  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
                    args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
                    pairs, parts)
   val = rendered(os.path.join(args.renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
