@@ -30,6 +30,7 @@ REFERENCE_MODES = ("same_clip", "cross_clip")
 NORMAL_SOURCES = ("stored", "render")
 NORMAL_ENCODINGS = ("uint8", "unit")
 CROP_SOURCES = ("frames", "stored", "mixed")
+RAY_DTYPES = ("float32", "float16")
 
 
 def crop_source(face_crop_config):
@@ -40,7 +41,6 @@ def crop_source(face_crop_config):
   share = float(face_crop_config.get("stored_share", 0.5))
   require(0.0 <= share <= 1.0, f"face_crop.stored_share must lie in [0, 1], got {share}")
   return source, share
-RAY_DTYPES = ("float32", "float16")
 
 
 def draw_drop_flags(rng, rates):
@@ -174,8 +174,8 @@ class MakeExample(grain.transforms.RandomMap):
   def _driving_crops(self, clip, frames, video, views, rng):
     """Face crops cut from the frames, or the stored ones rendered at crop resolution ("mixed":
     either, by a coin per example that falls "stored" with `face_crop.stored_share`, so the encoders
-    learn both). With `face_crop.parts`:
-    `[T, 1 + P, S, S, 3]`, the face then its parts' close-ups, all cut or all stored."""
+    learn both). With `face_crop.parts`: `[T, 1 + P, S, S, 3]`, the face then its parts'
+    close-ups, all cut or all stored."""
     stored = self._crop_source == "stored" or (self._crop_source == "mixed" and rng.random() < self._stored_share)
     if stored:
       crops = [self._resized(clip["face"][frames])] + [self._resized(clip[f"face_{p}"][frames]) for p in self._parts]
