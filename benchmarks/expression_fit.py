@@ -117,6 +117,11 @@ def rendered(path, data_dir, split, source, people, pairs, parts):
     return {key: stored[key] for key in stored}
 
 
+def fail(message):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 class ExpressionModels(nnx.Module):
 
   def __init__(self, encoder, num_controls, rngs):
@@ -154,7 +159,9 @@ def main():
   ensure_dataset("demo", args.data_dir)
   pairs, parts = args.pair_weight > 0, tuple(p for p in args.parts.split(",") if p)
   if pairs and parts:
-    sys.exit("error: --pair_weight and --parts do not go together")
+    fail("--pair_weight and --parts do not go together")
+  if args.stored_share is not None and (pairs or not 0 <= args.stored_share <= 1):
+    fail("--stored_share takes a share in [0, 1], without --pair_weight")
   named = "".join(f"_{p}" for p in parts)
   train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
                    args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
@@ -162,8 +169,6 @@ def main():
   val = rendered(os.path.join(args.renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
                  "stored", args.val_people, False, parts)
   if args.stored_share is not None:
-    if pairs or not 0 <= args.stored_share <= 1:
-      sys.exit("error: --stored_share takes a share in [0, 1], without --pair_weight")
     make = maker(args.data_dir, "train", config.input.face_crop.source, parts)
     kept = keeping_share(np.array([make.rendered_at_crop_resolution(i) for i in range(args.people)]), args.stored_share)
     train = {key: value[kept] for key, value in train.items()}

@@ -35,7 +35,8 @@ def main():
   parser.add_argument("--people", type=int, default=40)
   args = parser.parse_args()
   if args.people < 2:
-    sys.exit("error: --people must be at least 2")
+    print("error: --people must be at least 2", file=sys.stderr)
+    sys.exit(2)
   ensure_dataset("demo", args.data_dir)
   parts = tuple(tiny.get_config("motion").motion.expression_parts)
   make = maker(args.data_dir, "validation", "stored", parts)
