@@ -127,8 +127,9 @@ def get_config(arg="dit"):
   # 0.443, 0.523, 0.555, 0.560 at 500 to 2000 steps while the training people's R^2 rose to 0.689:
   # past ~1500 steps 10000 people are learned by heart. Also measured and left off (docs/training.md):
   # a stride-1 stem of 16 (motion.expression_stem_width) and standardised crops
-  # (motion.expression_standardise), with the motion run's stored_share at 0.75 as kept: R^2 0.643
-  # against 0.629 without them, pose error 2.54 against 2.92 degrees, identity probe 0.471 against 0.257.
+  # (motion.expression_standardise), with the motion run's stored_share at 0.75 as kept: R^2
+  # 0.643 against 0.629 without them, pose error 2.54 against 2.92 degrees, identity probe 0.471
+  # against 0.257.
   config.motion.expression_parts = ("eye_l", "eye_r", "mouth")
   if arg == "vae":
     # Whole 17-frame clips, as the DiT and evaluation use them: a causal VAE trained on shorter
