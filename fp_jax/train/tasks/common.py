@@ -1,6 +1,4 @@
 """Pieces the tasks share: building models from config dicts, image scaling."""
-import dataclasses
-
 import jax.numpy as jnp
 
 from fp_jax.models import motion
@@ -23,10 +21,10 @@ def make_vae(config, rngs):
   return VideoVAE(vae_config(config), rngs=rngs)
 
 
-def _encoder_config(config, output_dim, pooling_field, widths, parts=0):
+def _encoder_config(config, output_dim, pooling_field, widths, parts=0, stem_width=0, standardise=False):
   # Runs saved before the pooling fields existed pooled by the mean.
   pooling = config.motion.get(pooling_field, "mean")
-  return motion.EncoderConfig(tuple(widths), output_dim, pooling, parts)
+  return motion.EncoderConfig(tuple(widths), output_dim, pooling, parts, stem_width, standardise)
 
 
 def expression_parts(config):
@@ -35,12 +33,11 @@ def expression_parts(config):
 
 
 def make_expression_encoder(config, rngs):
-  encoder = _encoder_config(config, config.motion.expression_dim, "expression_pooling", config.motion.widths,
-                            len(expression_parts(config)))
   # Runs saved before the stem and standardise fields existed had neither.
-  encoder = dataclasses.replace(encoder, stem_width=config.motion.get("expression_stem_width", 0),
-                                standardise=config.motion.get("expression_standardise", False))
-  return motion.ImageEncoder(encoder, rngs=rngs)
+  return motion.ImageEncoder(_encoder_config(config, config.motion.expression_dim, "expression_pooling",
+                                            config.motion.widths, len(expression_parts(config)),
+                                            config.motion.get("expression_stem_width", 0),
+                                            config.motion.get("expression_standardise", False)), rngs=rngs)
 
 
 def face_view(config, crops):
