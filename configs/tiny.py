@@ -25,9 +25,13 @@ people: PSNR 26.960 dB against the repeated portrait's 22.677 (+4.28), pose erro
 12.449 degrees (0.23x), identity similarity 0.917; the warp through the VAE 28.139 dB and 2.729
 degrees, the real clips 29.752 and 2.056. Its motion run (benchmarks/motion.py): expression R^2
 0.607 against 0.555 with the close-up of both eyes, pose error 2.94 degrees, identity probe 0.213
-(chance 0.25). Its motion run took half its crops rendered at crop resolution; the motion config
-now takes three in four (input.face_crop.stored_share, figures below), and its later stages were
-not redone with that run.
+(chance 0.25). The same demo with the motion run taking three in four of its crops rendered at
+crop resolution (input.face_crop.stored_share, as kept; motion figures below; its latent cache,
+DiT, sampling and evaluation redone, minutes 1.8, 4.4, 0.3, 1.2): PSNR 26.949 dB (+4.27), pose
+error 3.094 against 12.832 degrees (0.24x), identity similarity 0.917; the warp through the VAE
+28.139 dB and 2.972 degrees, the real clips 29.752 and 2.234. Its pose errors are the new pose
+encoder's readings (the real clips' 2.234 against 2.056), so they are not comparable with the
+run before; the DiT's PSNR is unchanged.
 The run of 6 December 2026 with the expression encoder reading close-ups of the eyes and the mouth
 (world 1.5.0, which stores them), from an empty folder, minutes per stage (from its files' times):
 dataset and previews 1.0, VAE 2.0, motion 20.9 (1.25 s a step with the close-ups, 0.73
@@ -205,7 +209,7 @@ def get_config(arg="dit"):
     # 0.607 (0.671 against 0.631 by its own read-out; gaze yaw 0.64 against 0.49), from crops cut
     # from frames 0.474 against 0.469, pose error 2.92 against 2.94 degrees (2.93 both from
     # frames), identity probe 0.257 against 0.213 (chance 0.25). make demo's figures at the top of
-    # this file came before it: their motion run took one in two.
+    # this file: the later stages redone with it.
     config.input.face_crop.source = "mixed"
     config.input.face_crop.stored_share = 0.75
   elif arg == "identity":
