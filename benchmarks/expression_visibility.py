@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
-from expression_fit import maker  # pylint: disable=g-import-not-at-top  # benchmarks/expression_fit.py
+from expression_fit import fail, maker  # pylint: disable=g-import-not-at-top  # benchmarks/expression_fit.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import appearance, controls, expression_twins  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
@@ -35,8 +35,7 @@ def main():
   parser.add_argument("--people", type=int, default=40)
   args = parser.parse_args()
   if args.people < 2:
-    print("error: --people must be at least 2", file=sys.stderr)
-    sys.exit(2)
+    fail("--people must be at least 2")
   ensure_dataset("demo", args.data_dir)
   parts = tuple(tiny.get_config("motion").motion.expression_parts)
   make = maker(args.data_dir, "validation", "stored", parts)
@@ -52,10 +51,8 @@ def main():
   upper = np.array([high] * model.num_expression + [1.0, 1.0, 1.0])
   changes, other = np.zeros((len(names), len(crops))), np.zeros(len(crops))
   for (person, someone_else, rng), expression in zip(people, drawn):
-    view = copy.deepcopy(rng)  # every render of this person draws the same view, light and backdrop
-
-    def render(values, who):
-      crop = expression_twins.twin_crops(model, values, copy.deepcopy(view), make._height, make._width,  # pylint: disable=protected-access
+    def render(values, who):  # from one generator state: every render draws the same view, light and backdrop
+      crop = expression_twins.twin_crops(model, values, copy.deepcopy(rng), make._height, make._width,  # pylint: disable=protected-access
                                          make._fps, make._crop_size, make._margin, True, person=who, parts=parts)[0]  # pylint: disable=protected-access
       return crop.reshape(len(crops), -1).astype(np.float64)
 
