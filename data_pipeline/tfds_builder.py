@@ -107,14 +107,15 @@ def _make_examples_in_processes(config, keys, workers):
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
   """Rendered portrait clips: four camera/motion regimes, known pose, expression and shape."""
 
-  VERSION = tfds.core.Version("1.6.0")
+  VERSION = tfds.core.Version("1.7.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
                    "1.1.0": "Records in (identity, clip) order; identity layout in the metadata.",
                    "1.2.0": "`face`: each frame's face crop rendered at the crop's own resolution.",
                    "1.3.0": "`face`: crop boxes follow the head and camera, not the expression.",
                    "1.4.0": "The template's expressions twice as strong (blinks as before, cheek puff 1.5x).",
                    "1.5.0": "`face_PART`: close-ups of face parts (face.parts) beside each face crop.",
-                   "1.6.0": "The demo's close-ups: each eye's own (`face_eye_l`, `face_eye_r`) and the mouth's."}
+                   "1.6.0": "The demo's close-ups: each eye's own (`face_eye_l`, `face_eye_r`) and the mouth's.",
+                   "1.7.0": "The nose wrinkle also lifts the nostril wings and the upper lip's centre."}
   BUILDER_CONFIGS = []  # configs come from configs/data/*.py, any name
 
   def __init__(self, *, use_beam=False, workers=0, **kwargs):

@@ -7,7 +7,7 @@ import scipy.sparse
 from data_pipeline import controls, lbs
 from data_pipeline.errors import InputError
 from data_pipeline.mesh_model import load_model, save_model
-from data_pipeline.template_head import build_template
+from data_pipeline.template_head import MOUTH_Y, build_template
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,27 @@ def test_jaw_rotation_moves_only_the_jaw_region(model):
   # Opening the jaw moves the chin down.
   chin = np.argmax(jaw_weight * (model.v_template[:, 2] > 0.05) - 10 * (model.v_template[:, 1] - 0.09) ** 2)
   assert posed[chin, 1] < model.v_template[chin, 1] - 0.005
+
+
+def test_nose_wrinkle_lifts_the_nostril_wings_and_the_upper_lip(model):
+  """A real nose wrinkle raises the nostrils and the upper lip (world 1.7.0 on), not the lower lip."""
+  rest = model.v_template
+  expression = np.zeros((1, model.num_expression))
+  expression[0, model.expression_names.index("nose_wrinkle")] = 1.0
+  rotations = np.tile(np.eye(3), (1, model.num_joints, 1, 1))
+  lift = (model.pose(np.zeros(model.num_shape), expression, rotations)[0] - rest)[:, 1]
+
+  def front_vertex(x, y):  # the surface vertex facing the camera nearest (x, y)
+    near = np.flatnonzero(np.hypot(rest[:, 0] - x, rest[:, 1] - y) < 0.004)
+    return near[np.argmax(rest[near, 2])]
+
+  upper_lip = front_vertex(0.0, MOUTH_Y + 0.005)
+  wings = [front_vertex(side * 0.014, 0.132) for side in (-1.0, 1.0)]
+  lower_lip = front_vertex(0.0, MOUTH_Y - 0.012)
+  assert lift[upper_lip] > 0.004  # metres: a few millimetres, as a face shows it
+  assert min(lift[wings]) > 0.004
+  assert abs(lift[lower_lip]) < 0.1 * lift[upper_lip]
+  assert lift[front_vertex(0.0, 0.165)] > 0.004  # the bridge bunches up as before
 
 
 def test_head_rotation_turns_the_skull_by_exactly_R(model):

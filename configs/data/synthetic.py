@@ -13,7 +13,7 @@ import ml_collections
 def get_config(arg="demo"):
   config = ml_collections.ConfigDict()
   config.name = arg
-  config.version = "1.6.0"
+  config.version = "1.7.0"
   config.seed = 0
   config.height = 64
   config.width = 64
