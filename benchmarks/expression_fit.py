@@ -9,9 +9,9 @@ The motion task learns on people rendered in its input workers, its steps shared
 encoder; this renders `--people` of the tiny motion config's people once (the training stream's
 first ones: mixed crops, as `fp_jax` trains on them) and `--val_people` of the validation
 stream's (crops rendered at crop resolution, as a high-resolution driving video gives them), keeps
-them under `--renders`, and trains the expression encoder and its linear read-out alone, on one
-device, as the motion task trains them (its loss weight, half the examples mirrored, its
-optimizer and schedule over `--steps`). Cheap enough to compare encoders and schedules by the
+them under `--renders` (a folder per world version), and trains the expression encoder and its
+linear read-out alone, on one device, as the motion task trains them (its loss weight, half the
+examples mirrored, its optimizer and schedule over `--steps`). Cheap enough to compare encoders and schedules by the
 dozen, on the same pixels. Prints, at each step of `--evals`:
   train_r2_at_S, val_r2_at_S   R^2 of the controls by the trained read-out (pooled over the
                                controls) on 2000 of the training people and on the held-out ones;
@@ -48,7 +48,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from expression_scores import by_facing, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from data_pipeline import appearance, controls, expression_twins, fresh_people  # pylint: disable=g-import-not-at-top
+from data_pipeline import appearance, controls, expression_twins, fresh_people, tfds_builder  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
 from fp_jax.models.motion import EncoderConfig, ImageEncoder  # pylint: disable=g-import-not-at-top
@@ -163,10 +163,11 @@ def main():
   if args.stored_share is not None and (pairs or not 0 <= args.stored_share <= 1):
     fail("--stored_share takes a share in [0, 1], without --pair_weight")
   named = "".join(f"_{p}" for p in parts)
-  train = rendered(os.path.join(args.renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
+  renders = os.path.join(args.renders, f"world_{tfds_builder.WORLD_VERSION}")  # another world's people are not reused
+  train = rendered(os.path.join(renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
                    args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
                    pairs, parts)
-  val = rendered(os.path.join(args.renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
+  val = rendered(os.path.join(renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
                  "stored", args.val_people, False, parts)
   if args.stored_share is not None:
     make = maker(args.data_dir, "train", config.input.face_crop.source, parts)

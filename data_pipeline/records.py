@@ -75,16 +75,17 @@ class ClipRecords:
     self.face_margin = float(metadata.get("face_margin", 0.0))
     # Close-ups of face parts beside the stored faces (version 1.5.0 on, when built with face.parts).
     self.face_parts = tuple(part for part in face_crop.PARTS if f"face_{part}" in info.features)
-    # Before 1.3.0 the stored faces were boxed around the expression: their zoom would disagree
-    # with every crop cut here, at sampling and in evaluation.
-    require(not self.face_size or tfds.core.Version(str(info.version)) >= "1.3.0",
-            f"dataset {info.data_dir} stores face crops boxed around the expression (version "
-            f"{info.version} < 1.3.0); rebuild it with: {BUILD_COMMAND.format(name=name, data_dir=data_dir)}")
-    # Before 1.4.0 the template's expressions were half as strong: the normal maps, warps and
-    # fresh people rendered here from today's template would disagree with its frames.
-    require(tfds.core.Version(str(info.version)) >= "1.4.0",
-            f"dataset {info.data_dir} was rendered with the template's weaker expressions (version "
-            f"{info.version} < 1.4.0); rebuild it with: {BUILD_COMMAND.format(name=name, data_dir=data_dir)}")
+    # Training and evaluation render from today's template beside the frames (normal maps, warps,
+    # twins, fresh people): a dataset of another template would disagree with them.
+    self.version = str(info.version)
+    rebuild = f"rebuild it with: {BUILD_COMMAND.format(name=name, data_dir=data_dir)}"
+    since, newest = tfds_builder.SAME_TEMPLATE_SINCE, tfds_builder.WORLD_VERSION
+    require(tfds.core.Version(self.version) >= since,
+            f"dataset {info.data_dir} was rendered with an older template (version {self.version} < {since}: "
+            f"{tfds_builder.FactorPortraitSynthetic.RELEASE_NOTES[since]}); {rebuild}")
+    require(tfds.core.Version(self.version) <= newest,
+            f"dataset {info.data_dir} is of world {self.version}, newer than this code's {newest}; "
+            f"update the code or {rebuild}")
     split_info = info.splits[split]
     self.files = [os.fspath(path) for path in split_info.filepaths]
     self.shard_lengths = [int(n) for n in split_info.shard_lengths]

@@ -56,6 +56,9 @@ class PortraitConfig(tfds.core.BuilderConfig):
     parts = face_crop.check_parts(face.get("parts", ()))
     require(not parts or int(face["size"]) > 0, "face.parts need face.size > 0")
     world.ClipSpec(config.height, config.width, config.num_frames, config.fps, config.supersample)
+    require(config.version == WORLD_VERSION,
+            f"version {config.version} asked for, but this code renders world {WORLD_VERSION} "
+            f"(data_pipeline/tfds_builder.py WORLD_VERSION)")
     return cls(name=config.name, version=config.version, seed=int(config.seed),
                height=int(config.height), width=int(config.width), num_frames=int(config.num_frames),
                fps=float(config.fps), supersample=int(config.supersample), identities=identities,
@@ -104,10 +107,18 @@ def _make_examples_in_processes(config, keys, workers):
       yield _record_key(config, identity, clip), example
 
 
+# The world this code renders (FactorPortraitSynthetic.RELEASE_NOTES says what each version changed).
+WORLD_VERSION = "1.7.0"
+# The oldest world whose template draws faces as this code's does. Training and evaluation render
+# from today's template beside a dataset's frames (normal maps, reference warps, expression twins,
+# fresh people), so a dataset made before it would disagree with them (records.ClipRecords refuses it).
+SAME_TEMPLATE_SINCE = "1.7.0"
+
+
 class FactorPortraitSynthetic(tfds.core.GeneratorBasedBuilder):
   """Rendered portrait clips: four camera/motion regimes, known pose, expression and shape."""
 
-  VERSION = tfds.core.Version("1.7.0")
+  VERSION = tfds.core.Version(WORLD_VERSION)
   RELEASE_NOTES = {"1.0.0": "First release.",
                    "1.1.0": "Records in (identity, clip) order; identity layout in the metadata.",
                    "1.2.0": "`face`: each frame's face crop rendered at the crop's own resolution.",

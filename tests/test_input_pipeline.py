@@ -9,7 +9,7 @@ import pytest
 
 from configs.data import input as input_config
 from configs.data import synthetic
-from data_pipeline import examples, face_crop, head_pose, input_pipeline, rays
+from data_pipeline import examples, face_crop, head_pose, input_pipeline, rays, tfds_builder
 from data_pipeline.errors import InputError
 from data_pipeline.records import ClipRecords
 
@@ -255,20 +255,27 @@ def test_driving_crops_come_from_the_frames_or_the_stored_faces(data_dir):
     make(**{"face_crop.source": "video"})
 
 
-def test_datasets_of_an_older_world_ask_for_a_rebuild(data_dir, tmp_path):
+def test_datasets_of_another_template_ask_for_a_rebuild(data_dir, tmp_path):
   target = tmp_path / "old"
   subprocess.run(["cp", "-r", data_dir, str(target)], check=True)
   versions = target / "factor_portrait_synthetic/tiny"
   current = synthetic.get_config("tiny").version
-  old = versions / "1.2.0"
-  (versions / current).rename(old)
-  info = json.loads((old / "dataset_info.json").read_text())
-  (old / "dataset_info.json").write_text(json.dumps(dict(info, version="1.2.0")))
-  with pytest.raises(InputError, match=r"face crops boxed around the expression \(version 1.2.0 < 1.3.0\); rebuild"):
-    ClipRecords(str(target), "tiny", "train")
-  # A dataset of the template's weaker expressions is refused too, faces or not.
-  newer = versions / "1.3.0"
-  old.rename(newer)
-  (newer / "dataset_info.json").write_text(json.dumps(dict(info, version="1.3.0")))
-  with pytest.raises(InputError, match=r"weaker expressions \(version 1.3.0 < 1.4.0\); rebuild it with"):
-    ClipRecords(str(target), "tiny", "train")
+  assert current == tfds_builder.WORLD_VERSION
+  info = json.loads((versions / current / "dataset_info.json").read_text())
+  previous = versions / current
+  # 1.6.0: the last world before the nose wrinkle lifted the upper lip; 9.0.0: a world to come.
+  for version, message in (("1.6.0", r"older template \(version 1.6.0 < 1.7.0: The nose wrinkle also lifts"),
+                           ("1.3.0", r"older template \(version 1.3.0 < 1.7.0"),
+                           ("9.0.0", r"is of world 9.0.0, newer than this code's 1.7.0; update the code or rebuild it with")):
+    moved = versions / version
+    previous.rename(moved)
+    (moved / "dataset_info.json").write_text(json.dumps(dict(info, version=version)))
+    with pytest.raises(InputError, match=message):
+      ClipRecords(str(target), "tiny", "train")
+    previous = moved
+  # A config that asks the builder for another world than the code renders is refused before any work.
+  config = synthetic.get_config("tiny")
+  config.version = "1.6.0"
+  with pytest.raises(InputError, match="version 1.6.0 asked for, but this code renders world 1.7.0"):
+    tfds_builder.build(config, str(tmp_path / "refused"))
+  assert not (tmp_path / "refused").exists()
