@@ -17,6 +17,15 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
       --config.frozen.identity=outputs/demo/identity
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
 one device), in 30 to about 65 minutes on a 2-core machine, as fast as its cores are that hour.
+The run of 6 December 2026 in world 1.7.0 (a nose wrinkle lifts the nostrils and the upper lip),
+from an empty folder, benchmarks/motion.py beside its identity stage: dataset and previews 1.4,
+VAE 1.7, motion 22.0, identity 3.0, latent cache 2.0, DiT 4.8, sampling 0.4, evaluation 1.2,
+36.4 in all (from its files' times). Its report on 8 test clips of 4 people: PSNR 27.005 dB
+against the repeated portrait's 22.671 (+4.33), pose error 3.134 against 12.834 degrees (0.24x),
+identity similarity 0.921; the warp through the VAE 28.134 dB and 2.976 degrees, the real clips
+29.758 and 2.228. Its motion run (benchmarks/motion.py): expression R^2 0.639 (0.679 by its own
+read-out; nose wrinkle 0.29 against world 1.6.0's -0.31), pose error 2.89 degrees, identity
+probe 0.206 (chance 0.25). The runs below are of older worlds.
 The run of 6 December 2026 with each eye's own close-up (world 1.6.0), from an empty folder, with
 an expression encoder benchmark and benchmarks/motion.py running beside it for most of its
 minutes: dataset and previews 1.3, VAE 2.8, motion 27.7, identity 3.5, latent cache 2.7, DiT 5.6,
