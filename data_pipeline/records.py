@@ -82,7 +82,7 @@ class ClipRecords:
     since, newest = tfds_builder.SAME_TEMPLATE_SINCE, tfds_builder.WORLD_VERSION
     require(tfds.core.Version(self.version) >= since,
             f"dataset {info.data_dir} was rendered with an older template (version {self.version} < {since}: "
-            f"{tfds_builder.FactorPortraitSynthetic.RELEASE_NOTES[since]}); {rebuild}")
+            f"{tfds_builder.FactorPortraitSynthetic.RELEASE_NOTES[since].rstrip('.')}); {rebuild}")
     require(tfds.core.Version(self.version) <= newest,
             f"dataset {info.data_dir} is of world {self.version}, newer than this code's {newest}; "
             f"update the code or {rebuild}")
