@@ -11,8 +11,8 @@ first ones: mixed crops, as `fp_jax` trains on them) and `--val_people` of the v
 stream's (crops rendered at crop resolution, as a high-resolution driving video gives them), keeps
 them under `--renders` (a folder per world version), and trains the expression encoder and its
 linear read-out alone, on one device, as the motion task trains them (its loss weight, half the
-examples mirrored, its optimizer and schedule over `--steps`). Cheap enough to compare encoders and schedules by the
-dozen, on the same pixels. Prints, at each step of `--evals`:
+examples mirrored, its optimizer and schedule over `--steps`). Cheap enough to compare encoders
+and schedules by the dozen, on the same pixels. Prints, at each step of `--evals`:
   train_r2_at_S, val_r2_at_S   R^2 of the controls by the trained read-out (pooled over the
                                controls) on 2000 of the training people and on the held-out ones;
 and at the end, on the held-out people: val_r2_NAME (each control's R^2),
