@@ -117,6 +117,20 @@ def rendered(path, data_dir, split, source, people, pairs, parts):
     return {key: stored[key] for key in stored}
 
 
+def world_renders(renders):
+  """The folder of `renders` for this code's world: another world's people are not reused."""
+  return os.path.join(renders, f"world_{tfds_builder.WORLD_VERSION}")
+
+
+def held_out_people(renders, data_dir, count, parts):
+  """The validation split's first `count` fresh people, one frame each at crop resolution (as a
+  high-resolution driving video gives them), rendered once and kept: each a new person wearing
+  a new expression (benchmarks/motion.py scores a motion run on them too)."""
+  named = "".join(f"_{p}" for p in parts)
+  return rendered(os.path.join(world_renders(renders), f"validation_{count}{named}.npz"), data_dir, "validation",
+                  "stored", count, False, parts)
+
+
 def fail(message):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
@@ -163,12 +177,10 @@ def main():
   if args.stored_share is not None and (pairs or not 0 <= args.stored_share <= 1):
     fail("--stored_share takes a share in [0, 1], without --pair_weight")
   named = "".join(f"_{p}" for p in parts)
-  renders = os.path.join(args.renders, f"world_{tfds_builder.WORLD_VERSION}")  # another world's people are not reused
-  train = rendered(os.path.join(renders, f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
+  train = rendered(os.path.join(world_renders(args.renders), f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
                    args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
                    pairs, parts)
-  val = rendered(os.path.join(renders, f"validation_{args.val_people}{named}.npz"), args.data_dir, "validation",
-                 "stored", args.val_people, False, parts)
+  val = held_out_people(args.renders, args.data_dir, args.val_people, parts)
   if args.stored_share is not None:
     make = maker(args.data_dir, "train", config.input.face_crop.source, parts)
     kept = keeping_share(np.array([make.rendered_at_crop_resolution(i) for i in range(args.people)]), args.stored_share)

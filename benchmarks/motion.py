@@ -3,6 +3,7 @@
   python benchmarks/motion.py [--workdir=RUN] [--steps=1000] [--data_dir=outputs/bench/data] [--invariance_weight=W]
       [--expression_twins=K] [--twin_people=one|each] [--fresh_people=N --batch=B [--fresh_people_cache=M]]
       [--blur_share=P] [--expression_pooling=mean|mean_keypoints|grid] [--pose_pooling=mean|mean_keypoints|grid] [--vae=VAE_RUN]
+      [--people=1000] [--renders=outputs/bench/expression_fit]
 
 Without --workdir it first trains the motion task as configs/tiny.py:motion does (mixed crops, one
 each of 10000 people drawn anew, 128 a step, the pose encoder wider than the expression encoder)
@@ -18,6 +19,10 @@ and prints:
                          the train split's identities, printed as expression_ridge_strength),
                          measured on the test split (expression_r2_fixed_ridge: at strength 1e-3,
                          as this benchmark read it out before);
+  expression_r2_p05, _p95  the 5th and 95th percentiles of expression_r2 over the test clips
+                         drawn with replacement: a clip's 17 frames (0.7 s) mostly hold one
+                         expression, so the test split's 16 clips are 16 draws of the controls,
+                         and differences within this interval are not measured;
   expression_r2_own_readout  the same by the linear read-out trained with the encoder (on every
                          person the run drew, not only the train split's);
   pose_error_deg         mean angle between the pose encoder's rotation and the truth, both as
@@ -32,6 +37,13 @@ and prints:
                          frames that do as facing_share_LOW_HIGH: a face seen side-on or from
                          behind hides much of its expression (the sweeping and studio cameras
                          see heads up to ~105 degrees off), which no encoder can read.
+With --people=N (default 1000; 0: none) it also reads N held-out people of the validation split's
+fresh-people stream, one frame each at crop resolution, each a new person wearing a new expression
+(rendered once and kept under --renders, as benchmarks/expression_fit.py keeps them):
+  expression_r2_people   R^2 by the same ridge read-out (fitted on the train split's clips): a
+                         figure from N independent draws, not 16;
+  expression_r2_people_own_readout  the same by the run's own read-out;
+  expression_r2_people_NAME  each control's, by the ridge read-out.
 With --vae (a VAE run on the same data), each test clip also goes through that VAE and back, as
 evaluation's `vae_ceiling` row does, and the pose encoder reads crops cut from both:
   pose_shift_deg_vae     mean angle between its readings of the reconstructed and the real frames
@@ -55,6 +67,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
+from expression_fit import fail, held_out_people  # pylint: disable=g-import-not-at-top  # benchmarks/expression_fit.py
 from expression_scores import by_facing, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
@@ -106,6 +119,42 @@ def cross_validated_ridge(features, targets, groups, folds=4):
                                 - targets[fold == k])) for k in range(folds))
   best = min(RIDGE_STRENGTHS, key=error)
   return ridge(features, targets, best), best
+
+
+def clip_bootstrap(predicted, truth, clips, rounds=2000, seed=0):
+  """5th and 95th percentiles of the pooled R^2 over test sets drawn from the clips with
+  replacement: a clip's 17 frames (0.7 s) mostly hold one expression, so the clips, not the
+  frames, are the independent draws."""
+  keys = np.unique(clips)
+  rows = [np.flatnonzero(clips == key) for key in keys]
+  rng = np.random.default_rng(seed)
+  scores = []
+  for _ in range(rounds):
+    chosen = np.concatenate([rows[i] for i in rng.integers(len(keys), size=len(keys))])
+    scores.append(r_squared(predicted[chosen], truth[chosen]))
+  return np.percentile(scores, 5), np.percentile(scores, 95)
+
+
+def score_people(models, readout, config, args):
+  """Expression R^2 on `args.people` held-out fresh people (expression_fit.held_out_people)."""
+  crop = tiny.get_config("motion").input.face_crop  # the renders' crops
+  saved = config.input.face_crop
+  if (saved.size, saved.margin, tuple(saved.parts)) != (crop.size, crop.margin, tuple(crop.parts)):
+    print(f"no expression_r2_people: the run's crops ({saved.size}, margin {saved.margin}, parts "
+          f"{tuple(saved.parts)}) are not the renders' ({crop.size}, {crop.margin}, {tuple(crop.parts)})",
+          file=sys.stderr)
+    return
+  people = held_out_people(args.renders, args.data_dir, args.people, tuple(crop.parts))
+  crops = people["crops"].reshape(-1, *people["crops"].shape[2:])
+  truth = people["controls"].reshape(-1, people["controls"].shape[-1])
+  encode = nnx.jit(lambda m, batch: m.expression(batch))
+  latent = np.concatenate([np.asarray(encode(models, jnp.asarray(crops[i:i + 250])))
+                           for i in range(0, len(crops), 250)])
+  print(f"expression_r2_people: {r_squared(readout(latent), truth):.3f}")
+  print(f"expression_r2_people_own_readout: {r_squared(np.asarray(models.readout(jnp.asarray(latent))), truth):.3f}")
+  for name, value in zip(controls.control_names(build_template()), r_squared(readout(latent), truth, axis=0)):
+    print(f"expression_r2_people_{name}: {value:.3f}")
+  print(f"expression_r2_people_count: {len(truth)}")
 
 
 def pose_error_degrees(predicted, truth):
@@ -182,7 +231,13 @@ def main():
                       help="input.face_crop.margin (default: the config's); one other than the stored "
                            "faces' needs --crop_source=frames and is read from the frames only")
   parser.add_argument("--vae", default="", help="a VAE run: also read the test clips through it")
+  parser.add_argument("--people", type=int, default=1000,
+                      help="held-out fresh people to score the expression encoder on too (0: none)")
+  parser.add_argument("--renders", default="outputs/bench/expression_fit",
+                      help="where those people's renders are kept (shared with benchmarks/expression_fit.py)")
   args = parser.parse_args()
+  if args.people < 0:
+    fail("--people must be >= 0")
   ensure_dataset("demo", args.data_dir)
   config = tiny.get_config("motion")
   config.input.data_dir = args.data_dir
@@ -233,6 +288,10 @@ def main():
     print(f"train_pose_error_deg{suffix}: {pose_error_degrees(train['pose'], train['true_pose']):.2f}")
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
     if not suffix:
+      low, high = clip_bootstrap(readout(test["latent"]), test["expression"], test["identity"] * 1000 + test["clip"])
+      print(f"expression_r2_p05: {low:.3f}")
+      print(f"expression_r2_p95: {high:.3f}")
+      stored_readout = readout
       by_control = r_squared(readout(test["latent"]), test["expression"], axis=0)
       for name, value in zip(controls.control_names(build_template()), by_control):
         print(f"expression_r2_{name}: {value:.3f}")
@@ -241,6 +300,8 @@ def main():
         if r2 is not None:
           print(f"expression_r2_facing_{low}_{high}: {r2:.3f}")
   print(f"identity_probe_chance: {chance:.3f}")
+  if args.people and stored:
+    score_people(models, stored_readout, saved, args)
   if args.vae:
     saved.input.face_crop.source = "frames"
     real, through_vae, first = pose_readings_through_vae(models, saved, vae_round_trip(args.vae))
