@@ -177,9 +177,9 @@ def main():
   if args.stored_share is not None and (pairs or not 0 <= args.stored_share <= 1):
     fail("--stored_share takes a share in [0, 1], without --pair_weight")
   named = "".join(f"_{p}" for p in parts)
-  train = rendered(os.path.join(world_renders(args.renders), f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"),
-                   args.data_dir, "train", config.input.face_crop.source, args.people // 2 if pairs else args.people,
-                   pairs, parts)
+  train_renders = f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"
+  train = rendered(os.path.join(world_renders(args.renders), train_renders), args.data_dir, "train",
+                   config.input.face_crop.source, args.people // 2 if pairs else args.people, pairs, parts)
   val = held_out_people(args.renders, args.data_dir, args.val_people, parts)
   if args.stored_share is not None:
     make = maker(args.data_dir, "train", config.input.face_crop.source, parts)

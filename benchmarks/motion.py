@@ -23,6 +23,7 @@ and prints:
                          drawn with replacement: a clip's 17 frames (0.7 s) mostly hold one
                          expression, so the test split's 16 clips are 16 draws of the controls,
                          and differences within this interval are not measured;
+  expression_within_clip_share  the share of the test controls' variance within clips;
   expression_r2_own_readout  the same by the linear read-out trained with the encoder (on every
                          person the run drew, not only the train split's);
   pose_error_deg         mean angle between the pose encoder's rotation and the truth, both as
@@ -133,6 +134,12 @@ def clip_bootstrap(predicted, truth, clips, rounds=2000, seed=0):
     chosen = np.concatenate([rows[i] for i in rng.integers(len(keys), size=len(keys))])
     scores.append(r_squared(predicted[chosen], truth[chosen]))
   return np.percentile(scores, 5), np.percentile(scores, 95)
+
+
+def within_clip_share(truth, clips):
+  """The share of the controls' variance (pooled) that lies within clips, not between them."""
+  within = sum(np.sum(np.square(truth[clips == key] - truth[clips == key].mean(0))) for key in np.unique(clips))
+  return within / np.sum(np.square(truth - truth.mean(0)))
 
 
 def score_people(models, readout, config, args):
@@ -288,9 +295,11 @@ def main():
     print(f"train_pose_error_deg{suffix}: {pose_error_degrees(train['pose'], train['true_pose']):.2f}")
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
     if not suffix:
-      low, high = clip_bootstrap(readout(test["latent"]), test["expression"], test["identity"] * 1000 + test["clip"])
+      clips = test["identity"] * 1000 + test["clip"]
+      low, high = clip_bootstrap(readout(test["latent"]), test["expression"], clips)
       print(f"expression_r2_p05: {low:.3f}")
       print(f"expression_r2_p95: {high:.3f}")
+      print(f"expression_within_clip_share: {within_clip_share(test['expression'], clips):.3f}")
       stored_readout = readout
       by_control = r_squared(readout(test["latent"]), test["expression"], axis=0)
       for name, value in zip(controls.control_names(build_template()), by_control):

@@ -266,7 +266,7 @@ def test_datasets_of_another_template_ask_for_a_rebuild(data_dir, tmp_path):
   # 1.6.0: the last world before the nose wrinkle lifted the upper lip; 9.0.0: a world to come.
   for version, message in (("1.6.0", r"older template \(version 1.6.0 < 1.7.0: The nose wrinkle also lifts"),
                            ("1.3.0", r"older template \(version 1.3.0 < 1.7.0"),
-                           ("9.0.0", r"is of world 9.0.0, newer than this code's 1.7.0; update the code or rebuild it with")):
+                           ("9.0.0", r"is of world 9.0.0, newer than this code's 1.7.0; update the code or rebuild")):
     moved = versions / version
     previous.rename(moved)
     (moved / "dataset_info.json").write_text(json.dumps(dict(info, version=version)))
