@@ -138,7 +138,10 @@ def clip_bootstrap(predicted, truth, clips, rounds=2000, seed=0):
 
 def within_clip_share(truth, clips):
   """The share of the controls' variance (pooled) that lies within clips, not between them."""
-  within = sum(np.sum(np.square(truth[clips == key] - truth[clips == key].mean(0))) for key in np.unique(clips))
+  within = 0.0
+  for key in np.unique(clips):
+    clip = truth[clips == key]
+    within += np.sum(np.square(clip - clip.mean(0)))
   return within / np.sum(np.square(truth - truth.mean(0)))
 
 
@@ -157,9 +160,10 @@ def score_people(models, readout, config, args):
   encode = nnx.jit(lambda m, batch: m.expression(batch))
   latent = np.concatenate([np.asarray(encode(models, jnp.asarray(crops[i:i + 250])))
                            for i in range(0, len(crops), 250)])
-  print(f"expression_r2_people: {r_squared(readout(latent), truth):.3f}")
+  predicted = readout(latent)
+  print(f"expression_r2_people: {r_squared(predicted, truth):.3f}")
   print(f"expression_r2_people_own_readout: {r_squared(np.asarray(models.readout(jnp.asarray(latent))), truth):.3f}")
-  for name, value in zip(controls.control_names(build_template()), r_squared(readout(latent), truth, axis=0)):
+  for name, value in zip(controls.control_names(build_template()), r_squared(predicted, truth, axis=0)):
     print(f"expression_r2_people_{name}: {value:.3f}")
   print(f"expression_r2_people_count: {len(truth)}")
 
