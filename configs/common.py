@@ -69,8 +69,10 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # Workdirs of trained runs. identity: optional, for fp-eval's identity scores alone.
   config.frozen = ml_collections.ConfigDict(dict(vae="", motion="", identity=""))
   # Start the DiT from a diffusers Wan checkpoint (a .safetensors file or a diffusers model
-  # folder); the portrait controls, which Wan lacks, keep their zero initialisation.
-  config.init = ml_collections.ConfigDict(dict(diffusers_checkpoint=""))
+  # folder); the portrait controls, which Wan lacks, keep their zero initialisation. Or start any
+  # task from the EMA weights of another run of it (run: its workdir; the same model sections),
+  # with a fresh optimizer and input: a VAE's video stage from its image stage (configs/tiny.py).
+  config.init = ml_collections.ConfigDict(dict(diffusers_checkpoint="", run=""))
   # pixel_weighting a: each latent channel's squared velocity error weighted by (1 - a) + a * w,
   # w being how far the channel moves the decoded pixels (mean 1; read from the frozen VAE's linear
   # path, so a > 0 needs vae.linear_path; fp_jax/models/vae_linear.py). At a = 1 the loss is the
@@ -85,7 +87,10 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=20, schedule="cosine", final_fraction=0.1, b1=0.9, b2=0.99,
       eps=1e-8, weight_decay=0.01, clip_norm=1.0, accumulation=1,
-      mu_dtype="float32"))  # AdamW's first moment; bfloat16 halves it (pods: HBM per chip)
+      mu_dtype="float32",  # AdamW's first moment; bfloat16 halves it (pods: HBM per chip)
+      # Parameters held still: regular expressions over names such as `linear_path/encode_kernel`
+      # (a whole name must match). A run resumes only under the patterns it was saved with.
+      frozen=()))
   config.ema_decay = 0.99  # the cap: the decay warms up as (1 + step) / (10 + step) (fp_jax/train/step.py)
   # State parts kept in pinned host memory between steps: "ema", "opt_state", "params"
   # (fp_jax/train/offload.py).

@@ -91,3 +91,31 @@ def test_the_dit_task_refuses_runs_of_another_task_or_other_face_crops(data_dir,
   config.input.face_crop.margin += 0.5
   with pytest.raises(InputError, match=r"learned on face crops of margin 1.8, this config cuts them at 2.3 \(input.face_crop.margin\)"):
     _frozen(config)
+
+
+def test_a_fresh_run_starts_from_the_ema_weights_of_the_run_init_names(data_dir, frozen_runs, tmp_path):
+  """`init.run`: a fresh vae run's weights and EMA at step 0 are the named run's EMA weights whole,
+  its linear path too (not fitted again to the clips); a run of another task or model is refused."""
+  from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
+  from fp_jax.train import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  want, _, _ = checkpoints.read_run(str(frozen_runs / "vae"), None, "ema")
+  config = train_config(data_dir, "vae", total_steps=1)
+  assert config.vae.linear_path  # what a fresh run would otherwise fit from the data
+  config.init.run = str(frozen_runs / "vae")
+  run = trainer_lib.Trainer(config, str(tmp_path / "run"))
+  try:
+    for part in ("params", "ema"):
+      got = nnx.merge(run.graphdef, jax.device_get(run.state[part]))
+      _assert_holds(nnx.state(got), want)
+  finally:
+    run.close()
+  config.init.run = str(frozen_runs / "motion")
+  with pytest.raises(InputError, match="is a 'motion' run, not a 'vae' run"):
+    trainer_lib.Trainer(config, str(tmp_path / "motion_start"))
+  config.init.run = str(frozen_runs / "vae")
+  config.vae.base_dim *= 2
+  with pytest.raises(InputError, match=r"init.run .*vae holds another model than this config describes: vae.base_dim"):
+    trainer_lib.Trainer(config, str(tmp_path / "wider"))
+  config.init.diffusers_checkpoint = str(tmp_path / "transformer")
+  with pytest.raises(InputError, match="init.run and init.diffusers_checkpoint each give the whole start: set one"):
+    trainer_lib.Trainer(config, str(tmp_path / "both"))

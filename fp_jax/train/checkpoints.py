@@ -104,9 +104,14 @@ def model_differences(saved, config, sections=None):
 
 def check_compatible(checkpoints, step, config):
   """The model sections of the saved and current configs must agree (one-line error otherwise)."""
-  differences = model_differences(saved_config(checkpoints, step), config)
+  saved = saved_config(checkpoints, step)
+  differences = model_differences(saved, config)
   if differences:
     raise InputError(f"{checkpoints.directory} holds step {step} of an incompatible model: {differences}")
+  # The optimizer's state holds moments for the trained parameters alone.
+  frozen, now = list(saved.get("optim", {}).get("frozen", [])), list(config.optim.get("frozen", ()))
+  require(frozen == now, f"{checkpoints.directory} holds step {step} of a run with optim.frozen {frozen}, "
+                         f"this config has {now}: its optimizer state would not fit")
 
 
 def restore(checkpoints, step, abstract_state, batches):
@@ -189,7 +194,7 @@ def load_into(module, params):
   return module
 
 
-def read_frozen(workdir, config, task=None):
+def read_frozen(workdir, config, task=None, role="the frozen run"):
   """The latest (EMA) parameters of a frozen run, which must hold the model `config` describes
   (one-line error otherwise: its weights would not fit the modules built from `config`), be a run
   of `task` where one is named, and, if it is an encoder of face crops (`CROP_TASKS`), have learned
@@ -204,6 +209,6 @@ def read_frozen(workdir, config, task=None):
               f"{ours[field]} (input.face_crop.{field})")
   own = [section for section in TASK_SECTIONS.get(saved.get("task"), ()) if section != "task"]
   differences = model_differences(saved, config, own)
-  require(not differences, f"the frozen run {workdir} holds another model than this config describes: "
+  require(not differences, f"{role} {workdir} holds another model than this config describes: "
                            f"{differences}")
   return params, step

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from data_pipeline import input_pipeline, latent_cache
 from data_pipeline.errors import require
-from fp_jax.models.build import abstract_sharded, initialised
+from fp_jax.models.build import abstract_sharded, initialised, loaded
 from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
@@ -41,13 +41,25 @@ def _print_step(step, values):
   print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())), flush=True)
 
 
+def _masked(x):
+  return isinstance(x, optax.MaskedNode)
+
+
+def map_moments(tx, f, opt_state, like_params, **kwargs):
+  """optax's `tree_map_params`: `f(leaf, like)` over every parameter-shaped part of `opt_state`,
+  with `like_params` beside it. The empty places of parameters that `optim.frozen` holds still
+  (which keep no moments) pass through as they are."""
+  return optax.tree_utils.tree_map_params(tx, lambda x, like: x if _masked(x) else f(x, like), opt_state,
+                                          like_params, is_leaf=_masked, **kwargs)
+
+
 def fresh_state(params, tx, seed, shardings):
   """The training state at step 0 (traceable). Every parameter-shaped part (EMA, the optimizer's
   moments) is pinned to the parameters' `shardings`: left to jit, the moments came out replicated."""
   like_params = lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
   return dict(
       params=params, ema=like_params(jax.tree.map(jnp.copy, params)),
-      opt_state=optax.tree_utils.tree_map_params(tx, jax.lax.with_sharding_constraint, tx.init(params), shardings),
+      opt_state=map_moments(tx, jax.lax.with_sharding_constraint, tx.init(params), shardings),
       step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
       skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
 
@@ -69,9 +81,8 @@ def abstract_state(params, tx, seed, mesh, rules, offloaded=()):
   # for a compile-only topology (fp-aot) cannot run anything.
   replicated = NamedSharding(mesh, PartitionSpec())
   shardings = dict(jax.tree.map(lambda _: replicated, shapes), params=like_params, ema=like_params,
-                   opt_state=optax.tree_utils.tree_map_params(
-                       tx, lambda _, s: s, shapes["opt_state"], like_params,
-                       transform_non_params=lambda _: replicated))
+                   opt_state=map_moments(tx, lambda _, s: s, shapes["opt_state"], like_params,
+                                         transform_non_params=lambda _: replicated))
   shardings = offload.host_shardings(shardings, offloaded)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
 
@@ -134,19 +145,28 @@ class Trainer(TrainStep):
                                  f"this run names {wanted}")
 
   def _fresh_state(self):
-    """The state at step 0: the model initialised (its Wan core from a diffusers checkpoint, or
-    part of it fitted to the training data, where the config says so), its EMA copy and the
-    optimizer's state."""
+    """The state at step 0: the model initialised (its Wan core from a diffusers checkpoint, the
+    whole of it from another run, or part of it fitted to the training data, where the config says
+    so), its EMA copy and the optimizer's state."""
     _, params = nnx.split(self._fresh_model())
-    self._init_from_data(params)
+    if not self.config.init.get("run"):  # a run's weights already hold what the data would fit
+      self._init_from_data(params)
     with use_mesh(self.mesh, self.rules):
       state = initial_state(params, self.tx, self.config.seed)
     return jax.device_put(state, self.shardings)
 
   def _fresh_model(self):
     """The model at step 0. A fresh run of the dit task may start from a diffusers Wan checkpoint
-    (`config.init`): then only the portrait controls, which Wan lacks, are initialised."""
-    path = self.config.init.diffusers_checkpoint
+    (`config.init.diffusers_checkpoint`): then only the portrait controls, which Wan lacks, are
+    initialised. A fresh run of any task may start from the EMA weights of another run of its
+    task and model (`config.init.run`), as the VAE's video stage starts from its image stage; the
+    optimizer and the input start afresh."""
+    path, run = self.config.init.diffusers_checkpoint, self.config.init.get("run", "")
+    if run:
+      require(not path, "init.run and init.diffusers_checkpoint each give the whole start: set one")
+      params, step = ckpt.read_frozen(run, self.config, task=self.config.task, role="init.run")
+      logging.info("initialised from step %d of %s", step, run)
+      return loaded(self.abstract_model, params)
     if not path:
       return initialised(self.make_model, self.abstract_model, self.mesh, self.rules)
     require(self.config.task == "dit", "init.diffusers_checkpoint applies to the dit task only")
