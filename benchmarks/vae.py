@@ -3,12 +3,16 @@
   python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--z_dim=16] [--data_dir=outputs/bench/data]
       [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
       [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no-linear_path]
+      [--image_steps=5000 [--image_batch=8 --image_crop=32]] [--init_run=RUN]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
 --window-frame windows (17: the clips' length; a causal VAE trained on shorter windows never sees
 its caches filled with real frames, and later latent frames of a longer clip come out worse), cut
-to --crop x --crop windows (the config's 32 by default; 0: whole frames). It then encodes and decodes every whole clip (17 frames, 64x64)
+to --crop x --crop windows (the config's 32 by default; 0: whole frames). With --image_steps it
+first trains the image stage (configs/tiny.py:vae_image: single frames, the linear path held
+still) for that many steps in WORKDIR_image, and the clip stage starts from it (config.init.run;
+--init_run names another run to start from). It then encodes and decodes every whole clip (17 frames, 64x64)
 of the test split (identities never seen in training) with the EMA weights, from the latent
 mean, and prints `vae_psnr_db` (PSNR over all test pixels, images in [0, 255]) and
 `vae_psnr_first_frame_db`, with a linear path (the tiny config's) `vae_psnr_linear_path_alone_db`
@@ -42,6 +46,42 @@ def psnr(mse):
   return float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
+def stage_config(args, variant, window, batch, crop, steps, init_run):
+  """configs/tiny.py's `variant` (vae or vae_image) as the flags change it, on `window`-frame windows."""
+  config = tiny.get_config(variant)
+  config.input.data_dir = args.data_dir
+  config.input.window.num_frames = window
+  config.input.global_batch_size = batch
+  if args.learning_rate:
+    config.optim.learning_rate = args.learning_rate
+  if crop >= 0:
+    config.vae_loss.crop = crop
+  if args.z_dim:  # the DiT's channels follow, as the config requires of every task
+    config.vae.z_dim = config.model.in_channels = config.model.out_channels = args.z_dim
+  if args.base_dim:
+    config.vae.base_dim = args.base_dim
+  if args.dim_mult:
+    config.vae.dim_mult = tuple(int(m) for m in args.dim_mult.split(","))
+  if args.num_res_blocks:
+    config.vae.num_res_blocks = args.num_res_blocks
+  if args.temporal_downsample:
+    config.vae.temporal_downsample = tuple(bool(int(t)) for t in args.temporal_downsample.split(","))
+  if args.residual:
+    config.vae.residual = True
+  if args.patch_size:
+    config.vae.patch_size = args.patch_size
+  if args.decoder_base_dim >= 0:
+    config.vae.decoder_base_dim = args.decoder_base_dim
+  if args.linear_path is not None:
+    config.vae.linear_path = args.linear_path
+  config.init.run = init_run
+  config.total_steps = steps
+  config.log_every = args.log_every
+  config.eval.every = 0
+  config.checkpoint_every = steps
+  return config
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--data_dir", default="outputs/bench/data")
@@ -62,41 +102,21 @@ def main():
   parser.add_argument("--decoder_base_dim", type=int, default=-1, help="decoder width (-1: the config's)")
   parser.add_argument("--linear_path", action=argparse.BooleanOptionalAction, default=None,
                       help="a linear code beside the nets, fitted to the training clips (default: the config's)")
+  parser.add_argument("--init_run", default="", help="start from this vae run's EMA weights (config.init.run)")
+  parser.add_argument("--image_steps", type=int, default=0,
+                      help="first train this many steps on single frames (in WORKDIR_image), then --steps from there")
+  parser.add_argument("--image_batch", type=int, default=0, help="the image stage's frames a step (0: --batch)")
+  parser.add_argument("--image_crop", type=int, default=-1, help="the image stage's crop (-1: --crop)")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
   if args.steps:  # trains (or resumes) to --steps; --steps=0 only measures --workdir
-    config = tiny.get_config("vae")
-    config.input.data_dir = args.data_dir
-    config.input.window.num_frames = args.window
-    config.input.global_batch_size = args.batch
-    if args.learning_rate:
-      config.optim.learning_rate = args.learning_rate
-    if args.crop >= 0:
-      config.vae_loss.crop = args.crop
-    if args.z_dim:  # the DiT's channels follow, as the config requires of every task
-      config.vae.z_dim = config.model.in_channels = config.model.out_channels = args.z_dim
-    if args.base_dim:
-      config.vae.base_dim = args.base_dim
-    if args.dim_mult:
-      config.vae.dim_mult = tuple(int(m) for m in args.dim_mult.split(","))
-    if args.num_res_blocks:
-      config.vae.num_res_blocks = args.num_res_blocks
-    if args.temporal_downsample:
-      config.vae.temporal_downsample = tuple(bool(int(t)) for t in args.temporal_downsample.split(","))
-    if args.residual:
-      config.vae.residual = True
-    if args.patch_size:
-      config.vae.patch_size = args.patch_size
-    if args.decoder_base_dim >= 0:
-      config.vae.decoder_base_dim = args.decoder_base_dim
-    if args.linear_path is not None:
-      config.vae.linear_path = args.linear_path
-    config.total_steps = args.steps
-    config.log_every = args.log_every
-    config.eval.every = 0
-    config.checkpoint_every = args.steps
-    trainer.train(config, workdir)
+    init_run = args.init_run
+    if args.image_steps:  # the image stage first, in a folder of its own beside --workdir
+      init_run = workdir.rstrip("/") + "_image"
+      image_batch, image_crop = args.image_batch or args.batch, args.crop if args.image_crop < 0 else args.image_crop
+      trainer.train(stage_config(args, "vae_image", 1, image_batch, image_crop, args.image_steps, args.init_run), init_run)
+    trainer.train(stage_config(args, "vae", args.window, args.batch, args.crop, args.steps, init_run), workdir)
   params, step, saved = checkpoints.read_run(workdir, None, "ema")
   vae = checkpoints.load_into(common.make_vae(ml_collections.ConfigDict(saved), nnx.Rngs(0)), params)
   # One encode per clip: the decoder and the latent statistics read the same posterior mean.

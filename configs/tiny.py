@@ -90,7 +90,8 @@ from configs import common
 
 
 def get_config(arg="dit"):
-  config = common.training_config(arg, input_variant="demo", model_variant="tiny")
+  # vae_image: the VAE's image stage, a vae run on single frames that the vae run starts from.
+  config = common.training_config("vae" if arg == "vae_image" else arg, input_variant="demo", model_variant="tiny")
   # Every task's VAE (the vae run's, the frozen one of the others): the VAE starts as the training
   # clips' principal components (fp_jax/models/vae_linear.py). Held-out PSNR after 150 steps
   # 26.15 dB against 20.45 without (benchmarks/vae.py); the nets add little at the demo's budget,
@@ -144,7 +145,7 @@ def get_config(arg="dit"):
   # 0.643 against 0.629 without them, pose error 2.54 against 2.92 degrees, identity probe 0.471
   # against 0.257.
   config.motion.expression_parts = ("eye_l", "eye_r", "mouth")
-  if arg == "vae":
+  if arg in ("vae", "vae_image"):
     # Whole 17-frame clips, as the DiT and evaluation use them: a causal VAE trained on shorter
     # windows reconstructs the later latent frames of a clip ~7 dB worse (benchmarks/vae.py).
     # 32x32 windows of them cost a quarter of whole frames, at batch 8 (one clip a device).
@@ -153,6 +154,17 @@ def get_config(arg="dit"):
     # 20.45 dB at 1e-3 against 20.19 at 2e-3; from He-normal kernels 18.88 against 18.14.
     config.optim.learning_rate = 1e-3
     config.total_steps = 50  # ~2 s a step on 8 simulated devices
+    if arg == "vae_image":
+      # The VAE's image stage, as Wan's VAE was first trained as an image VAE of the same layout:
+      # single frames (a step costs about a tenth of a 17-frame one), the linear path held still
+      # (on one frame it sees each latent frame's four copies of it, and moving it there spoils
+      # the later frames of a clip). A vae run then starts from it (`--config.init.run=RUN`).
+      # With Wan's 16 channels (benchmarks/vae.py --z_dim=16 --image_steps=5000 --steps=300,
+      # held-out test clips): 28.31 dB in about 20 minutes (the image stage alone, 12.5 minutes:
+      # 28.00), against 27.95 after 3000 steps of clips alone (43 minutes; docs/architecture.md).
+      config.input.window.num_frames = 1
+      config.optim.frozen = (r"linear_path/.*",)
+      config.total_steps = 5000
   elif arg == "motion":
     # One crop each of 10000 people drawn anew (data_pipeline/fresh_people.py), 128 a step, kept by
     # the input workers after their first render: the dataset's 32 training people are memorised
