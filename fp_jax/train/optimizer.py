@@ -23,8 +23,11 @@ def learning_rate_schedule(optim, total_steps):
 
 
 def parameter_name(path):
-  """A parameter's path as `linear_path/encode_kernel`: what `optim.frozen` patterns match."""
-  return "/".join(str(getattr(key, "key", key)) for key in path)
+  """A parameter's path as `linear_path/encode_kernel`: what `optim.frozen` patterns match (an
+  nnx variable's own `.value` step left out)."""
+  names = [str(key.key) if isinstance(key, jax.tree_util.DictKey) else
+           key.name if isinstance(key, jax.tree_util.GetAttrKey) else str(key) for key in path]
+  return "/".join(name for name in names if name != "value")
 
 
 def decay_mask(params):
