@@ -15,6 +15,8 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --clips=8 --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion \
       --config.frozen.identity=outputs/demo/identity
+`configs/tiny.py:vae_image` is the VAE's image stage, which a vae run can start from
+(`--config.init.run=RUN`; not in the demo, figures under arg == "vae_image").
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
 one device), in 30 to about 65 minutes on a 2-core machine, as fast as its cores are that hour.
 The run of 6 December 2026 in world 1.7.0 (a nose wrinkle lifts the nostrils and the upper lip),
