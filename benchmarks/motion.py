@@ -287,7 +287,8 @@ def main():
     train, test = encode_split(models, saved, "train"), encode_split(models, saved, "test")
     readout, strength = cross_validated_ridge(train["latent"], train["expression"], train["identity"])
     accuracy, chance = identity_probe(test["latent"], test["identity"], test["clip"])
-    print(f"expression_r2{suffix}: {r_squared(readout(test['latent']), test['expression']):.3f}")
+    predicted = readout(test["latent"])
+    print(f"expression_r2{suffix}: {r_squared(predicted, test['expression']):.3f}")
     print(f"expression_ridge_strength{suffix}: {strength:g}")
     fixed = ridge(train["latent"], train["expression"])  # the figure before the strength was chosen
     print(f"expression_r2_fixed_ridge{suffix}: {r_squared(fixed(test['latent']), test['expression']):.3f}")
@@ -300,15 +301,15 @@ def main():
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
     if not suffix:
       clips = test["identity"] * 1000 + test["clip"]
-      low, high = clip_bootstrap(readout(test["latent"]), test["expression"], clips)
+      low, high = clip_bootstrap(predicted, test["expression"], clips)
       print(f"expression_r2_p05: {low:.3f}")
       print(f"expression_r2_p95: {high:.3f}")
       print(f"expression_within_clip_share: {within_clip_share(test['expression'], clips):.3f}")
       stored_readout = readout
-      by_control = r_squared(readout(test["latent"]), test["expression"], axis=0)
+      by_control = r_squared(predicted, test["expression"], axis=0)
       for name, value in zip(controls.control_names(build_template()), by_control):
         print(f"expression_r2_{name}: {value:.3f}")
-      for low, high, share, r2 in by_facing(readout(test["latent"]), test["expression"], test["true_pose"]):
+      for low, high, share, r2 in by_facing(predicted, test["expression"], test["true_pose"]):
         print(f"facing_share_{low}_{high}: {share:.3f}")
         if r2 is not None:
           print(f"expression_r2_facing_{low}_{high}: {r2:.3f}")
