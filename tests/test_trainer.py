@@ -296,6 +296,17 @@ def test_a_run_refused_at_start_up_leaves_no_workdir(tmp_path):
   assert not workdir.exists()
 
 
+def test_a_run_refused_after_the_checkpoint_folder_is_made_leaves_none(data_dir, tmp_path):
+  """optim.frozen is checked when the optimizer first sees the model, after the checkpoint manager
+  has made its folder: the refusal takes that empty folder away, and keeps the workdir the user made."""
+  result = subprocess.run(motion_command(data_dir, tmp_path, "--config.total_steps=1",
+                                         "--config.optim.frozen=('no_such_part/.*',)"),
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith("error: optim.frozen: 'no_such_part/.*' names no parameter")
+  assert tmp_path.is_dir() and not (tmp_path / "checkpoints").exists()
+
+
 def _damage(step_dir):
   largest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "manifest.json"),
                 key=lambda p: p.stat().st_size)

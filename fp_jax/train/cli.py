@@ -22,6 +22,8 @@ def main(argv):
     raise InputError("--config is required, e.g. --config=configs/tiny.py:dit")
   created = bool(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value)
   workdir = writable_directory(_WORKDIR.value, "workdir")
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+  had_checkpoints = os.path.isdir(checkpoint_dir)
   from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize_from_env()  # started by launch/local_multiprocess.py or launch/tpu_vm.sh
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty; metrics are printed below
@@ -33,7 +35,11 @@ def main(argv):
     print(f"error: {error}", file=sys.stderr)
     sys.exit(3)
   except InputError:
-    if created:  # a run refused at start-up leaves no empty workdir behind
+    # A run refused at start-up (a bad init.run, optim.frozen, ...) leaves no empty folders behind:
+    # the checkpoint manager makes its folder before the model and optimizer are checked.
+    if not had_checkpoints:
+      _remove_if_empty(checkpoint_dir)
+    if created:
       _remove_if_empty(workdir)
     raise
   if jax.process_index() == 0:
