@@ -3,7 +3,7 @@
   python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--z_dim=16] [--data_dir=outputs/bench/data]
       [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
       [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no-linear_path]
-      [--image_steps=5000 [--image_batch=8 --image_crop=32]] [--init_run=RUN]
+      [--image_steps=5000 [--image_batch=8 --image_crop=32]] [--init_run=RUN] [--split=test --clips=0]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
@@ -13,7 +13,8 @@ to --crop x --crop windows (the config's 32 by default; 0: whole frames). With -
 first trains the image stage (configs/tiny.py:vae_image: single frames, the linear path held
 still) for that many steps in WORKDIR_image, and the clip stage starts from it (config.init.run;
 --init_run names another run to start from). It then encodes and decodes every whole clip (17 frames, 64x64)
-of the test split (identities never seen in training) with the EMA weights, from the latent
+of the test split (identities never seen in training; --split=train measures the training people,
+to see what is learned by heart, --clips=N the split's first N clips) with the EMA weights, from the latent
 mean, and prints `vae_psnr_db` (PSNR over all test pixels, images in [0, 255]) and
 `vae_psnr_first_frame_db`, with a linear path (the tiny config's) `vae_psnr_linear_path_alone_db`
 (that path's own reconstruction, without the nets), PSNR per latent frame, and the per-channel statistics of the
@@ -107,6 +108,9 @@ def main():
                       help="first train this many steps on single frames (in WORKDIR_image), then --steps from there")
   parser.add_argument("--image_batch", type=int, default=0, help="the image stage's frames a step (0: --batch)")
   parser.add_argument("--image_crop", type=int, default=-1, help="the image stage's crop (-1: --crop)")
+  parser.add_argument("--split", default="test", choices=("test", "validation", "train"),
+                      help="the clips measured (train: the training people, to see what is learned by heart)")
+  parser.add_argument("--clips", type=int, default=0, help="measure the split's first N clips (0: all)")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")
@@ -124,9 +128,10 @@ def main():
   decode = nnx.jit(lambda vae, mean: common.to_uint8(vae.decode(mean, chunked=True)))
   has_linear_path = vae.linear_path is not None  # what the nets add over the linear code beside them
   through_linear_path = nnx.jit(lambda path, video: common.to_uint8(path.decode(path.encode(video))))
-  records = ClipRecords(args.data_dir, "demo", "test")
+  records = ClipRecords(args.data_dir, "demo", args.split)
   errors, first, per_frame, latents, linear_errors = [], [], [], [], []
-  for index in range(len(records)):
+  clips = min(args.clips or len(records), len(records))
+  for index in range(clips):
     video = records[index]["frames"]
     clip = common.unit_range(jnp.asarray(video))[None]
     mean = encode(vae, clip)
@@ -140,7 +145,7 @@ def main():
     first.append(np.mean(squared[0]))
     per_frame.append(np.mean(squared, axis=(1, 2, 3)))
   print(f"trained_steps: {step}")
-  print(f"test_clips: {len(records)}")
+  print(f"{args.split}_clips: {clips}")
   print(f"vae_psnr_db: {psnr(np.mean(errors)):.2f}")
   print(f"vae_psnr_first_frame_db: {psnr(np.mean(first)):.2f}")
   if has_linear_path:
