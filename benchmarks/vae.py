@@ -3,7 +3,7 @@
   python benchmarks/vae.py [--workdir=RUN] [--steps=1500] [--window=17] [--crop=32] [--z_dim=16] [--data_dir=outputs/bench/data]
       [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
       [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no-linear_path]
-      [--image_steps=5000 [--image_batch=8 --image_crop=32]] [--init_run=RUN] [--split=test --clips=0]
+      [--image_steps=3000 [--image_batch=8 --image_crop=32]] [--init_run=RUN] [--split=test --clips=0]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on

@@ -16,7 +16,8 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion \
       --config.frozen.identity=outputs/demo/identity
 `configs/tiny.py:vae_image` is the VAE's image stage, which a vae run can start from
-(`--config.init.run=RUN`; not in the demo, figures under arg == "vae_image").
+(`--config.init.run=RUN`); with 300 steps on clips after it the VAE passes 30 dB on held-out
+clips, at 20 minutes a stage too long for the demo (figures under arg == "vae_image").
 `make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
 one device), in 30 to about 65 minutes on a 2-core machine, as fast as its cores are that hour.
 The run of 6 December 2026 in world 1.7.0 (a nose wrinkle lifts the nostrils and the upper lip),
@@ -98,7 +99,8 @@ def get_config(arg="dit"):
   # clips' principal components (fp_jax/models/vae_linear.py). Held-out PSNR after 150 steps
   # 26.15 dB against 20.45 without (benchmarks/vae.py); the nets add little at the demo's budget,
   # so its minutes go to the DiT instead. With 16 channels the nets reach 27.95 dB after 3000 steps
-  # (43 minutes; docs/architecture.md).
+  # (43 minutes; docs/architecture.md); these 64 channels pass 30 dB after an image stage (20
+  # minutes in all; arg == "vae_image").
   config.vae.linear_path = True
   # 64 latent channels, not Wan's 16 (a departure for the demo): a 16-channel linear code of a
   # latent cell's 768 pixels tops out near 26 dB, a 32-channel one near 28 (numpy PCA on the demo's
@@ -161,12 +163,16 @@ def get_config(arg="dit"):
       # single frames (a step costs about a tenth of a 17-frame one), the linear path held still
       # (on one frame it sees each latent frame's four copies of it, and moving it there spoils
       # the later frames of a clip). A vae run then starts from it (`--config.init.run=RUN`).
-      # With Wan's 16 channels (benchmarks/vae.py --z_dim=16 --image_steps=5000 --steps=300,
-      # held-out test clips): 28.31 dB in about 20 minutes (the image stage alone, 12.5 minutes:
-      # 28.00), against 27.95 after 3000 steps of clips alone (43 minutes; docs/architecture.md).
+      # These 64 channels (benchmarks/vae.py --image_steps=3000 --steps=300, held-out test clips):
+      # 30.67 dB (the path alone 29.53; first frame 32.72, later latent frames 30.41 to 30.90) in
+      # about 20 minutes, 8.5 of them this stage's, against 29.73 after 1000 steps of clips alone;
+      # after this stage alone 29.88 (the first frame 32.63, the later ones 29.6 to 30.1): the
+      # clip stage is what carries its detail to the frames a latent frame holds four of. 1500
+      # image steps then 100 on clips: 29.82. With Wan's 16 channels (--z_dim=16
+      # --image_steps=5000 --steps=300): 28.31 dB (docs/architecture.md).
       config.input.window.num_frames = 1
       config.optim.frozen = (r"linear_path/.*",)
-      config.total_steps = 5000
+      config.total_steps = 3000
   elif arg == "motion":
     # One crop each of 10000 people drawn anew (data_pipeline/fresh_people.py), 128 a step, kept by
     # the input workers after their first render: the dataset's 32 training people are memorised
