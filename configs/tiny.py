@@ -169,7 +169,7 @@ def get_config(arg="dit"):
       # after this stage alone 29.88 (the first frame 32.63, the later ones 29.6 to 30.1): the
       # clip stage is what carries its detail to the frames a latent frame holds four of. 1500
       # image steps then 100 on clips: 29.82. With Wan's 16 channels (--z_dim=16
-      # --image_steps=5000 --steps=300): 28.31 dB (docs/architecture.md).
+      # --image_steps=5000 --steps=300): 28.31 dB; with 1000 clip steps 28.53 (docs/architecture.md).
       config.input.window.num_frames = 1
       config.optim.frozen = (r"linear_path/.*",)
       config.total_steps = 3000
