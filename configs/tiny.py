@@ -157,7 +157,9 @@ def get_config(arg="dit"):
     # Without the linear path, 150 steps from inflated kernels (benchmarks/vae.py, held-out PSNR):
     # 20.45 dB at 1e-3 against 20.19 at 2e-3; from He-normal kernels 18.88 against 18.14.
     config.optim.learning_rate = 1e-3
-    config.total_steps = 50  # ~2 s a step on 8 simulated devices
+    # make demo's VAE: 300 steps on clips (~1.6 s a step on 8 simulated devices) from the image
+    # stage's run (`--config.init.run`; figures under arg == "vae_image").
+    config.total_steps = 300
     if arg == "vae_image":
       # The VAE's image stage, as Wan's VAE was first trained as an image VAE of the same layout:
       # single frames (a step costs about a tenth of a 17-frame one), the linear path held still
