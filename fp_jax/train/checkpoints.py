@@ -112,6 +112,18 @@ def check_compatible(checkpoints, step, config):
   frozen, now = list(saved.get("optim", {}).get("frozen", [])), list(config.optim.get("frozen", ()))
   require(frozen == now, f"{checkpoints.directory} holds step {step} of a run with optim.frozen {frozen}, "
                          f"this config has {now}: its optimizer state would not fit")
+  # init.run is read when a run starts: resumed under another, a run would silently keep the
+  # weights it started from (make demo's VAE, once 50 steps from scratch, now starts from its image stage).
+  started, named = _init_run(saved.get("init", {})), _init_run(config.init)
+  require(started == named, f"{checkpoints.directory} holds step {step} of a run started from "
+                            f"{started or 'fresh weights'}, this config names init.run {named or '(none)'}, which is "
+                            f"read only when a run starts: give the run's own, or another workdir")
+
+
+def _init_run(init):
+  """The run an `init` config section starts from, as an absolute path ("" for none)."""
+  run = init.get("run", "")  # runs saved before the field started from none
+  return os.path.abspath(run) if run else ""
 
 
 def restore(checkpoints, step, abstract_state, batches):
