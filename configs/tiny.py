@@ -1,7 +1,8 @@
 r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four tasks.
 
   fp-data --config=configs/data/synthetic.py:demo --data_dir=outputs/demo/data
-  fp-train --config=configs/tiny.py:vae --workdir=outputs/demo/vae
+  fp-train --config=configs/tiny.py:vae_image --workdir=outputs/demo/vae_image   # on one device
+  fp-train --config=configs/tiny.py:vae --workdir=outputs/demo/vae --config.init.run=outputs/demo/vae_image
   fp-train --config=configs/tiny.py:motion --workdir=outputs/demo/motion
   fp-train --config=configs/tiny.py:identity --workdir=outputs/demo/identity
   fp-cache-latents --config=configs/tiny.py:dit --out=outputs/demo/latents \
@@ -15,11 +16,22 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
   fp-eval --config=configs/tiny.py --workdir=outputs/demo/dit --clips=8 --out=outputs/demo/report.json \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion \
       --config.frozen.identity=outputs/demo/identity
-`configs/tiny.py:vae_image` is the VAE's image stage, which a vae run can start from
-(`--config.init.run=RUN`); with 300 steps on clips after it the VAE passes 30 dB on held-out
-clips, at 20 minutes a stage too long for the demo (figures under arg == "vae_image").
-`make demo` runs exactly these (fp-sample with all six modes at once; fp-sample and fp-eval on
-one device), in 30 to about 65 minutes on a 2-core machine, as fast as its cores are that hour.
+`configs/tiny.py:vae_image` is the VAE's image stage, which the vae run starts from
+(`--config.init.run=RUN`): with its 300 steps on clips after it the VAE passes 30 dB on held-out
+clips (figures under arg == "vae_image").
+`make demo` runs exactly these (fp-sample with all six modes at once; the VAE's image stage,
+fp-sample and fp-eval on one device), in 50 to about 85 minutes on a 2-core machine, as fast as
+its cores are that hour.
+The run of 7 December 2026 with the VAE in two stages (its dataset, motion and identity runs those
+of a make demo of the same hour, whose stages took 0.8, 27.4 and 2.9 minutes), minutes per stage
+(from its files' times): previews 0.1, VAE image stage 11.2, VAE on clips 8.9, latent cache 2.8,
+DiT 7.0, sampling 0.5, evaluation 1.8; about 63 in all with those three. Its report on 8 test
+clips of 4 people: PSNR 27.580 dB against the repeated portrait's 22.671 (+4.91), pose error 3.063
+against 12.921 degrees (0.24x), identity similarity 0.920; the warp through the VAE 29.085 dB and
+2.784 degrees, the real clips 31.003 and 2.126. The make demo of that hour with the VAE of 50
+steps on clips alone (1.7 minutes; 43.1 in all): PSNR 26.996 dB, pose error 3.079 degrees, the
+warp 28.134 dB, the real clips 29.758. A second run of the latent cache, DiT and evaluation on the
+same two-stage VAE: PSNR 27.557 dB, pose error 3.067 degrees.
 The run of 6 December 2026 in world 1.7.0 (a nose wrinkle lifts the nostrils and the upper lip),
 from an empty folder, benchmarks/motion.py beside its identity stage: dataset and previews 1.4,
 VAE 1.7, motion 22.0, identity 3.0, latent cache 2.0, DiT 4.8, sampling 0.4, evaluation 1.2,
@@ -97,10 +109,10 @@ def get_config(arg="dit"):
   config = common.training_config("vae" if arg == "vae_image" else arg, input_variant="demo", model_variant="tiny")
   # Every task's VAE (the vae run's, the frozen one of the others): the VAE starts as the training
   # clips' principal components (fp_jax/models/vae_linear.py). Held-out PSNR after 150 steps
-  # 26.15 dB against 20.45 without (benchmarks/vae.py); the nets add little at the demo's budget,
-  # so its minutes go to the DiT instead. With 16 channels the nets reach 27.95 dB after 3000 steps
-  # (43 minutes; docs/architecture.md); these 64 channels pass 30 dB after an image stage (20
-  # minutes in all; arg == "vae_image").
+  # 26.15 dB against 20.45 without (benchmarks/vae.py). make demo trains it in two stages, single
+  # frames then clips (arg == "vae_image"): 30.67 dB, and the DiT on its latents 27.557 dB against
+  # 26.996 on those of the 50 steps of clips alone it ran before (docs/architecture.md). With 16
+  # channels the nets reach 27.95 dB after 3000 steps (43 minutes; docs/architecture.md).
   config.vae.linear_path = True
   # 64 latent channels, not Wan's 16 (a departure for the demo): a 16-channel linear code of a
   # latent cell's 768 pixels tops out near 26 dB, a 32-channel one near 28 (numpy PCA on the demo's
