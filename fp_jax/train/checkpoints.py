@@ -103,7 +103,8 @@ def model_differences(saved, config, sections=None):
 
 
 def check_compatible(checkpoints, step, config):
-  """The model sections of the saved and current configs must agree (one-line error otherwise)."""
+  """The saved and current configs' model sections, `optim.frozen` and `init.run` must agree
+  (one-line error otherwise)."""
   saved = saved_config(checkpoints, step)
   differences = model_differences(saved, config)
   if differences:
@@ -113,7 +114,7 @@ def check_compatible(checkpoints, step, config):
   require(frozen == now, f"{checkpoints.directory} holds step {step} of a run with optim.frozen {frozen}, "
                          f"this config has {now}: its optimizer state would not fit")
   # init.run is read when a run starts: resumed under another, a run would silently keep the
-  # weights it started from (make demo's VAE, once 50 steps from scratch, now starts from its image stage).
+  # weights it started from (an older demo's VAE, carried on without its image stage).
   started, named = _init_run(saved.get("init", {})), _init_run(config.init)
   require(started == named, f"{checkpoints.directory} holds step {step} of a run started from "
                             f"{started or 'fresh weights'}, this config names init.run {named or '(none)'}, which is "
