@@ -110,9 +110,9 @@ def get_config(arg="dit"):
   # Every task's VAE (the vae run's, the frozen one of the others): the VAE starts as the training
   # clips' principal components (fp_jax/models/vae_linear.py). Held-out PSNR after 150 steps
   # 26.15 dB against 20.45 without (benchmarks/vae.py). make demo trains it in two stages, single
-  # frames then clips (arg == "vae_image"): 30.67 dB, and the DiT on its latents 27.557 dB against
-  # 26.996 on those of the 50 steps of clips alone it ran before (docs/architecture.md). With 16
-  # channels the nets reach 27.95 dB after 3000 steps (43 minutes; docs/architecture.md).
+  # frames then clips (arg == "vae_image"): 30.67 dB, and the DiT on its latents 27.557 and
+  # 27.580 dB against 26.996 on those of the 50 steps of clips alone it ran before
+  # (docs/architecture.md). With 16 channels the nets reach 27.95 dB after 3000 steps (43 minutes).
   config.vae.linear_path = True
   # 64 latent channels, not Wan's 16 (a departure for the demo): a 16-channel linear code of a
   # latent cell's 768 pixels tops out near 26 dB, a 32-channel one near 28 (numpy PCA on the demo's
@@ -169,7 +169,7 @@ def get_config(arg="dit"):
     # Without the linear path, 150 steps from inflated kernels (benchmarks/vae.py, held-out PSNR):
     # 20.45 dB at 1e-3 against 20.19 at 2e-3; from He-normal kernels 18.88 against 18.14.
     config.optim.learning_rate = 1e-3
-    # make demo's VAE: 300 steps on clips (~1.6 s a step on 8 simulated devices) from the image
+    # make demo's VAE: 300 steps on clips (~1.7 s a step on 8 simulated devices) from the image
     # stage's run (`--config.init.run`; figures under arg == "vae_image").
     config.total_steps = 300
     if arg == "vae_image":
