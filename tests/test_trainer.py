@@ -227,6 +227,13 @@ def test_a_workdir_of_another_model_is_refused(data_dir, tmp_path):
   with pytest.raises(InputError, match=r"holds step 1 of a run started from fresh weights, this config names "
                                        r"init.run .*, which is read only when a run starts"):
     run(resumed, tmp_path)
+  # A run started from another resumes under init.run's new path (the two may move together).
+  started = train_config(data_dir, "motion", total_steps=1)
+  started.init.run = str(tmp_path)
+  run(started, tmp_path / "started")
+  moved = train_config(data_dir, "motion", total_steps=2)
+  moved.init.run = str(tmp_path / "moved")
+  assert int(run(moved, tmp_path / "started")["step"]) == 2
 
 
 def test_runs_are_compared_on_the_models_they_hold_and_fields_they_predate_read_as_before():

@@ -103,8 +103,8 @@ def model_differences(saved, config, sections=None):
 
 
 def check_compatible(checkpoints, step, config):
-  """The saved and current configs' model sections, `optim.frozen` and `init.run` must agree
-  (one-line error otherwise)."""
+  """The saved and current configs' model sections and `optim.frozen` must agree, and both must
+  start from a run (`init.run`) or neither (one-line error otherwise)."""
   saved = saved_config(checkpoints, step)
   differences = model_differences(saved, config)
   if differences:
@@ -113,18 +113,15 @@ def check_compatible(checkpoints, step, config):
   frozen, now = list(saved.get("optim", {}).get("frozen", [])), list(config.optim.get("frozen", ()))
   require(frozen == now, f"{checkpoints.directory} holds step {step} of a run with optim.frozen {frozen}, "
                          f"this config has {now}: its optimizer state would not fit")
-  # init.run is read when a run starts: resumed under another, a run would silently keep the
-  # weights it started from (an older demo's VAE, carried on without its image stage).
-  started, named = _init_run(saved.get("init", {})), _init_run(config.init)
-  require(started == named, f"{checkpoints.directory} holds step {step} of a run started from "
-                            f"{started or 'fresh weights'}, this config names init.run {named or '(none)'}, which is "
-                            f"read only when a run starts: give the run's own, or another workdir")
-
-
-def _init_run(init):
-  """The run an `init` config section starts from, as an absolute path ("" for none)."""
-  run = init.get("run", "")  # runs saved before the field started from none
-  return os.path.abspath(run) if run else ""
+  # init.run is read when a run starts: resumed under one it did not start with (or without the one
+  # it did), a run would silently keep its own start (an older demo's VAE, carried on without its
+  # image stage). Whether it started from a run is compared, not the path: a workdir and the run it
+  # started from may have moved together.
+  started, named = saved.get("init", {}).get("run", ""), config.init.get("run", "")  # older runs: none
+  require(bool(started) == bool(named),
+          f"{checkpoints.directory} holds step {step} of a run started from {started or 'fresh weights'}, this "
+          f"config names init.run {named or '(none)'}, which is read only when a run starts: give the run's "
+          f"own, or another workdir")
 
 
 def restore(checkpoints, step, abstract_state, batches):
