@@ -182,8 +182,9 @@ def get_config(arg="dit"):
       # about 20 minutes, 8.5 of them this stage's, against 29.73 after 1000 steps of clips alone;
       # after this stage alone 29.88 (the first frame 32.63, the later ones 29.6 to 30.1): the
       # clip stage is what carries its detail to the frames a latent frame holds four of. Then 150
-      # on clips: 30.49 (13 minutes in all); 1500 image steps then 100 on clips: 29.82. With Wan's 16 channels (--z_dim=16
-      # --image_steps=5000 --steps=300): 28.31 dB; with 1000 clip steps 28.53 (docs/architecture.md).
+      # on clips: 30.49 (13 minutes in all); 1500 image steps then 100 on clips: 29.82. With Wan's
+      # 16 channels (--z_dim=16 --image_steps=5000 --steps=300): 28.31 dB; with 1000 clip steps
+      # 28.53 (docs/architecture.md).
       config.input.window.num_frames = 1
       config.optim.frozen = (r"linear_path/.*",)
       config.total_steps = 3000

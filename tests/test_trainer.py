@@ -221,7 +221,7 @@ def test_a_workdir_of_another_model_is_refused(data_dir, tmp_path):
   other = train_config(data_dir, "motion", total_steps=2, **{"motion.widths": (8, 32)})
   with pytest.raises(InputError, match=r"incompatible model: motion.widths: \[8, 16\] in the checkpoint"):
     run(other, tmp_path)
-  # init.run is read only at a run's start: resumed under one it did not start from, it is refused.
+  # init.run is read only at a run's start: a run started afresh, resumed with one, is refused.
   resumed = train_config(data_dir, "motion", total_steps=2)
   resumed.init.run = str(tmp_path)
   with pytest.raises(InputError, match=r"holds step 1 of a run started from fresh weights, this config names "
