@@ -90,7 +90,11 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
       mu_dtype="float32",  # AdamW's first moment; bfloat16 halves it (pods: HBM per chip)
       # Parameters held still: regular expressions over names such as `linear_path/encode_kernel`
       # (a whole name must match). A run resumes only under the patterns it was saved with.
-      frozen=()))
+      frozen=(),
+      # Parameters updated by Muon instead of AdamW (fp_jax/train/optimizer.py): regular
+      # expressions over names as `frozen`'s, each naming kernels (matrices or convolution windows;
+      # a one-line error names any other). Empty: AdamW throughout.
+      muon=()))
   config.ema_decay = 0.99  # the cap: the decay warms up as (1 + step) / (10 + step) (fp_jax/train/step.py)
   # State parts kept in pinned host memory between steps: "ema", "opt_state", "params"
   # (fp_jax/train/offload.py).

@@ -231,6 +231,8 @@ def get_config(arg="dit"):
     # and nose wrinkle still at or below 0.05), pose error 3.00 degrees (3.06 from crops cut from
     # frames), probe 0.449 (1.8x chance), 21 minutes.
     config.optim.learning_rate = 3e-3
+    # Muon on the encoders' convolution kernels, AdamW on the rest (optim.muon; figures below).
+    config.optim.muon = (r".*/(stem|down|conv1|conv2)/kernel",)
     # The latent held to what its true controls predict (motion_loss.nuisance_weight, 0.1 as the
     # twin term's weight): the same run with it, R^2 0.555 (0.584 by its own read-out; the training
     # people's 0.581 against 0.631: less of them is learned), pose error 2.95 degrees (3.00 from

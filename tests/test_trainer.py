@@ -505,3 +505,57 @@ def test_a_frozen_part_stays_as_it_started_through_steps_a_save_and_a_resume(dat
   with pytest.raises(InputError, match=r"a run with optim.frozen \['linear_path/\(en\|de\)code_kernel', .*\], "
                                        r"this config has \[\]"):
     run(train_config(data_dir, "vae", total_steps=4), tmp_path / "run")
+
+
+def test_muon_orthogonalises_each_kernel_update_and_leaves_the_rest_to_adamw():
+  """optim.muon: a named kernel's first update is the orthogonal polar factor of its gradient (as an
+  input x output matrix; the numpy SVD is the reference), each of the DiT's stacked layers on its
+  own; the other parameters step exactly as under AdamW alone; frozen ones do not move; a pattern
+  that names a vector, or nothing, is a one-line error."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
+  optim = tiny.get_config("dit").optim
+  with optim.unlocked():
+    optim.update(warmup_steps=0, clip_norm=1e6, muon=(r"conv/kernel", r"blocks/attn/kernel"), frozen=(r"still/.*",))
+  rng = np.random.default_rng(0)
+  # Gradients with widely spread singular values, so the polar factor differs from the gradient.
+  spread = lambda rows, cols: (rng.normal(size=(rows, cols)) @ np.diag(np.geomspace(1.0, 100.0, cols))).astype(np.float32)
+  start = {"conv": {"kernel": jnp.zeros((3, 3, 4, 8)), "bias": jnp.zeros((8,))},
+           "blocks": {"attn": {"kernel": jnp.zeros((2, 6, 5))}},
+           "head": {"kernel": jnp.zeros((8, 3))}, "still": {"kernel": jnp.ones((2, 2))}}
+  layers = np.stack([spread(6, 5), 1e-3 * spread(6, 5)])  # layer 1's gradient 1000x smaller
+  grads = {"conv": {"kernel": jnp.asarray(spread(36, 8).reshape(3, 3, 4, 8)), "bias": jnp.ones((8,))},
+           "blocks": {"attn": {"kernel": jnp.asarray(layers)}},
+           "head": {"kernel": jnp.asarray(spread(8, 3))}, "still": {"kernel": jnp.ones((2, 2))}}
+  tx, _ = make_optimizer(optim, 10)
+  updates, _ = tx.update(grads, tx.init(start), start)
+
+  def cosine_to_polar(update, gradient):
+    u, _, vt = np.linalg.svd(np.asarray(gradient, np.float64), full_matrices=False)
+    polar, update = -(u @ vt).ravel(), np.asarray(update, np.float64).ravel()
+    return polar @ update / np.linalg.norm(polar) / np.linalg.norm(update)
+
+  assert cosine_to_polar(updates["conv"]["kernel"].reshape(36, 8), grads["conv"]["kernel"].reshape(36, 8)) > 0.97
+  step = updates["blocks"]["attn"]["kernel"]
+  for layer in range(2):  # each layer orthogonalised alone: the small one's update as large as the big one's
+    assert cosine_to_polar(step[layer], layers[layer]) > 0.97
+  assert 0.5 < float(jnp.linalg.norm(step[1]) / jnp.linalg.norm(step[0])) < 2.0
+  assert cosine_to_polar(updates["head"]["kernel"], grads["head"]["kernel"]) < 0.9  # AdamW's is not the polar factor
+  with optim.unlocked():
+    optim.muon = ()
+  adamw, _ = make_optimizer(optim, 10)
+  alone, _ = adamw.update(grads, adamw.init(start), start)
+  for name in ("head", "conv"):
+    key = "kernel" if name == "head" else "bias"
+    np.testing.assert_array_equal(np.asarray(updates[name][key]), np.asarray(alone[name][key]))
+  np.testing.assert_array_equal(np.asarray(updates["still"]["kernel"]), 0.0)
+  params = optax.apply_updates(start, updates)
+  np.testing.assert_array_equal(np.asarray(params["still"]["kernel"]), 1.0)
+  for patterns, message in (((r"conv/bias",), r"optim.muon: conv/bias has shape \(8,\), not a matrix or a kernel"),
+                            ((r"dense/.*",), r"optim.muon: 'dense/\.\*' names no parameter"),
+                            ((r"conv/(",), r"optim.muon: 'conv/\(' is not a regular expression")):
+    with optim.unlocked():
+      optim.muon = patterns
+    with pytest.raises(InputError, match=message):
+      tx, _ = make_optimizer(optim, 10)
+      tx.update(grads, tx.init(start), start)
