@@ -486,7 +486,8 @@ def test_frozen_parameters_are_held_still_and_the_rest_train():
 def test_a_frozen_part_stays_as_it_started_through_steps_a_save_and_a_resume(data_dir, tmp_path):
   """The VAE's image stage holds its linear path still (configs/tiny.py:vae_image): through two
   steps, a checkpoint and a resumed third step it is the fit it started as, in the weights and the
-  EMA, while the nets train; resuming under other optim.frozen patterns is a one-line error."""
+  EMA, while the nets train; resuming under other optim.frozen or optim.muon patterns is a one-line
+  error."""
   # Two whole names: what the config names a parameter by, its nnx variable's `.value` left out.
   frozen = {"optim.frozen": (r"linear_path/(en|de)code_kernel", r"linear_path/(en|de)code_bias"),
             "checkpoint_every": 2}
@@ -505,6 +506,9 @@ def test_a_frozen_part_stays_as_it_started_through_steps_a_save_and_a_resume(dat
   with pytest.raises(InputError, match=r"a run with optim.frozen \['linear_path/\(en\|de\)code_kernel', .*\], "
                                        r"this config has \[\]"):
     run(train_config(data_dir, "vae", total_steps=4), tmp_path / "run")
+  muon = {"optim.muon": (r"decoder/conv_out/kernel",)}
+  with pytest.raises(InputError, match=r"a run with optim.muon \[\], this config has \['decoder/conv_out/kernel'\]"):
+    run(train_config(data_dir, "vae", total_steps=4, **frozen, **muon), tmp_path / "run")
 
 
 def test_muon_orthogonalises_each_kernel_update_and_leaves_the_rest_to_adamw():

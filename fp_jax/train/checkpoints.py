@@ -103,15 +103,16 @@ def model_differences(saved, config, sections=None):
 
 
 def check_compatible(checkpoints, step, config):
-  """The saved and current configs' model sections and `optim.frozen` must agree, and both must
-  start from a run (`init.run`) or neither (one-line error otherwise)."""
+  """The saved and current configs' model sections, `optim.frozen` and `optim.muon` must agree,
+  and both must start from a run (`init.run`) or neither (one-line error otherwise)."""
   saved = saved_config(checkpoints, step)
   differences = model_differences(saved, config)
   if differences:
     raise InputError(f"{checkpoints.directory} holds step {step} of an incompatible model: {differences}")
-  # The optimizer's state holds moments for the trained parameters alone.
-  frozen, now = list(saved.get("optim", {}).get("frozen", [])), list(config.optim.get("frozen", ()))
-  require(frozen == now, f"{checkpoints.directory} holds step {step} of a run with optim.frozen {frozen}, "
+  # The optimizer's state holds moments for the trained parameters alone, Muon's apart from AdamW's.
+  for field in ("frozen", "muon"):
+    kept, now = list(saved.get("optim", {}).get(field, [])), list(config.optim.get(field, ()))
+    require(kept == now, f"{checkpoints.directory} holds step {step} of a run with optim.{field} {kept}, "
                          f"this config has {now}: its optimizer state would not fit")
   # init.run is read when a run starts: resumed under one it did not start with (or without the one
   # it did), a run would silently keep its own start (an older demo's VAE, carried on without its
