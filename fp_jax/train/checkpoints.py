@@ -113,7 +113,7 @@ def check_compatible(checkpoints, step, config):
   for field in ("frozen", "muon"):
     kept, now = list(saved.get("optim", {}).get(field, [])), list(config.optim.get(field, ()))
     require(kept == now, f"{checkpoints.directory} holds step {step} of a run with optim.{field} {kept}, "
-                         f"this config has {now}: its optimizer state would not fit")
+                           f"this config has {now}: its optimizer state would not fit")
   # init.run is read when a run starts: resumed under one it did not start with (or without the one
   # it did), a run would silently keep its own start (an older demo's VAE, carried on without its
   # image stage). Whether it started from a run is compared, not the path: a workdir and the run it

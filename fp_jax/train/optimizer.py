@@ -112,6 +112,7 @@ def make_optimizer(optim, total_steps):
   muon = tuple(optim.get("muon", ()))  # configs saved before the field: AdamW throughout
   if muon:
     labels = muon_labels(frozen, muon)
+    # optax's Muon defaults otherwise: Nesterov momentum 0.95, five Newton-Schulz steps.
     muon_tx = optax.contrib.muon(schedule, eps=optim.eps, weight_decay=optim.weight_decay,
                                  mu_dtype=jnp.dtype(mu_dtype), consistent_rms=MUON_RMS,
                                  muon_weight_dimension_numbers=muon_dimensions)
