@@ -101,11 +101,14 @@ def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path, monkeypatch
     jax.tree.map(np.testing.assert_array_equal, resumed[name], uninterrupted[name])
 
 
-def test_a_run_resumes_on_another_mesh(data_dir, tmp_path, capsys):
+@pytest.mark.parametrize("muon", [(), (r"blocks/.*kernel",)], ids=["adamw", "muon"])
+def test_a_run_resumes_on_another_mesh(data_dir, tmp_path, capsys, muon):
   """Saved on one layout (8-way data parallel), resumed on another (the model split over fsdp and
   tensor as well, as a run moved to another slice shape would be): the state is read straight into
-  the new shardings and training goes on as the uninterrupted run did."""
+  the new shardings and training goes on as the uninterrupted run did; with the DiT's block kernels
+  on Muon as well (its Newton-Schulz steps on matrices split over the mesh)."""
   config = lambda steps, **mesh: train_config(data_dir, "dit", total_steps=steps, checkpoint_every=2,
+                                              **{"optim.muon": muon},
                                               **{f"mesh.{axis}": size for axis, size in mesh.items()})
   uninterrupted = run(config(4), tmp_path / "a")
   shutil.copytree(tmp_path / "a" / "checkpoints" / "2", tmp_path / "b" / "checkpoints" / "2")
