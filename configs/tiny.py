@@ -32,6 +32,13 @@ against 12.921 degrees (0.24x), identity similarity 0.920; the warp through the 
 steps on clips alone (1.7 minutes; 43.1 in all): PSNR 26.996 dB, pose error 3.079 degrees, the
 warp 28.134 dB, the real clips 29.758. A second run of the latent cache, DiT and evaluation on the
 same two-stage VAE: PSNR 27.557 dB, pose error 3.067 degrees.
+The same with the motion run under Muon (optim.muon, as kept; the run of 7 December above with its
+motion run swapped for that one and its latent cache, DiT, sampling and evaluation redone through
+make demo, 11.6 minutes): PSNR 27.587 dB, SSIM 0.799, identity similarity 0.922, each as before;
+pose error 3.376 degrees and the real clips through the VAE 2.348 (against 3.063 and 2.126), each
+read by its own pose encoder: the new one reads the test split's crops better (benchmarks/motion.py:
+1.96 degrees against 2.89; 2.21 from crops cut from frames) but the VAE's round trips worse;
+expression error 2.233, the real clips 2.077 (against 2.277 and 2.168).
 The run of 6 December 2026 in world 1.7.0 (a nose wrinkle lifts the nostrils and the upper lip),
 from an empty folder, benchmarks/motion.py beside its identity stage: dataset and previews 1.4,
 VAE 1.7, motion 22.0, identity 3.0, latent cache 2.0, DiT 4.8, sampling 0.4, evaluation 1.2,
