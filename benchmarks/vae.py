@@ -4,7 +4,6 @@
       [--base_dim=16 --dim_mult=1,2,4,4 --num_res_blocks=1 --temporal_downsample=0,1,1]
       [--residual --patch_size=2 --decoder_base_dim=0] [--linear_path | --no-linear_path]
       [--image_steps=3000 [--image_batch=8 --image_crop=32]] [--init_run=RUN] [--split=test --clips=0]
-      [--muon=REGEX ...]
 
 It first trains the vae task (configs/tiny.py:vae) on the demo dataset to --steps steps (in
 --workdir, resuming what is there, or a temporary directory; --steps=0 only measures), on
@@ -13,8 +12,7 @@ its caches filled with real frames, and later latent frames of a longer clip com
 to --crop x --crop windows (the config's 32 by default; 0: whole frames). With --image_steps it
 first trains the image stage (configs/tiny.py:vae_image: single frames, the linear path held
 still) for that many steps in WORKDIR_image, and the clip stage starts from it (config.init.run;
---init_run names another run to start from). --muon (repeatable) sets optim.muon in both stages:
-the parameters Muon updates instead of AdamW, by name. It then encodes and decodes every whole clip (17 frames, 64x64)
+--init_run names another run to start from). It then encodes and decodes every whole clip (17 frames, 64x64)
 of the test split (identities never seen in training; --split=train measures the training people,
 to see what is learned by heart, --clips=N the split's first N clips) with the EMA weights, from the latent
 mean, and prints `vae_psnr_db` (PSNR over all test pixels, images in [0, 255]) and
@@ -77,8 +75,6 @@ def stage_config(args, variant, window, batch, crop, steps, init_run):
     config.vae.decoder_base_dim = args.decoder_base_dim
   if args.linear_path is not None:
     config.vae.linear_path = args.linear_path
-  if args.muon:
-    config.optim.muon = tuple(args.muon)
   config.init.run = init_run
   config.total_steps = steps
   config.log_every = args.log_every
@@ -115,7 +111,6 @@ def main():
   parser.add_argument("--split", default="test", choices=("test", "validation", "train"),
                       help="the clips measured (train: the training people, to see what is learned by heart)")
   parser.add_argument("--clips", type=int, default=0, help="measure the split's first N clips (0: all)")
-  parser.add_argument("--muon", action="append", default=[], help="optim.muon: a pattern of parameter names")
   args = parser.parse_args()
   ensure_dataset("demo", args.data_dir)
   workdir = args.workdir or tempfile.mkdtemp(prefix="vae_bench_")

@@ -552,9 +552,8 @@ def test_muon_orthogonalises_each_kernel_update_and_leaves_the_rest_to_adamw():
     optim.muon = ()
   adamw, _ = make_optimizer(optim, 10)
   alone, _ = adamw.update(grads, adamw.init(start), start)
-  for name in ("head", "conv"):
-    key = "kernel" if name == "head" else "bias"
-    np.testing.assert_array_equal(np.asarray(updates[name][key]), np.asarray(alone[name][key]))
+  for name, kind in (("head", "kernel"), ("conv", "bias")):
+    np.testing.assert_array_equal(np.asarray(updates[name][kind]), np.asarray(alone[name][kind]))
   np.testing.assert_array_equal(np.asarray(updates["still"]["kernel"]), 0.0)
   params = optax.apply_updates(start, updates)
   np.testing.assert_array_equal(np.asarray(params["still"]["kernel"]), 1.0)
