@@ -6,7 +6,7 @@
       [--people=1000] [--renders=outputs/bench/expression_fit]
 
 Without --workdir it first trains the motion task as configs/tiny.py:motion does (mixed crops, one
-each of 10000 people drawn anew, 128 a step, the pose encoder wider than the expression encoder)
+each of 30000 people drawn anew, 128 a step, the pose encoder wider than the expression encoder)
 in the demo dataset's world for --steps steps (default: the config's);
 --fresh_people=0 trains on the dataset's clips instead (the demo's earlier run: --fresh_people=0
 --batch=8 --expression_twins=4, windows of 17 frames). It then encodes every frame of every clip (windows

@@ -196,13 +196,14 @@ def get_config(arg="dit"):
       config.optim.frozen = (r"linear_path/.*",)
       config.total_steps = 3000
   elif arg == "motion":
-    # One crop each of 10000 people drawn anew (data_pipeline/fresh_people.py), 128 a step, kept by
-    # the input workers after their first render: the dataset's 32 training people are memorised
-    # (held-out pose error 8.10 degrees after 400 steps of its clips with 4 twin frames a window,
-    # expression R^2 -0.11) where these are not (5.02 degrees, R^2 -0.05 after 400 steps of 10000
-    # people; benchmarks/motion.py). Until every person has been rendered once (the input workers
-    # share their renders), the steps wait for renders. Half the examples reach the expression
-    # encoder mirrored (motion_loss.mirror_share), so even 10000 people are not memorised.
+    # One crop each of many people drawn anew (data_pipeline/fresh_people.py; 30000, set below),
+    # 128 a step, kept by the input workers after their first render: the dataset's 32 training
+    # people are memorised (held-out pose error 8.10 degrees after 400 steps of its clips with 4
+    # twin frames a window, expression R^2 -0.11) where these are not (5.02 degrees, R^2 -0.05
+    # after 400 steps of 10000 people; benchmarks/motion.py). Until every person has been rendered
+    # once (the input workers share their renders), the steps wait for renders. Half the examples
+    # reach the expression encoder mirrored (motion_loss.mirror_share), so under AdamW even 10000
+    # people were not memorised (under Muon they are: below).
     # 600 steps, measured with benchmarks/motion.py --workdir=RUN --data_dir=DATA on one morning, the
     # last three rows in a trial world with every expression twice as strong (world 1.4.0 as kept
     # leaves blinks as they were and cheek puffs 1.5x); columns: held-out expression R^2 by the
@@ -259,8 +260,12 @@ def get_config(arg="dit"):
     # spread on validation people at the end (5.0 at the start).
     config.motion_loss.nuisance_weight = 0.1
     config.total_steps = 1000
-    config.input.fresh_people = 10000
-    config.input.fresh_people_cache = 10000
+    # 30000 people against 10000 under Muon (one run each, benchmarks/motion.py; docs/training.md):
+    # expression R^2 0.726 against 0.687, on the 1000 held-out people 0.663 against 0.600, pose
+    # error 2.02 against 1.96 degrees, the pose shift through the VAE 2.03 against 2.26 (AdamW's
+    # 2.12), identity probe 0.162 (chance 0.25); 37.8 minutes against 35, about 10 GB in use.
+    config.input.fresh_people = 30000
+    config.input.fresh_people_cache = 30000
     config.motion_loss.mirror_share = 0.5
     # The pose encoder reads the same mirrored examples, their poses mirrored: held-out pose error
     # 4.55 degrees (4.33 from crops cut from frames) against 4.64 (4.51) without, the same run
