@@ -3,7 +3,7 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
   fp-data --config=configs/data/synthetic.py:demo --data_dir=outputs/demo/data
   fp-train --config=configs/tiny.py:vae_image --workdir=outputs/demo/vae_image   # on one device
   fp-train --config=configs/tiny.py:vae --workdir=outputs/demo/vae --config.init.run=outputs/demo/vae_image
-  fp-train --config=configs/tiny.py:motion --workdir=outputs/demo/motion
+  fp-train --config=configs/tiny.py:motion --workdir=outputs/demo/motion   # on one device
   fp-train --config=configs/tiny.py:identity --workdir=outputs/demo/identity
   fp-cache-latents --config=configs/tiny.py:dit --out=outputs/demo/latents \
       --config.frozen.vae=outputs/demo/vae --config.frozen.motion=outputs/demo/motion
@@ -20,7 +20,7 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
 (`--config.init.run=RUN`): with its 300 steps on clips after it the VAE passes 30 dB on held-out
 clips (figures under arg == "vae_image").
 `make demo` runs exactly these (fp-sample with all six modes at once; the VAE's image stage,
-fp-sample and fp-eval on one device), in 50 to about 85 minutes on a 2-core machine, as fast as
+the motion run, fp-sample and fp-eval on one device), in 50 to about 85 minutes on a 2-core machine, as fast as
 its cores are that hour.
 The run of 7 December 2026 with the VAE in two stages (its dataset, motion and identity runs those
 of a make demo of the same hour, whose stages took 0.8, 27.4 and 2.9 minutes), minutes per stage
