@@ -20,8 +20,8 @@ r"""Tiny FactorPortrait training on CPU: tests and `make demo`. One file, four t
 (`--config.init.run=RUN`): with its 300 steps on clips after it the VAE passes 30 dB on held-out
 clips (figures under arg == "vae_image").
 `make demo` runs exactly these (fp-sample with all six modes at once; the VAE's image stage,
-the motion run, fp-sample and fp-eval on one device), in 50 to about 85 minutes on a 2-core machine, as fast as
-its cores are that hour.
+the motion run, fp-sample and fp-eval on one device), in 50 to about 85 minutes on a 2-core
+machine, as fast as its cores are that hour.
 The run of 7 December 2026 with the VAE in two stages (its dataset, motion and identity runs those
 of a make demo of the same hour, whose stages took 0.8, 27.4 and 2.9 minutes), minutes per stage
 (from its files' times): previews 0.1, VAE image stage 11.2, VAE on clips 8.9, latent cache 2.8,
@@ -39,6 +39,13 @@ pose error 3.376 degrees and the real clips through the VAE 2.348 (against 3.063
 read by its own pose encoder: the new one reads the test split's crops better (benchmarks/motion.py:
 1.96 degrees against 2.89; 2.21 from crops cut from frames) but the VAE's round trips worse;
 expression error 2.233, the real clips 2.077 (against 2.277 and 2.168).
+The same with the motion run of 30000 people on one device (as kept; make demo into that folder
+with its motion, latent cache, DiT, sampling and evaluation redone, 7 December 2026): motion 30.8
+minutes, latent cache 2.3, DiT 6.1, sampling 0.4, evaluation 1.5. PSNR 27.481 dB, SSIM 0.794
+(against 27.580 and 0.799; two DiT runs on one set of codes differed by 0.023 dB), identity
+similarity 0.921; pose error 3.239 degrees, the real clips through the VAE 2.138 (against 3.063
+and 2.126 with the AdamW run, 3.376 and 2.348 with Muon on 10000 people); expression error 2.083,
+the real clips 1.872 (against 2.277 and 2.168), each read by its own encoders.
 The run of 6 December 2026 in world 1.7.0 (a nose wrinkle lifts the nostrils and the upper lip),
 from an empty folder, benchmarks/motion.py beside its identity stage: dataset and previews 1.4,
 VAE 1.7, motion 22.0, identity 3.0, latent cache 2.0, DiT 4.8, sampling 0.4, evaluation 1.2,
@@ -263,7 +270,8 @@ def get_config(arg="dit"):
     # 30000 people against 10000 under Muon (one run each, benchmarks/motion.py; docs/training.md):
     # expression R^2 0.726 against 0.687, on the 1000 held-out people 0.663 against 0.600, pose
     # error 2.02 against 1.96 degrees, the pose shift through the VAE 2.03 against 2.26 (AdamW's
-    # 2.12), identity probe 0.162 (chance 0.25); 37.8 minutes against 35, about 10 GB in use.
+    # 2.12), identity probe 0.162 (chance 0.25); 37.8 minutes against 35 on 8 simulated devices,
+    # 30.8 on one (make demo's), 16 GB in use.
     config.input.fresh_people = 30000
     config.input.fresh_people_cache = 30000
     config.motion_loss.mirror_share = 0.5
