@@ -256,9 +256,9 @@ def get_config(arg="dit"):
     # the controls' variance left unexplained: 0.759, 0.585, 0.518 at steps 100, 200, 300 (AdamW's
     # 0.913, 0.816, 0.689), least at step 700 (0.464; AdamW's 0.516), 0.483 at the end (AdamW's
     # 0.490), while the training people's fell to 0.21 (AdamW's 0.43): under Muon the 10000 people
-    # are learned by heart within the 1000 steps, so more people is where its next gain lies (not
-    # measured). 35 minutes, two tests running beside it for four of them (make demo's AdamW runs
-    # of 6 and 7 December: 22.0 and 27.4).
+    # are learned by heart within the 1000 steps, so more people is where its next gain lies (30000
+    # people, below). 35 minutes, two tests running beside it for four of them (make demo's AdamW
+    # runs of 6 and 7 December: 22.0 and 27.4).
     config.optim.muon = (r".*/(stem|down|conv1|conv2)/kernel",)
     # The latent held to what its true controls predict (motion_loss.nuisance_weight, 0.1 as the
     # twin term's weight): the same run with it, R^2 0.555 (0.584 by its own read-out; the training

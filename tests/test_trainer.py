@@ -525,9 +525,11 @@ def test_muon_orthogonalises_each_kernel_update_and_leaves_the_rest_to_adamw():
   with optim.unlocked():
     optim.update(warmup_steps=0, clip_norm=1e6, muon=(r"conv/kernel", r"blocks/attn/kernel"), frozen=(r"still/.*",))
   rng = np.random.default_rng(0)
-  # Gradients with widely spread singular values, so the polar factor differs from the gradient.
-  spread = lambda rows, cols: (rng.normal(size=(rows, cols)) @ np.diag(np.geomspace(1.0, 100.0, cols))).astype(
-      np.float32)
+
+  def spread(rows, cols):
+    """A gradient with widely spread singular values, so its polar factor differs from it."""
+    return (rng.normal(size=(rows, cols)) @ np.diag(np.geomspace(1.0, 100.0, cols))).astype(np.float32)
+
   start = {"conv": {"kernel": jnp.zeros((3, 3, 4, 8)), "bias": jnp.zeros((8,))},
            "blocks": {"attn": {"kernel": jnp.zeros((2, 6, 5))}},
            "head": {"kernel": jnp.zeros((8, 3))}, "still": {"kernel": jnp.ones((2, 2))}}
