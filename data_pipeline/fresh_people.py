@@ -23,7 +23,8 @@ alone (their shape and skin), which is what an identity embedding must read.
 An epoch of `fresh_people = N` people repeats them in the next epoch, drawn exactly as before.
 With `fresh_people_cache = M` each worker keeps up to M rendered examples in memory and serves a
 repeat from there instead of rendering it again: the same example, at a fraction of the cost, so a
-run on a few thousand people can take many epochs (figures in configs/data/input.py). What a
+run on a few thousand people can take many epochs (figures in configs/data/input.py). They are kept
+in slabs allocated once (kept_examples.py), so a worker grows by what it keeps and no more. What a
 worker keeps, it also writes to a folder the host's other workers read (shared_renders.py; with
 two workers or more): a person is rendered once per host, not once per worker.
 
@@ -40,7 +41,7 @@ import zlib
 import grain
 import numpy as np
 
-from data_pipeline import appearance, examples, expression_twins, face_crop, shared_renders, world
+from data_pipeline import appearance, examples, expression_twins, face_crop, kept_examples, shared_renders, world
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 
@@ -68,7 +69,7 @@ class MakeFreshExample(grain.transforms.RandomMap):
     require(not (self._views and self._twins), "identity_views and expression_twins do not go together")
     self._cache_size = int(config.get("fresh_people_cache", 0))
     require(self._cache_size >= 0, f"fresh_people_cache must be >= 0 (0: off), got {self._cache_size}")
-    self._cache = {}  # index -> example, filled in each worker process (it starts empty there)
+    self._cache = kept_examples.KeptExamples(self._cache_size)  # filled in each worker (empty there at first)
     # What one worker renders, the host's other workers read instead of rendering it again.
     workers = int(config.get("workers", {}).get("count", 0))
     self._shared = (shared_renders.SharedRenders("fresh_people_") if self._cache_size and workers > 1
@@ -79,19 +80,15 @@ class MakeFreshExample(grain.transforms.RandomMap):
     # comes from (seed, split, index), so validation draws people that training never sees.
     del rng
     index = int(index)
-    example = self._cache.get(index)
+    example = self._cache.get(index)  # a copy: nothing done to the example served reaches the one kept
     if example is None:
       example = self._shared.get(index) if self._shared else None
       rendered = example is None
       if rendered:
         example = self._render(index)
-      if len(self._cache) >= self._cache_size:
-        return example
-      self._cache[index] = example
-      if rendered and self._shared:
+      if self._cache.put(index, example) and rendered and self._shared:
         self._shared.put(index, example)
-    # Copies (a few KB): nothing done to an example served reaches the one kept.
-    return {key: np.array(value) for key, value in example.items()}
+    return example
 
   def _render(self, index):
     model = build_template()
