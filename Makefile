@@ -27,6 +27,8 @@ TINY := --config=configs/tiny.py
 # otherwise be taken as done and silently reused beside a dataset rendered anew.
 WORLD := $(shell sed -n 's/^ *config.version = "\(.*\)"/\1/p' configs/data/synthetic.py)
 FROZEN := --config.frozen.vae=$(DEMO)/vae --config.frozen.motion=$(DEMO)/motion
+# Every stage reads the demo folder's own dataset (the configs' default is outputs/demo/data).
+DATA := --config.input.data_dir=$(DEMO)/data
 MODES := static-frontal,static-novel,camera-sweep,all-moving,expression-only,pose-only
 # On one device: the VAE's image stage (its batch of 8 single frames took 0.6 s a step on 8
 # simulated devices against 0.2 on one), the motion run (1.19 s a step against 1.85, medians once
@@ -44,16 +46,17 @@ demo: setup
 	echo $(WORLD) > $(DEMO)/world_version
 	$(BIN)/fp-data --config=configs/data/synthetic.py:demo --data_dir=$(DEMO)/data
 	$(BIN)/fp-preview --data_dir=$(DEMO)/data --name=demo --split=test --out=$(DEMO)/previews
-	$(ONE_DEVICE) $(BIN)/fp-train $(TINY):vae_image --workdir=$(DEMO)/vae_image
-	$(BIN)/fp-train $(TINY):vae --workdir=$(DEMO)/vae --config.init.run=$(DEMO)/vae_image
-	$(ONE_DEVICE) $(BIN)/fp-train $(TINY):motion --workdir=$(DEMO)/motion
-	$(BIN)/fp-train $(TINY):identity --workdir=$(DEMO)/identity
-	test -d $(DEMO)/latents || $(BIN)/fp-cache-latents $(TINY):dit --out=$(DEMO)/latents $(FROZEN)
-	$(BIN)/fp-train $(TINY):dit --workdir=$(DEMO)/dit $(FROZEN) --config.input.cached_latents=$(DEMO)/latents
-	$(ONE_DEVICE) $(BIN)/fp-sample $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --image=clip:test/0@0 --driving=clip:test/5 \
-	    --mode=$(MODES) --out=$(DEMO)/videos
-	$(ONE_DEVICE) $(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) --config.frozen.identity=$(DEMO)/identity \
-	    --split=test --clips=8 --out=$(DEMO)/report.json
+	$(ONE_DEVICE) $(BIN)/fp-train $(TINY):vae_image --workdir=$(DEMO)/vae_image $(DATA)
+	$(BIN)/fp-train $(TINY):vae --workdir=$(DEMO)/vae --config.init.run=$(DEMO)/vae_image $(DATA)
+	$(ONE_DEVICE) $(BIN)/fp-train $(TINY):motion --workdir=$(DEMO)/motion $(DATA)
+	$(BIN)/fp-train $(TINY):identity --workdir=$(DEMO)/identity $(DATA)
+	test -d $(DEMO)/latents || $(BIN)/fp-cache-latents $(TINY):dit --out=$(DEMO)/latents $(FROZEN) $(DATA)
+	$(BIN)/fp-train $(TINY):dit --workdir=$(DEMO)/dit $(FROZEN) $(DATA) \
+	    --config.input.cached_latents=$(DEMO)/latents
+	$(ONE_DEVICE) $(BIN)/fp-sample $(TINY) --workdir=$(DEMO)/dit $(FROZEN) $(DATA) \
+	    --image=clip:test/0@0 --driving=clip:test/5 --mode=$(MODES) --out=$(DEMO)/videos
+	$(ONE_DEVICE) $(BIN)/fp-eval $(TINY) --workdir=$(DEMO)/dit $(FROZEN) $(DATA) \
+	    --config.frozen.identity=$(DEMO)/identity --split=test --clips=8 --out=$(DEMO)/report.json
 	@echo "demo: dataset $(DEMO)/data, previews $(DEMO)/previews, runs $(DEMO)/{vae,motion,identity,dit},"
 	@echo "      videos and panels $(DEMO)/videos, evaluation $(DEMO)/report.md and report.json"
 

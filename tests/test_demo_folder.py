@@ -44,3 +44,21 @@ def test_the_demos_runs_fit_the_configs_that_read_them():
   drifted = json.loads(tiny.get_config("motion").to_json())
   drifted["motion"]["pose_widths"] = [16, 32]
   assert "motion.pose_widths" in checkpoints.model_differences(drifted, reader, own("motion"))
+
+
+def test_every_stage_of_a_demo_in_another_folder_reads_that_folder_s_dataset(tmp_path):
+  """`make demo DEMO=DIR` renders its dataset into DIR/data, and every command after fp-data reads
+  that one, not the configs' default (outputs/demo/data)."""
+  listed = subprocess.run(["make", "-n", "demo", f"DEMO={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=True).stdout.replace("\\\n", " ")
+  commands = [line for line in listed.splitlines() if "/fp-" in line]
+  reads = {"fp-data": "--data_dir=", "fp-preview": "--data_dir=", "fp-train": "--config.input.data_dir=",
+           "fp-cache-latents": "--config.input.data_dir=", "fp-sample": "--config.input.data_dir=",
+           "fp-eval": "--config.input.data_dir="}
+  seen = set()
+  for command in commands:
+    tool = command.split("/fp-", 1)[1].split()[0]
+    seen.add("fp-" + tool)
+    assert f"{reads['fp-' + tool]}{tmp_path}/data" in command.split(), command
+  assert seen == set(reads)
+  assert sum("/fp-train " in command for command in commands) == 5
