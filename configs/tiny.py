@@ -271,8 +271,10 @@ def get_config(arg="dit"):
     # expression R^2 0.726 against 0.687, on the 1000 held-out people 0.663 against 0.600, pose
     # error 2.02 against 1.96 degrees, the pose shift through the VAE 2.03 against 2.26 (AdamW's
     # 2.12), identity probe 0.162 (chance 0.25); 37.8 minutes against 35 on 8 simulated devices,
-    # 30.8 on one (make demo's), 16 GB in use. 3000 steps (87 minutes): R^2 0.775, 0.725 on the
-    # people, but the 30000 people are learned by heart after about 2400 (docs/training.md).
+    # 30.8 on one (make demo's), 16 GB in use (8.1 GB at step 300 since the input workers keep
+    # their people in slabs, data_pipeline/kept_examples.py). 3000 steps (87 minutes): R^2 0.775,
+    # 0.725 on the people, but the 30000 people are learned by heart after about 2400
+    # (docs/training.md).
     config.input.fresh_people = 30000
     config.input.fresh_people_cache = 30000
     config.motion_loss.mirror_share = 0.5
