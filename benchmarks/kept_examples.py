@@ -57,10 +57,10 @@ def resident_bytes():
 def measure(store, data_dir, people, results):
   """Runs in a spawned process: renders and keeps `people` people, then serves them again."""
   config = tiny.get_config("motion").input
-  config.fresh_people_cache, config.workers.count = people, 0
+  config.fresh_people_cache, config.workers.count = people + 1, 0  # the warm-up's person as well
   make = fresh_people.MakeFreshExample(ClipRecords(data_dir, config.dataset, "train"), config)
   if store == "dict":
-    make._cache = DictOfExamples(people)  # pylint: disable=protected-access
+    make._cache = DictOfExamples(people + 1)  # pylint: disable=protected-access
   make.random_map(people, None)  # imports and the template head's first build, not counted
   before = resident_bytes()
   for index in range(people):

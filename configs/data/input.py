@@ -54,12 +54,12 @@ def get_config(arg="demo"):
   # again on disk), so each person is rendered once per host, not once per worker.
   # A 64x64 crop is 12 KB: the tiny motion config's person (the face and three close-ups) 48 KB,
   # so its 30000 people 1.5 GB a worker, kept in slabs allocated once
-  # (data_pipeline/kept_examples.py; kept one by one in a dict, a worker grew by 357 KB a person:
-  # benchmarks/kept_examples.py). Measured
-  # (benchmarks/motion.py --steps 400 --fresh_people 10000 --fresh_people_cache 10000 --batch 128
-  # --expression_twins 0, 6 min 21 s in all, before the workers shared renders; input-bound for the
-  # first two epochs, as a repeat could reach the other worker, then no wait): held-out pose error 5.02 degrees against 8.10 for the
-  # demo's clips with 4 twins at 400 steps; expression R^2 -0.05 against -0.11.
+  # (data_pipeline/kept_examples.py; kept one by one in a dict, a worker grew by 357 KB a
+  # person: benchmarks/kept_examples.py). Measured (benchmarks/motion.py --steps 400
+  # --fresh_people 10000 --fresh_people_cache 10000 --batch 128 --expression_twins 0, 6 min 21 s
+  # in all, before the workers shared renders; input-bound for the first two epochs, as a repeat
+  # could reach the other worker, then no wait): held-out pose error 5.02 degrees against 8.10
+  # for the demo's clips with 4 twins at 400 steps; expression R^2 -0.05 against -0.11.
   config.fresh_people_cache = 0
   # Identity training (with fresh_people): each example one new person seen this many times, each
   # view with its own expression, head motion, camera, lighting and backdrop (0: off; else >= 2).
