@@ -3,7 +3,8 @@
   python benchmarks/expression_fit.py [--people=20000] [--val_people=2000] [--steps=1000]
       [--evals=250,500,1000] [--widths=16,32,64,64] [--pooling=mean] [--learning_rate=3e-3]
       [--stem_width=16] [--standardise=true|false] [--stored_share=0.75]
-      [--pair_weight=0] [--data_dir=outputs/bench/data] [--renders=outputs/bench/expression_fit]
+      [--pair_weight=0] [--jitter=shift=3,brightness=0.1,...] [--data_dir=outputs/bench/data]
+      [--renders=outputs/bench/expression_fit]
 
 The motion task learns on people rendered in its input workers, its steps shared with the pose
 encoder; this renders `--people` of the tiny motion config's people once (the training stream's
@@ -24,6 +25,7 @@ difference of the two controls (weight W): what changed between two pictures tha
 expression alone, with every nuisance cancelled.
 --stem_width and --standardise set the expression encoder's stem and input standardisation
 (default: the config's motion.expression_stem_width and motion.expression_standardise).
+--jitter jitters the training crops at every step after mirroring (fp_jax/train/jitter.py).
 --stored_share=S trains on a subset of the rendered people in which that share were rendered at crop
 resolution and the rest cut from frames (the renders hold a half of each, RENDERED_SHARE): every
 person of the scarcer kind and as many of the other as the share allows, so fewer people.
@@ -51,7 +53,8 @@ from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import appearance, controls, expression_twins, fresh_people, tfds_builder  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
-from fp_jax.models.motion import EncoderConfig, ImageEncoder  # pylint: disable=g-import-not-at-top
+from fp_jax.models.motion import EncoderConfig, ImageEncoder, to_unit_range  # pylint: disable=g-import-not-at-top
+from fp_jax.train import jitter  # pylint: disable=g-import-not-at-top
 from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks.motion_task import Mirror  # pylint: disable=g-import-not-at-top
 
@@ -166,9 +169,17 @@ def main():
                       help="default: the config's motion.expression_standardise")
   parser.add_argument("--stored_share", type=float, default=None,
                       help="train on people of whom this share were rendered at crop resolution (default: all)")
+  parser.add_argument("--jitter", default="", help="jitter the training crops at every step, as "
+                      "fp_jax/train/jitter.py does: comma-separated NAME=VALUE of its FIELDS (default: none)")
   parser.add_argument("--face_only", action="store_true",
                       help="render --parts, but let the encoder read the face crops alone (the baseline on those people)")
   args = parser.parse_args()
+  try:
+    items = (item.split("=") for item in args.jitter.split(",") if item)
+    jitter_settings = {name: float(value) for name, value in items}
+    jitter.check_settings(jitter_settings)
+  except ValueError as error:  # a malformed item, or check_settings' InputError
+    fail(f"--jitter: {error}")
   config = tiny.get_config("motion")
   ensure_dataset("demo", args.data_dir)
   pairs, parts = args.pair_weight > 0, tuple(p for p in args.parts.split(",") if p)
@@ -205,6 +216,8 @@ def main():
   def step(models, optimizer, crops, target, key):
     chosen = mirror.choose(key, crops.shape[0])  # one choice for both crops of a pair
     crops, target = mirror.crops(chosen, crops), mirror.controls(chosen, target)
+    if jitter.is_active(jitter_settings):
+      crops = jitter.jitter_crops(to_unit_range(crops), jax.random.fold_in(key, 1), jitter_settings)
 
     def loss(models):
       predicted = models(crops)

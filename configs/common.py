@@ -59,8 +59,13 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # same mirrored examples (none when mirror_share is 0), their head poses mirrored to match.
   # nuisance_weight: the weight of the latent's distance from a learned linear map of the true
   # controls, against the latents' spread (what else it holds is identity, light, view; motion_task.py).
+  # jitter: what the expression encoder's crops are jittered by at every step (fp_jax/train/jitter.py):
+  # shift (whole pixels each way), brightness, contrast, gain (relative, each colour channel),
+  # noise (standard deviation), in [-1, 1] image units; all 0: none.
   config.motion_loss = ml_collections.ConfigDict(dict(blur_share=0.0, blur_sigma=(0.5, 3.0), mirror_share=0.0,
-                                                    mirror_pose=False, nuisance_weight=0.0))
+                                                    mirror_pose=False, nuisance_weight=0.0,
+                                                    jitter=dict(shift=0, brightness=0.0, contrast=0.0,
+                                                                gain=0.0, noise=0.0)))
   # The identity embedding (fp_jax/train/tasks/identity_task.py) fp-eval scores identity
   # preservation with: an image encoder as the motion encoders are, its output compared by cosine.
   # temperature: the contrastive softmax's; blur_share, blur_sigma: as motion_loss's.

@@ -12,6 +12,9 @@ crop (`[..., 1 + P, S, S, 3]`): the expression encoder reads them all, the pose 
 With `motion_loss.nuisance_weight` > 0 the latent must also be what a learned linear map of the
 true controls gives (`nuisance`): what it holds beyond the controls is the person, the light or
 the view.
+With `motion_loss.jitter` set the expression encoder's crops are jittered at every step (shifted
+by whole pixels, their light and colour changed, noise added: fp_jax/train/jitter.py), so that a
+person kept and seen again is another picture of the same expression; the pose encoder's are not.
 With `motion_loss.mirror_share` > 0 the expression encoder sees that share of the examples
 mirrored, with their controls mirrored to match (`Mirror`): twice the faces to learn expressions
 from, where a few thousand rendered people are otherwise memorised. With `motion_loss.mirror_pose`
@@ -28,6 +31,7 @@ from data_pipeline import controls, face_crop, head_pose
 from data_pipeline.errors import require
 from data_pipeline.template_head import build_template
 from fp_jax.models.motion import to_unit_range
+from fp_jax.train import jitter
 from fp_jax.train.tasks import common
 
 
@@ -112,6 +116,8 @@ class MotionTask:
     self.mirror = (Mirror(share, controls.control_names(build_template()), common.expression_parts(config))
                    if share != 0 else None)
     self.mirror_pose = bool(config.motion_loss.get("mirror_pose", False))
+    self.jitter = dict(config.motion_loss.get("jitter", {}))
+    jitter.check_settings(self.jitter)
 
   def make_model(self, rngs):
     return MotionModels(self.config, self.config.motion.num_controls, rngs)
@@ -138,7 +144,10 @@ class MotionTask:
     pose_mirrored = mirrored is not None and self.mirror_pose
     pose_inputs = lambda crops, crops_seen, poses: ((crops_seen, self.mirror.poses(mirrored, poses)) if pose_mirrored
                                                     else (crops, poses))
-    latent = models.expression(seen)
+    # Jitter draws keys of its own (fold_in), so runs without it keep their random streams.
+    jittered = lambda crops, stream: (jitter.jitter_crops(crops, jax.random.fold_in(key, stream), self.jitter)
+                                      if key is not None and jitter.is_active(self.jitter) else crops)
+    latent = models.expression(jittered(seen, 1))
     expression_error = jnp.mean(jnp.square(models.readout(latent) - expression_seen))
     # The controls vary by ~0.2, so their squared error is weighted up (a fixed weight, not the
     # batch's variance: micro-batches must add up to the whole batch) lest the other terms drown it.
@@ -166,7 +175,7 @@ class MotionTask:
       frames = batch["twin_frames"]
       driving_twin = blur(batch["driving_twin"], twin_key)
       twin_seen = view(driving_twin)
-      twin = models.expression(twin_seen)
+      twin = models.expression(jittered(twin_seen, 2))
       twinned = jnp.take_along_axis(latent, frames[..., None], axis=1)
       spread = jnp.mean(jnp.var(latent.reshape(-1, latent.shape[-1]), axis=0)) + 1e-6
       invariance = jnp.mean(jnp.square(twinned - twin)) / spread
