@@ -41,8 +41,8 @@ def jitter_crops(images, key, settings):
   """`[..., H, W, 3]` float images in [-1, 1], each jittered on its own by `settings` (a mapping of
   FIELDS): shift in pixels; brightness, the largest level added (in [-1, 1] units); contrast and
   gain, the largest relative change of the contrast about the crop's mean and of each colour
-  channel; noise, the Gaussian noise's standard deviation. Returns the same shape, clipped to
-  [-1, 1]."""
+  channel's intensity (the image + 1); noise, the Gaussian noise's standard deviation. Returns
+  the same shape, clipped to [-1, 1]."""
   flat = images.reshape(-1, *images.shape[-3:])
   count = flat.shape[0]
   shift_key, level_key, contrast_key, gain_key, noise_key = jax.random.split(key, 5)
