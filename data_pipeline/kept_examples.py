@@ -3,9 +3,9 @@
 Kept one by one, the small arrays of each example (a 64x64 crop is 12 KB) land in the heap between
 the rendering's large temporaries, and the freed temporaries around them can no longer be returned
 to the system: a worker that kept 3000 rendered people in a dict grew by 357 KB a person for 48 KB
-of arrays, against 50 KB with these slabs (benchmarks/kept_examples.py). Here every key has one array of `capacity` rows, made at
-the first example kept (one allocation, paged in as rows are written), and a kept example is
-copied into its row.
+of arrays, against 50 KB with these slabs (benchmarks/kept_examples.py). Here every key has one
+array of `capacity` rows, made at the first example kept (one allocation, paged in as rows are
+written), and a kept example is copied into its row.
 
 Every example kept must have the keys, shapes and dtypes of the first: the examples of one input
 pipeline do. A copy of the store (pickled into a Grain worker) starts empty.

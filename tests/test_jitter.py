@@ -84,20 +84,16 @@ def test_the_motion_loss_jitters_the_expression_encoder_s_crops_alone():
   config.motion.expression_parts = ()  # face crops alone here
   config.motion_loss.mirror_share = 0.0  # the jitter alone
   batch = random_motion_batch(np.random.default_rng(0))
-  models = motion_task.MotionTask(config).make_model(nnx.Rngs(0))
-  _, plain = motion_task.MotionTask(config).loss(models, {}, batch, jax.random.key(0))
-  config.motion_loss.jitter.update(shift=2, brightness=0.1, noise=0.02)
-  task = motion_task.MotionTask(config)
+  plain_task = motion_task.MotionTask(config)
+  models = plain_task.make_model(nnx.Rngs(0))
+  _, plain = plain_task.loss(models, {}, batch, jax.random.key(0))
+  jittered_config = config.copy_and_resolve_references()
+  jittered_config.motion_loss.jitter.update(shift=2, brightness=0.1, noise=0.02)
+  task = motion_task.MotionTask(jittered_config)
   _, jittered = task.loss(models, {}, batch, jax.random.key(0))
   assert abs(float(jittered["expression_mse"]) - float(plain["expression_mse"])) > 1e-5
   assert float(jittered["pose_mse"]) == float(plain["pose_mse"])
   # Without a key (validation, evaluation) the crops are read as they are.
   _, unkeyed = task.loss(models, {}, batch, None)
-  _, plain_unkeyed = motion_task.MotionTask(tiny_without_jitter(config)).loss(models, {}, batch, None)
+  _, plain_unkeyed = plain_task.loss(models, {}, batch, None)
   assert float(unkeyed["expression_mse"]) == float(plain_unkeyed["expression_mse"])
-
-
-def tiny_without_jitter(config):
-  config = config.copy_and_resolve_references()
-  config.motion_loss.jitter.update(shift=0, brightness=0.0, noise=0.0)
-  return config

@@ -20,9 +20,9 @@ def check_settings(settings):
   """Raises a one-line error for a jitter setting out of its range."""
   unknown = sorted(set(settings) - set(FIELDS))
   require(not unknown, f"unknown jitter settings {unknown}; known: {FIELDS}")
-  require(int(settings.get("shift", 0)) == settings.get("shift", 0) and settings.get("shift", 0) >= 0,
-          f"jitter shift is a whole number of pixels >= 0, got {settings.get('shift')}")
-  for name in FIELDS[1:]:
+  shift = settings.get("shift", 0)
+  require(int(shift) == shift and shift >= 0, f"jitter shift is a whole number of pixels >= 0, got {shift}")
+  for name in FIELDS[1:]:  # the fractions
     value = settings.get(name, 0.0)
     require(0.0 <= value < 1.0, f"jitter {name} must lie in [0, 1), got {value}")
 
