@@ -16,7 +16,7 @@ over sampling progress `tau` in [0, 1] (0: pure noise, 1: the last step):
 - `motion`: `v_ref + s_mot (v_all - v_ref)` (two branches): the motion controls guided, the
   reference taken as it is. `hybrid` with `s_ref = 1` gives the same velocity with a third branch
   of weight zero; a model that reads the reference well is pushed off its data by `s_ref > 1`
-  (configs/tiny.py).
+  (docs/tiny_runs.md).
 
 The camera is kept in every branch: it is a geometric instruction, not a condition whose
 strength one trades against the others.
