@@ -1,4 +1,8 @@
 """Training crops' jitter (fp_jax/train/jitter.py), checked against the transforms written out here."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -76,6 +80,18 @@ def test_bad_jitter_settings_are_one_line_errors():
   config.motion_loss.jitter.gain = 2.0
   with pytest.raises(InputError, match="gain must lie"):
     motion_task.MotionTask(config)
+
+
+def test_the_step_benchmark_refuses_bad_jitter_settings_in_one_line():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for flag, message in (("shift=3;contrast=2", "contrast must lie"), ("shift=0", "jitters nothing"),
+                        ("shift", "NAME=VALUE")):
+    result = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "motion_step.py"), f"--jitter={flag}"],
+                            capture_output=True, text=True, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --jitter: ") and message in last, last
+    assert "Traceback" not in result.stderr
 
 
 def test_the_motion_loss_jitters_the_expression_encoder_s_crops_alone():
