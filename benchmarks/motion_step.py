@@ -110,7 +110,7 @@ def main():
       alone_times[index].append(timed(fn, images, turn))
   base = np.median(grad_times[0])
   for index, one in enumerate(settings):
-    label = ",".join(f"{name}={value:g}" for name, value in one.items()) or "none"
+    label = ",".join(f"{name}={value:g}" for name, value in one.items() if value) or "none"
     print(f"# {index}: {label}")
     print(f"motion_grad_ms_{index}: {np.median(grad_times[index]) * 1000:.1f} ms")
     print(f"motion_grad_ratio_{index}: {np.median(grad_times[index]) / base:.3f}")
