@@ -40,7 +40,10 @@ def parse_settings(text):
     pairs = [item.split("=") for item in group.split(",") if item]
     if any(len(pair) != 2 for pair in pairs):
       raise InputError(f"expected NAME=VALUE pairs, got {group!r}")
-    one = {name: float(value) for name, value in pairs}
+    try:
+      one = {name: float(value) for name, value in pairs}
+    except ValueError:
+      raise InputError(f"values must be numbers, got {group!r}") from None
     jitter.check_settings(one)
     one["shift"] = int(one.get("shift", 0))  # the config's field is a whole number
     if not jitter.is_active(one):

@@ -85,7 +85,7 @@ def test_bad_jitter_settings_are_one_line_errors():
 def test_the_step_benchmark_refuses_bad_jitter_settings_in_one_line():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for flag, message in (("shift=3;contrast=2", "contrast must lie"), ("shift=0", "jitters nothing"),
-                        ("shift", "NAME=VALUE")):
+                        ("shift", "NAME=VALUE"), ("shift=three", "must be numbers")):
     result = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "motion_step.py"), f"--jitter={flag}"],
                             capture_output=True, text=True, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert result.returncode == 2, result.stderr
