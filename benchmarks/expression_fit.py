@@ -51,6 +51,7 @@ from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # 
 from expression_scores import by_facing, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import appearance, controls, expression_twins, fresh_people, tfds_builder  # pylint: disable=g-import-not-at-top
+from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
 from fp_jax.models.motion import EncoderConfig, ImageEncoder, to_unit_range  # pylint: disable=g-import-not-at-top
@@ -175,10 +176,8 @@ def main():
                       help="render --parts, but let the encoder read the face crops alone (the baseline on those people)")
   args = parser.parse_args()
   try:
-    items = (item.split("=") for item in args.jitter.split(",") if item)
-    jitter_settings = {name: float(value) for name, value in items}
-    jitter.check_settings(jitter_settings)
-  except ValueError as error:  # a malformed item, or check_settings' InputError
+    jitter_settings = jitter.parse_settings(args.jitter)
+  except InputError as error:
     fail(f"--jitter: {error}")
   config = tiny.get_config("motion")
   ensure_dataset("demo", args.data_dir)

@@ -37,15 +37,7 @@ def parse_settings(text):
   """`;`-separated jitter settings, each comma-separated NAME=VALUE -> a list of dicts."""
   settings = []
   for group in (part for part in text.split(";") if part):
-    pairs = [item.split("=") for item in group.split(",") if item]
-    if any(len(pair) != 2 for pair in pairs):
-      raise InputError(f"expected NAME=VALUE pairs, got {group!r}")
-    try:
-      one = {name: float(value) for name, value in pairs}
-    except ValueError:
-      raise InputError(f"values must be numbers, got {group!r}") from None
-    jitter.check_settings(one)
-    one["shift"] = int(one.get("shift", 0))  # the config's field is a whole number
+    one = jitter.parse_settings(group)
     if not jitter.is_active(one):
       raise InputError(f"{group!r} jitters nothing")
     settings.append(one)

@@ -11,7 +11,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 
-from data_pipeline.errors import require
+from data_pipeline.errors import InputError, require
 
 FIELDS = ("shift", "brightness", "contrast", "gain", "noise")
 
@@ -25,6 +25,20 @@ def check_settings(settings):
   for name in FIELDS[1:]:  # the fractions
     value = settings.get(name, 0.0)
     require(0.0 <= value < 1.0, f"jitter {name} must lie in [0, 1), got {value}")
+
+
+def parse_settings(text):
+  """Comma-separated NAME=VALUE of FIELDS (a command line's) -> checked settings; "" -> none."""
+  pairs = [item.split("=") for item in text.split(",") if item]
+  require(all(len(pair) == 2 for pair in pairs), f"expected NAME=VALUE pairs, got {text!r}")
+  try:
+    settings = {name: float(value) for name, value in pairs}
+  except ValueError:
+    raise InputError(f"values must be numbers, got {text!r}") from None
+  check_settings(settings)
+  if "shift" in settings:
+    settings["shift"] = int(settings["shift"])  # as the config's field holds it
+  return settings
 
 
 def is_active(settings):
