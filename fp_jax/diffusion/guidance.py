@@ -19,7 +19,10 @@ over sampling progress `tau` in [0, 1] (0: pure noise, 1: the last step):
   (docs/tiny_runs.md).
 
 The camera is kept in every branch: it is a geometric instruction, not a condition whose
-strength one trades against the others.
+strength one trades against the others. With `model.reference_residual` every branch's velocity
+is measured from the portrait (fp_jax/models/preconditioning.py), `none` included; as the weights
+sum to 1 that part passes through unscaled, and a reference scale scales only what the
+portrait's condition channels add.
 """
 import dataclasses
 import math
@@ -50,6 +53,9 @@ class Schedule:
     require(self.shape in SHAPES, f"guidance schedule shape must be one of {SHAPES}, got {self.shape!r}")
     require(math.isfinite(self.start) and (self.end is None or math.isfinite(self.end)),
             "guidance scales must be finite")
+    # A constant schedule with another end would be recorded in the settings and never used.
+    require(self.shape != "constant" or self.end is None or self.end == self.start,
+            f"a constant guidance schedule cannot end at {self.end} (start {self.start}): give shape linear or cosine")
 
   def at(self, tau):
     end = self.start if self.end is None else self.end
@@ -61,12 +67,15 @@ class Schedule:
 
   @classmethod
   def parse(cls, value):
-    """`3.0`, or a dict/ConfigDict with start, end, shape."""
+    """`3.0`, or a dict/ConfigDict with start, end and shape (constant unless an end that
+    differs from the start is given: then linear)."""
     if isinstance(value, (int, float)):
       return cls(float(value))
     values = dict(value)
-    return cls(float(values["start"]), None if values.get("end") is None else float(values["end"]),
-               str(values.get("shape", "linear")))
+    start = float(values["start"])
+    end = None if values.get("end") is None else float(values["end"])
+    default_shape = "constant" if end is None or end == start else "linear"
+    return cls(start, end, str(values.get("shape", default_shape)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,6 +130,10 @@ class Pipeline:
     samplers.check(sample.sampler)
     self.start_level = float(sample.get("start_level", 1.0))
     require(0.0 < self.start_level <= 1.0, f"sample.start_level must be in (0, 1], got {self.start_level}")
+    max_level = float(config.diffusion.get("max_level", 1.0))
+    require(self.start_level <= max_level, f"sample.start_level ({self.start_level}) is above the noise levels "
+            f"the DiT trained on (diffusion.max_level {max_level})")
+    flow.check_shift(sample.shift, "sample.shift")
     self.guidance = guidance_lib.Guidance.from_config(sample.guidance)
     self.window_latents = window_latents(config)
     self.crop_size = int(config.input.face_crop.size)

@@ -32,6 +32,12 @@ class DiTTask:
               "the DiT reads and writes the VAE's latents")
     self.max_level = float(config.diffusion.get("max_level", 1.0))
     require(0.0 < self.max_level <= 1.0, f"diffusion.max_level must be in (0, 1], got {self.max_level}")
+    flow.check_shift(config.diffusion.shift)
+    # Validation samples from sample.start_level: above max_level the first steps are noise levels
+    # the model never trains on.
+    require(float(config.sample.get("start_level", 1.0)) <= self.max_level,
+            f"sample.start_level ({config.sample.get('start_level', 1.0)}) is above the noise levels the DiT "
+            f"trains on (diffusion.max_level {self.max_level})")
     self.warped_reference = bool(config.input.get("warped_reference", False))
     require(self.warped_reference == self.model_config.warped_reference,
             f"model.warped_reference={self.model_config.warped_reference} needs input.warped_reference "
