@@ -70,3 +70,26 @@ def test_when_one_process_dies_the_other_stops_in_bounded_time(data_dir, tmp_pat
     for process in processes:
       process.kill()
       process.wait()
+
+
+PARAMS_FINITE = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from fp_jax.parallel import distributed
+from fp_jax.train import checkpoints
+distributed.initialize_from_env()
+sharding = NamedSharding(jax.make_mesh((8,), ("fsdp",)), PartitionSpec("fsdp"))
+values = np.arange(16, dtype=np.float32)
+good = jax.make_array_from_callback((16,), sharding, lambda index: values[index])
+values[11] = np.nan  # on the sixth device: the second process's
+bad = jax.make_array_from_callback((16,), sharding, lambda index: values[index])
+assert not good.is_fully_addressable
+print("finite:", checkpoints.params_finite({"w": good, "count": jnp.int32(3)}), checkpoints.params_finite({"w": bad}))
+"""
+
+
+def test_the_save_time_finiteness_check_reads_parameters_split_over_processes():
+  # A parameter sharded over both processes cannot be fetched by either; the check before every
+  # save must still see a NaN that only the other process holds.
+  out = two_processes([sys.executable, "-c", PARAMS_FINITE])
+  assert out.count("finite: True False") == 2, out

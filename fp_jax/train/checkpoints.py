@@ -9,6 +9,7 @@ import os
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -16,6 +17,7 @@ from orbax.checkpoint._src.metadata import array_metadata_store
 from orbax.checkpoint._src.serialization import type_handler_registry
 
 from data_pipeline.errors import InputError, require
+from fp_jax.train import offload
 
 # Orbax splits the writing of a replicated array among its replicas, each slicing its part on
 # device first: one small program per shape. For a norm scale or a bias that costs more than it
@@ -35,10 +37,22 @@ def manager(workdir, config):
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
 
 
+@jax.jit
+def _all_finite(leaves):
+  # Parameters parked in host memory (offload_state) are read from there onto the devices.
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in offload.to_device(leaves)]))
+
+
+def params_finite(params):
+  """Whether every floating parameter is finite: reduced on the devices that hold each shard, so
+  one replicated boolean comes back (a parameter split over several hosts cannot be fetched by
+  any one of them, and a whole model copied to host memory at every save would be wasted)."""
+  leaves = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+  return not leaves or bool(_all_finite(leaves))
+
+
 def save(checkpoints, step, state, batches, config):
-  finite = all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(state["params"])
-               if np.issubdtype(leaf.dtype, np.floating))
-  if not finite:
+  if not params_finite(state["params"]):
     raise RuntimeError(f"refusing to save step {step}: the parameters are not finite")
   items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(json.loads(config.to_json())))
   if batches is not None:  # None: a checkpoint made outside training (fp-import) has no input state
