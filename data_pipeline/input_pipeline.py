@@ -13,6 +13,8 @@ processes its own examples. The randomness of an example comes from the seed and
 the stream, so the batches are also the same for any number of workers. The iterator's `get_state()` / `set_state()` resume it exactly (it goes into the
 training checkpoint). Turning host batches into global `jax.Array`s is `fp_jax`'s job.
 """
+import signal
+
 from absl import flags
 import grain
 
@@ -67,8 +69,18 @@ def make_dataset(config, process_index=0, process_count=1):
     if not flags.FLAGS.is_parsed():  # used as a library, outside an absl app: Grain reads its flags
       flags.FLAGS.mark_as_parsed()
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=config.workers.count, per_worker_buffer_size=config.workers.buffer_size))
+        num_workers=config.workers.count, per_worker_buffer_size=config.workers.buffer_size),
+        worker_init_fn=leave_stopping_to_the_trainer)
   return dataset
+
+
+def leave_stopping_to_the_trainer(worker_index, worker_count):
+  """In each input worker: ignore SIGTERM and SIGINT. A preemption (or a Ctrl-C, or `timeout`)
+  signals the whole process group; a worker that died of it would break the trainer's next batch
+  before the trainer could save. The trainer stops its workers itself when it closes."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_iterator(config, process_index=0, process_count=1):

@@ -1,8 +1,11 @@
 """The Grain input pipeline: examples, determinism, sharding, resumption and bad input."""
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -116,12 +119,21 @@ def test_drop_flag_rates():
   assert abs(table[:, 3].mean() - (rates["all"] + rates["motion"] + singles * 0.5)) < tolerance
 
 
-def test_same_batches_with_any_number_of_workers(data_dir):
+def test_same_batches_with_any_number_of_workers_and_after_a_sigterm(data_dir):
   config = make_config(data_dir)
-  alone = take(input_pipeline.make_iterator(config), 4)
+  alone = take(input_pipeline.make_iterator(config), 8)
   config.workers.count = 2
   iterator = input_pipeline.make_iterator(config)
-  assert_batches_equal(alone, take(iterator, 4))
+  assert_batches_equal(alone[:4], take(iterator, 4))
+  # A preemption signals the trainer's whole process group: its workers must live on and serve the
+  # batches the trainer still takes before it saves.
+  workers = multiprocessing.active_children()
+  assert len(workers) >= 2
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGTERM)
+  time.sleep(1.0)
+  assert all(worker.is_alive() for worker in workers)
+  assert_batches_equal(alone[4:], take(iterator, 4))
   iterator.close()
 
 

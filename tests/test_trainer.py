@@ -287,6 +287,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   assert process.returncode == 0, err[-2000:]
   saved = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints") if name.isdigit())
   assert len(saved) == 1 and 3 <= saved[0] < 100000
+  # Told apart from a finished run (the input workers' part: tests/test_input_pipeline.py).
+  assert f"stopped on SIGTERM at step {saved[0]} of 100000; checkpoint saved" in out
 
 
 def test_unknown_config_field_is_one_line(tmp_path):

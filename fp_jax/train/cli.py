@@ -43,7 +43,12 @@ def main(argv):
       _remove_if_empty(workdir)
     raise
   if jax.process_index() == 0:
-    print(f"trained to step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
+    total = _CONFIG.value.total_steps
+    if step < total:  # only a SIGTERM ends the loop early without an error
+      print(f"stopped on SIGTERM at step {step} of {total}; checkpoint saved in "
+            f"{os.path.join(workdir, 'checkpoints')}: the same command resumes it")
+    else:
+      print(f"trained to step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
 
 
 def _remove_if_empty(path):
