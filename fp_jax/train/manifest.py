@@ -4,7 +4,8 @@ Orbax commits a step atomically but never checks array bytes afterwards. Once a 
 committed, process 0 writes `manifest.json` into it (size and SHA-256 of every file). Before a
 restore the manifest is checked; a step whose files were truncated, altered or removed is moved
 aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls back to the step
-before it. A step without a manifest (a crash right after commit) is used as it is, with a warning.
+before it. A step without a manifest (a crash right after commit), or with one a host crash cut
+short, is used as it is, with a warning.
 """
 import json
 import os
@@ -17,21 +18,33 @@ from data_pipeline.checksums import sha256_file
 MANIFEST = "manifest.json"
 
 
+TEMPORARY = MANIFEST + ".tmp"
+
+
 def _files(step_dir):
+  step_dir = os.fspath(step_dir)
   for root, _, names in os.walk(step_dir):
     for name in sorted(names):
-      if name != MANIFEST:
+      if root != step_dir or name not in (MANIFEST, TEMPORARY):  # the manifest's own, even half-written
         path = os.path.join(root, name)
         yield os.path.relpath(path, step_dir), path
 
 
 def write(step_dir):
-  """Records every file of a committed step (atomically: temporary name, then rename)."""
+  """Records every file of a committed step: written to a temporary name, flushed to disk, then
+  renamed, so a crash leaves the old manifest or the new one, never part of one."""
   entries = {name: {"size": os.path.getsize(path), "sha256": sha256_file(path)} for name, path in _files(step_dir)}
-  temporary = os.path.join(step_dir, MANIFEST + ".tmp")
+  temporary = os.path.join(step_dir, TEMPORARY)
   with open(temporary, "w") as handle:
     json.dump(entries, handle, indent=1, sort_keys=True)
+    handle.flush()
+    os.fsync(handle.fileno())
   os.replace(temporary, os.path.join(step_dir, MANIFEST))
+  folder = os.open(step_dir, os.O_RDONLY)
+  try:
+    os.fsync(folder)  # the rename itself
+  finally:
+    os.close(folder)
 
 
 def problems(step_dir):
@@ -40,8 +53,12 @@ def problems(step_dir):
   if not os.path.exists(manifest_path):
     logging.warning("checkpoint %s has no manifest; using it unverified", step_dir)
     return []
-  with open(manifest_path) as handle:
-    expected = json.load(handle)
+  try:
+    with open(manifest_path) as handle:
+      expected = json.load(handle)
+  except (ValueError, OSError) as error:  # cut short by a host crash before it reached the disk
+    logging.warning("checkpoint %s has an unreadable manifest (%s); using it unverified", step_dir, error)
+    return []
   found = dict(_files(step_dir))
   issues = [f"{name} missing" for name in sorted(set(expected) - set(found))]
   for name, entry in sorted(expected.items()):
