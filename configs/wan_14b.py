@@ -1,10 +1,10 @@
 r"""FactorPortrait on Wan 2.1 T2V-14B, for large TPU pods (e.g. v5p-256): FSDP x 4-way tensor
 parallelism, full rematerialisation.
 
-  fp-train --config=configs/wan_14b.py --workdir=gs://BUCKET/runs/dit_14b \
-      --config.input.data_dir=gs://BUCKET/factor_portrait \
+  fp-train --config=configs/wan_14b.py --workdir=/gcs/BUCKET/runs/dit_14b \
+      --config.input.data_dir=/gcs/BUCKET/factor_portrait \
       --config.init.diffusers_checkpoint=PATH/Wan2.1-T2V-14B-Diffusers/transformer \
-      --config.frozen.vae=gs://BUCKET/runs/vae --config.frozen.motion=gs://BUCKET/runs/motion
+      --config.frozen.vae=/gcs/BUCKET/runs/vae --config.frozen.motion=/gcs/BUCKET/runs/motion
 Every field and its meaning: configs/common.py; the VAE and motion runs are configs/wan_1_3b.py's.
 """
 from configs import wan_1_3b

@@ -1,13 +1,13 @@
 r"""FactorPortrait on Wan 2.1 T2V-1.3B, for TPU pods (e.g. v5p-64): 512x512, 81 frames.
 
-  fp-data --config=configs/data/synthetic.py:pod --data_dir=gs://BUCKET/factor_portrait
-  fp-train --config=configs/wan_1_3b.py:vae --workdir=gs://BUCKET/runs/vae
-  fp-train --config=configs/wan_1_3b.py:motion --workdir=gs://BUCKET/runs/motion
-  fp-train --config=configs/wan_1_3b.py --workdir=gs://BUCKET/runs/dit_1_3b \
-      --config.input.data_dir=gs://BUCKET/factor_portrait \
+  fp-data --config=configs/data/synthetic.py:pod --data_dir=/gcs/BUCKET/factor_portrait
+  fp-train --config=configs/wan_1_3b.py:vae --workdir=/gcs/BUCKET/runs/vae
+  fp-train --config=configs/wan_1_3b.py:motion --workdir=/gcs/BUCKET/runs/motion
+  fp-train --config=configs/wan_1_3b.py --workdir=/gcs/BUCKET/runs/dit_1_3b \
+      --config.input.data_dir=/gcs/BUCKET/factor_portrait \
       --config.init.diffusers_checkpoint=PATH/Wan2.1-T2V-1.3B-Diffusers/transformer \
-      --config.frozen.vae=gs://BUCKET/runs/vae --config.frozen.motion=gs://BUCKET/runs/motion
-  fp-sample --config=configs/wan_1_3b.py --workdir=gs://BUCKET/runs/dit_1_3b --image=portrait.png \
+      --config.frozen.vae=/gcs/BUCKET/runs/vae --config.frozen.motion=/gcs/BUCKET/runs/motion
+  fp-sample --config=configs/wan_1_3b.py --workdir=/gcs/BUCKET/runs/dit_1_3b --image=portrait.png \
       --driving=driving.mp4 --mode=all-moving --camera=spiral --out=out.mp4
 Every field and its meaning: configs/common.py.
 """

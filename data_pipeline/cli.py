@@ -4,7 +4,7 @@ import sys
 
 from absl import flags, logging
 
-from data_pipeline.errors import InputError, require
+from data_pipeline.errors import InputError, require, require_local_path
 
 
 def run(main):
@@ -25,6 +25,7 @@ def run(main):
 def writable_directory(path, flag):
   """Creates `path` if its parent exists; fails clearly when that is impossible."""
   require(path, f"--{flag} is required")
+  require_local_path(path, f"--{flag}")
   path = os.path.abspath(path)
   require(not os.path.exists(path) or os.path.isdir(path), f"--{flag}: {path} exists and is not a directory")
   if not os.path.isdir(path):
@@ -38,5 +39,6 @@ def writable_directory(path, flag):
 
 def existing_directory(path, flag):
   require(path, f"--{flag} is required")
+  require_local_path(path, f"--{flag}")
   require(os.path.isdir(path), f"--{flag}: {path} does not exist")
   return os.path.abspath(path)

@@ -2,6 +2,8 @@
 
 Command-line tools catch `InputError` and print it as one line, `error: ...`, with exit status 2.
 """
+import re
+
 import numpy as np
 
 
@@ -12,6 +14,14 @@ class InputError(ValueError):
 def require(condition, message):
   if not condition:
     raise InputError(message)
+
+
+def require_local_path(path, flag):
+  """A URL (`gs://...`) refused in one line: every tool here reads and writes with local file
+  calls, and a URL taken for a relative folder would write into the working directory instead."""
+  require(not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(path)),
+          f"{flag}: {path} is a URL; give a local path, with a bucket mounted as a folder "
+          f"(Cloud Storage FUSE, e.g. /gcs/BUCKET/...)")
 
 
 def require_finite(name, array):

@@ -13,7 +13,7 @@ from array_record.python.array_record_module import ArrayRecordReader
 import tensorflow_datasets as tfds
 
 from data_pipeline import face_crop, tfds_builder
-from data_pipeline.errors import InputError, require
+from data_pipeline.errors import InputError, require, require_local_path
 
 BUILD_COMMAND = "fp-data --config=configs/data/synthetic.py:{name} --data_dir={data_dir}"
 
@@ -54,6 +54,7 @@ class ClipRecords:
   """Random access to the clips of one split, with the layout the builder records."""
 
   def __init__(self, data_dir, name, split, verify="count"):
+    require_local_path(data_dir, "input.data_dir")
     data_dir = os.path.abspath(data_dir)
     try:
       self._source = tfds_builder.data_source(data_dir, name, split)

@@ -3,7 +3,8 @@
 #
 #   launch/tpu_vm.sh [options] create
 #   launch/tpu_vm.sh [options] setup                       # this checkout, installed on every worker
-#   launch/tpu_vm.sh [options] train -- --config=configs/wan_14b.py --workdir=gs://BUCKET/runs/dit
+#   launch/tpu_vm.sh [options] --bucket=BUCKET mount       # the bucket as /gcs/BUCKET on every worker
+#   launch/tpu_vm.sh [options] train -- --config=configs/wan_14b.py --workdir=/gcs/BUCKET/runs/dit
 #   launch/tpu_vm.sh [options] sample -- --config=... (fp-sample's flags)
 #   launch/tpu_vm.sh [options] status
 #   launch/tpu_vm.sh [options] delete
@@ -17,6 +18,7 @@
 #   --slices=N             N > 1: multi-slice, a queued resource of N slices named NAME-0..NAME-(N-1)
 #   --queued               request a single slice through a queued resource too
 #   --spot                 Spot capacity (preemptible; fp-train resumes from its last checkpoint)
+#   --bucket=BUCKET        for `mount`: a Cloud Storage bucket            [FP_TPU_BUCKET]
 #   --dry-run              print the commands instead of running them
 # `setup` installs this checkout's committed files (git archive HEAD) under ~/factorportrait with
 # Python $FP_TPU_PYTHON (default 3.11, fetched by uv) in ~/fp-venv.
@@ -24,6 +26,11 @@
 # `train` and `sample` start the same command on every worker of every slice (JAX finds its peers:
 # FP_NUM_PROCESSES=auto), in the background, logging to ~/fp-JOB.log on each worker, then stream
 # worker 0's log; Ctrl-C stops the streaming, not the job (`status` shows it, `delete` ends it).
+#
+# `mount` installs Cloud Storage FUSE on every worker and mounts the bucket at /gcs/BUCKET: the
+# tools read and write local paths (a gs:// URL is refused), so workdirs and datasets live there.
+# Use a bucket with hierarchical namespace, where a folder's rename (Orbax's commit of a step) is
+# atomic; in a flat bucket it is a copy and a delete.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 2; }
@@ -33,6 +40,7 @@ ZONE=${FP_TPU_ZONE:-}
 PROJECT=${FP_TPU_PROJECT:-}
 ACCELERATOR=${FP_TPU_ACCELERATOR:-}
 VERSION=${FP_TPU_VERSION:-}
+BUCKET=${FP_TPU_BUCKET:-}
 SLICES=1
 QUEUED=0
 SPOT=0
@@ -48,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --accelerator=*) ACCELERATOR=${1#*=} ;;
     --version=*) VERSION=${1#*=} ;;
     --slices=*) SLICES=${1#*=} ;;
+    --bucket=*) BUCKET=${1#*=} ;;
     --queued) QUEUED=1 ;;
     --spot) SPOT=1 ;;
     --dry-run) DRY_RUN=1 ;;
@@ -59,9 +68,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$COMMAND" in
-  create|setup|train|sample|status|delete) ;;
-  "") die "give a command: create, setup, train, sample, status or delete" ;;
-  *) die "unknown command '$COMMAND': use create, setup, train, sample, status or delete" ;;
+  create|setup|mount|train|sample|status|delete) ;;
+  "") die "give a command: create, setup, mount, train, sample, status or delete" ;;
+  *) die "unknown command '$COMMAND': use create, setup, mount, train, sample, status or delete" ;;
 esac
 [[ -n "$NAME" ]] || die "--name (or FP_TPU_NAME) is required"
 [[ -n "$ZONE" ]] || die "--zone (or FP_TPU_ZONE) is required"
@@ -153,6 +162,16 @@ case "$COMMAND" in
     on_all_workers "rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR && tar -xzf factorportrait.tar.gz -C $REMOTE_DIR \
 && python3 -m pip install --quiet --user uv && ~/.local/bin/uv venv --quiet --python=$PYTHON $VENV \
 && cd $REMOTE_DIR && ~/.local/bin/uv pip install --quiet --python $VENV/bin/python -e '.[tpu]'"
+    ;;
+  mount)
+    [[ "$BUCKET" =~ ^[a-z0-9][a-z0-9._-]*[a-z0-9]$ ]] || die "--bucket (or FP_TPU_BUCKET) must name a bucket, e.g. my-bucket, got '$BUCKET'"
+    # gcsfuse from Google's apt repository, unless the image has it; mounted once per worker.
+    on_all_workers "if ! command -v gcsfuse > /dev/null; then \
+curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc > /dev/null \
+&& echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -cs) main\" \
+| sudo tee /etc/apt/sources.list.d/gcsfuse.list > /dev/null && sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse; fi \
+&& sudo mkdir -p /gcs/$BUCKET && sudo chown \$(id -u):\$(id -g) /gcs/$BUCKET \
+&& (mountpoint -q /gcs/$BUCKET || gcsfuse --implicit-dirs $BUCKET /gcs/$BUCKET)"
     ;;
   train|sample)
     [[ ${#ARGS[@]} -gt 0 ]] || die "give fp-$COMMAND's flags after --, e.g. $0 $COMMAND -- --config=configs/wan_14b.py"

@@ -28,11 +28,11 @@ def test_single_slice_lifecycle():
                   "--zone=us-east5-a --worker=all")
   assert install.startswith("gcloud compute tpus tpu-vm ssh fp-pod --zone=us-east5-a --worker=all '--command=")
   assert "pip install --quiet --python ~/fp-venv/bin/python -e '\\''.[tpu]'\\''" in install
-  start, stream = dry_run(*POD, "train", "--", "--config=configs/wan_14b.py", "--workdir=gs://b/runs/dit",
+  start, stream = dry_run(*POD, "train", "--", "--config=configs/wan_14b.py", "--workdir=/gcs/b/runs/dit",
                           "--config.optim.learning_rate=1e-4")
   assert start == ("gcloud compute tpus tpu-vm ssh fp-pod --zone=us-east5-a --worker=all '--command=cd "
                    "~/factorportrait && FP_NUM_PROCESSES=auto nohup ~/fp-venv/bin/fp-train "
-                   "--config=configs/wan_14b.py --workdir=gs://b/runs/dit --config.optim.learning_rate=1e-4 "
+                   "--config=configs/wan_14b.py --workdir=/gcs/b/runs/dit --config.optim.learning_rate=1e-4 "
                    "> ~/fp-train.log 2>&1 < /dev/null &'")
   assert stream == ("gcloud compute tpus tpu-vm ssh fp-pod --zone=us-east5-a --worker=0 "
                     "'--command=tail -n +1 -F ~/fp-train.log'")
@@ -70,3 +70,13 @@ def test_multislice_through_a_queued_resource():
 def test_mistakes_are_one_line_errors(args, message):
   stderr = dry_run(*args, expect_status=2)
   assert stderr.startswith(message) and len(stderr.splitlines()) == 1
+
+
+def test_mount_puts_the_bucket_at_gcs_on_every_worker():
+  (line,) = dry_run("--name=fp-pod", "--zone=z", "--bucket=my-bucket", "mount")
+  assert line.startswith("gcloud compute tpus tpu-vm ssh fp-pod --zone=z --worker=all '--command=if ! command -v gcsfuse")
+  assert line.endswith("&& (mountpoint -q /gcs/my-bucket || gcsfuse --implicit-dirs my-bucket /gcs/my-bucket)'")
+  remote = line.split("'--command=", 1)[1][:-1]
+  assert subprocess.run(["bash", "-n", "-c", remote], check=False).returncode == 0  # the worker's shell parses it
+  assert dry_run("--name=fp-pod", "--zone=z", "--bucket=gs://my-bucket", "mount", expect_status=2) == (
+      "error: --bucket (or FP_TPU_BUCKET) must name a bucket, e.g. my-bucket, got 'gs://my-bucket'")

@@ -13,7 +13,7 @@ import pytest
 
 from configs import tiny
 from data_pipeline.errors import InputError
-from fp_jax.train import trainer as trainer_lib
+from fp_jax.train import checkpoints, trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -299,6 +299,23 @@ def test_unknown_config_field_is_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip() == ("error: the config " + os.path.join(ROOT, "configs", "tiny.py") +
                                    ":dit has no field 'totl_steps'; did you mean 'total_steps'?")
+
+
+def test_a_url_for_a_path_is_refused_in_one_line_and_writes_nothing(tmp_path):
+  # Taken for a relative folder, gs://BUCKET/run would put checkpoints on the local disk.
+  result = subprocess.run([sys.executable, "-c", "from fp_jax.train.cli import run; run()",
+                           "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":dit",
+                           "--workdir=gs://bucket/runs/dit"],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == ("error: --workdir: gs://bucket/runs/dit is a URL; give a local path, with a bucket "
+                                   "mounted as a folder (Cloud Storage FUSE, e.g. /gcs/BUCKET/...)")
+  assert not os.listdir(tmp_path)
+  from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
+  for read in (lambda: checkpoints.read_run("gs://bucket/runs/vae"),
+               lambda: ClipRecords("gs://bucket/data", "tiny", "train")):
+    with pytest.raises(InputError, match="is a URL; give a local path"):
+      read()
 
 
 def test_a_run_refused_at_start_up_leaves_no_workdir(tmp_path):

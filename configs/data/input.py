@@ -78,7 +78,7 @@ def get_config(arg="demo"):
     config.face_crop.size = 16
     config.workers.count = 0
   elif arg == "pod":
-    config.data_dir = "gs://YOUR_BUCKET/factor_portrait"
+    config.data_dir = "/gcs/YOUR_BUCKET/factor_portrait"
     config.global_batch_size = 16
     config.window.num_frames = 81
     config.face_crop.size = 224

@@ -1,8 +1,8 @@
 r"""`fp-import`: PyTorch-side weights as step 0 of a training run here.
 
   fp-import --from=Wan2.1-T2V-1.3B-Diffusers/transformer --config=configs/wan_1_3b.py \
-      --workdir=gs://BUCKET/runs/dit_1_3b
-  fp-train --config=configs/wan_1_3b.py --workdir=gs://BUCKET/runs/dit_1_3b ...   # resumes from it
+      --workdir=/gcs/BUCKET/runs/dit_1_3b
+  fp-train --config=configs/wan_1_3b.py --workdir=/gcs/BUCKET/runs/dit_1_3b ...   # resumes from it
 
 By the config's task, `--from` is (safetensors, one file or shards with an index; bf16 widened):
 - dit: a diffusers `WanTransformer3DModel` checkpoint, read tensor by tensor into the sharded
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from data_pipeline.errors import InputError, require
+from data_pipeline.errors import InputError, require, require_local_path
 from fp_jax.export import diffusers_vae, motion_names, wan_init, weights_files
 from fp_jax.export.export_run import LINEAR_PATH_FILE
 from fp_jax.models.build import abstract_sharded, loaded
@@ -69,6 +69,7 @@ def import_weights(source, config, workdir, config_name="the config"):
   task = get_task(config)
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_from_config(config.logical_axis_rules)
+  require_local_path(workdir, "--workdir")
   existing = os.path.join(workdir, "checkpoints")
   require(not (os.path.isdir(existing) and os.listdir(existing)),
           f"{workdir} already holds checkpoints; import into a new workdir")

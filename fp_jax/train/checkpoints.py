@@ -16,7 +16,7 @@ from flax import nnx
 from orbax.checkpoint._src.metadata import array_metadata_store
 from orbax.checkpoint._src.serialization import type_handler_registry
 
-from data_pipeline.errors import InputError, require
+from data_pipeline.errors import InputError, require, require_local_path
 from fp_jax.train import offload
 
 # Orbax splits the writing of a replicated array among its replicas, each slicing its part on
@@ -31,6 +31,7 @@ type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(  # register_type_handler
 
 
 def manager(workdir, config):
+  require_local_path(workdir, "workdir")
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints, keep_period=config.keep_period or None,
       enable_async_checkpointing=True, create=True)
@@ -151,6 +152,7 @@ def restore(checkpoints, step, abstract_state, batches):
 def read_run(workdir, step=None, which="ema"):
   """Host (numpy) copies of a run's parameters (`which`: "ema" or "params") at `step` (default
   the latest), on any devices, with the step and the run's saved config (a dict)."""
+  require_local_path(workdir, "run")
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(directory):
     raise InputError(f"no checkpoint under {directory} to take weights from")
