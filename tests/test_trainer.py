@@ -354,6 +354,16 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp
   run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path)
   step_dir = tmp_path / "checkpoints" / "4"
   assert (step_dir / "manifest.json").exists() and (tmp_path / "checkpoints" / "2" / "manifest.json").exists()
+  # A file cut short is refused by what reads a run's weights (fp-export, frozen runs, fp-sample).
+  largest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "manifest.json"),
+                key=lambda p: p.stat().st_size)
+  whole = largest.read_bytes()
+  largest.write_bytes(whole[:len(whole) // 2])
+  with pytest.raises(InputError, match=rf"step 4 of {tmp_path} is damaged \(.* is {len(whole) // 2} bytes, "
+                                       rf"was {len(whole)}\): fp-train on that run sets it aside"):
+    checkpoints.read_run(str(tmp_path))
+  largest.write_bytes(whole)
+  assert checkpoints.read_run(str(tmp_path))[1] == 4
   _damage(step_dir)
   capsys.readouterr()
   state = run(train_config(data_dir, "motion", total_steps=5, checkpoint_every=100), tmp_path)

@@ -17,7 +17,7 @@ from orbax.checkpoint._src.metadata import array_metadata_store
 from orbax.checkpoint._src.serialization import type_handler_registry
 
 from data_pipeline.errors import InputError, require, require_local_path
-from fp_jax.train import offload
+from fp_jax.train import manifest, offload
 
 # Orbax splits the writing of a replicated array among its replicas, each slicing its part on
 # device first: one small program per shape. For a norm scale or a bias that costs more than it
@@ -163,6 +163,11 @@ def read_run(workdir, step=None, which="ema"):
   step = max(steps) if step is None else step
   if step not in steps:
     raise InputError(f"{directory} has no step {step} (it has {sorted(steps)})")
+  # Files missing or cut short (a copy or disk gone wrong) are refused rather than read as weights;
+  # sizes only: hashing a pod model's whole step (optimizer included) would cost minutes a read.
+  damage = manifest.problems(os.path.join(checkpoints.directory, str(step)), contents=False)
+  require(not damage, f"step {step} of {workdir} is damaged ({'; '.join(damage[:3])}): fp-train on that run "
+          f"sets it aside and resumes from the step before")
   path = os.path.join(checkpoints.directory, str(step), "state")
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(path).item_metadata.tree
