@@ -32,8 +32,9 @@ def host_batch_size(config, process_count):
   return config.global_batch_size // process_count
 
 
-def make_dataset(config, process_index=0, process_count=1):
-  """The pipeline for one process, as a `grain.IterDataset` of host batches (dicts of numpy)."""
+def make_dataset(config, process_index=0, process_count=1, steps=None):
+  """The pipeline for one process, as a `grain.IterDataset` of host batches (dicts of numpy);
+  with `steps`, a run of that many batches is refused if `num_epochs` holds fewer."""
   batch_size = host_batch_size(config, process_count)
   require(0 <= process_index < process_count, f"process index {process_index} not in [0, {process_count})")
   if config.get("cached_latents"):  # a cached-latents dataset (data_pipeline/latent_cache.py)
@@ -54,6 +55,10 @@ def make_dataset(config, process_index=0, process_count=1):
   require(not config.num_epochs or len(records) * config.num_epochs >= config.global_batch_size,
           f"{config.num_epochs} epoch(s) of the {len(records)} records of {config.split} "
           f"do not fill one global batch of {config.global_batch_size}")
+  if config.num_epochs and steps:
+    batches = len(records) * config.num_epochs // config.global_batch_size
+    require(steps <= batches, f"{steps} steps need more than the {batches} global batches of {config.num_epochs} "
+            f"epoch(s) of the {len(records)} records of {config.split}: raise num_epochs, or 0 repeats forever")
   dataset = grain.MapDataset.range(len(records)).seed(config.seed)
   if config.shuffle:
     dataset = dataset.shuffle()
@@ -83,6 +88,6 @@ def leave_stopping_to_the_trainer(worker_index, worker_count):
   signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_iterator(config, process_index=0, process_count=1):
+def make_iterator(config, process_index=0, process_count=1, steps=None):
   """A checkpointable iterator of host batches (`get_state`, `set_state`, `close`)."""
-  return iter(make_dataset(config, process_index, process_count))
+  return iter(make_dataset(config, process_index, process_count, steps))

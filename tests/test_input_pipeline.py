@@ -143,6 +143,11 @@ def test_each_epoch_visits_every_clip_once_in_a_new_order(data_dir):
   assert len(order) == 12
   assert sorted(order[:6]) == sorted(order[6:]) == list(range(6))
   assert order[:6] != order[6:]
+  # A run that would outlast its epochs is refused before it starts, not stopped when they end.
+  assert len(list(input_pipeline.make_iterator(config, steps=12))) == 12
+  with pytest.raises(InputError, match=r"13 steps need more than the 12 global batches of 2 epoch\(s\) of the 6 "
+                                       r"records of train: raise num_epochs, or 0 repeats forever"):
+    input_pipeline.make_iterator(config, steps=13)
 
 
 def test_two_processes_split_an_epoch_between_them(data_dir):

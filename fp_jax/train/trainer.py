@@ -103,7 +103,7 @@ class Trainer(TrainStep):
             f"micro-batches over {mesh_lib.batch_shards(self.mesh)} batch shards")
     # -- input ---------------------------------------------------------------------------------
     self._check_input()
-    host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count())
+    host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count(), config.total_steps)
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
     self.checkpoints = ckpt.manager(workdir, config)
     # -- model and frozen parts ----------------------------------------------------------------
