@@ -305,8 +305,10 @@ def cli(*args):
 def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
   result = cli("export", f"--workdir={tmp_path / 'none'}", f"--out={tmp_path / 'out'}")
   assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: no checkpoint under")
+  refusals = [result]
   result = cli("export", f"--workdir={runs / 'vae'}", f"--out={runs / 'exported'}")
   assert result.returncode == 2 and "already exists" in result.stderr.strip().splitlines()[-1]
+  refusals.append(result)
   broken = helpers.diffusers_wan_model(48, 2, 1, ffn_dim=96, text_dim=64).state_dict()
   from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
   save_file({k: v.contiguous() for k, v in broken.items() if "ffn" not in k}, str(tmp_path / "broken.safetensors"))
@@ -316,6 +318,8 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
   assert result.returncode == 2 and last.startswith(f"error: {tmp_path / 'broken.safetensors'} does not fit")
   assert "missing: blocks.0.ffn" in last and last.endswith("(the model of configs/tiny.py:dit)")
   assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "run")
+  for refusal in refusals + [result]:  # one line each, not a traceback ending in one
+    assert "Traceback" not in refusal.stderr, refusal.stderr[-2000:]
 
 
 def test_a_dit_without_controls_exports_as_a_plain_diffusers_wan(data_dir, tmp_path):

@@ -129,6 +129,7 @@ def test_a_damaged_or_missing_cache_is_a_clear_error(cache, tmp_path):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == f"error: {out} already exists; remove it or choose another --out"
+  assert "Traceback" not in result.stderr
 
 
 def test_caches_made_with_npz_records_still_read(cache, tmp_path):

@@ -328,6 +328,7 @@ def test_a_run_refused_at_start_up_leaves_no_workdir(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "error: model.warped_reference=False needs input.warped_reference to match (the input makes the "
       "warped portrait the model reads), got True")
+  assert "Traceback" not in result.stderr
   assert not workdir.exists()
 
 
@@ -339,6 +340,7 @@ def test_a_run_refused_after_the_checkpoint_folder_is_made_leaves_none(data_dir,
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1].startswith("error: optim.frozen: 'no_such_part/.*' names no parameter")
+  assert "Traceback" not in result.stderr
   assert tmp_path.is_dir() and not (tmp_path / "checkpoints").exists()
 
 
