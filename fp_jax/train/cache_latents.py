@@ -38,7 +38,7 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel.sharding import rules_from_config  # pylint: disable=g-import-not-at-top
-  from fp_jax.train.frozen import create_frozen  # pylint: disable=g-import-not-at-top
+  from fp_jax.train.frozen import create_frozen, frozen_runs  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common, dit_task  # pylint: disable=g-import-not-at-top
 
   require(config.task == "dit", f"latents are cached for the dit task, the config's task is {config.task!r}")
@@ -56,6 +56,7 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
     examples.check_config(input_config, records)
 
   # One example at a time: the frozen models sit whole on one device.
+  made_with = frozen_runs(config)  # before they are read: the steps read are these (or later ones)
   frozen = create_frozen(task, config, mesh_lib.make_mesh({}, jax.devices()[:1]),
                          rules_from_config(config.logical_axis_rules))
   encode = nnx.jit(task.encode)
@@ -77,7 +78,7 @@ def build_cache(config, out, splits=("train", "validation"), window_step=0):
       source=dict(data_dir=input_config.data_dir, dataset=input_config.dataset),
       window=dict(num_frames=int(window.num_frames), stride=int(window.stride)),
       video_size=[int(n) for n in video_size],
-      frozen=dict(vae=config.frozen.vae, motion=config.frozen.motion),
+      frozen=dict(vae=config.frozen.vae, motion=config.frozen.motion), frozen_runs=made_with,
       warped_reference=bool(input_config.warped_reference), warp_version=reference_warp.WARP_VERSION))
   return latent_cache.read_metadata(out)["counts"]
 

@@ -149,6 +149,13 @@ def restore(checkpoints, step, abstract_state, batches):
   return checkpoints.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
+def latest_step(workdir):
+  """The newest step under `<workdir>/checkpoints` (None if there is none)."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  steps = ocp.CheckpointManager(directory).all_steps() if os.path.isdir(directory) else []
+  return max(steps) if steps else None
+
+
 def read_run(workdir, step=None, which="ema"):
   """Host (numpy) copies of a run's parameters (`which`: "ema" or "params") at `step` (default
   the latest), on any devices, with the step and the run's saved config (a dict)."""

@@ -24,7 +24,7 @@ from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
 from fp_jax.train.evaluation import Evaluator
-from fp_jax.train.frozen import create_frozen
+from fp_jax.train import frozen as frozen_lib
 from fp_jax.train import flops as flops_lib
 from fp_jax.train import manifest
 from fp_jax.train import offload
@@ -106,11 +106,13 @@ class Trainer(TrainStep):
     host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count(), config.total_steps)
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
     self.checkpoints = ckpt.manager(workdir, config)
+    if self.checkpoints.all_steps():
+      frozen_lib.check_resumed_under_the_same(workdir, config)
     # -- model and frozen parts ----------------------------------------------------------------
     self.make_model = lambda: self.task.make_model(nnx.Rngs(config.seed))
     self.abstract_model = abstract_sharded(self.make_model, self.mesh, self.rules)
     self.graphdef, abstract_params = self.abstract_model
-    self.frozen_graphdef, self.frozen_state = nnx.split(create_frozen(self.task, config, self.mesh, self.rules))
+    self.frozen_graphdef, self.frozen_state = nnx.split(frozen_lib.create_frozen(self.task, config, self.mesh, self.rules))
     # -- optimizer and state -------------------------------------------------------------------
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
     self.abstract_state = abstract_state(abstract_params, self.tx, config.seed, self.mesh, self.rules,
@@ -139,10 +141,7 @@ class Trainer(TrainStep):
     if not cache_dir:
       return
     require(self.config.task == "dit", "input.cached_latents applies to the dit task only")
-    made_with = latent_cache.read_metadata(cache_dir)["frozen"]
-    wanted = {"vae": self.config.frozen.vae, "motion": self.config.frozen.motion}
-    require(made_with == wanted, f"the latent cache {cache_dir} was made with frozen weights {made_with}, "
-                                 f"this run names {wanted}")
+    frozen_lib.check_cache(cache_dir, latent_cache.read_metadata(cache_dir), self.config)
 
   def _fresh_state(self):
     """The state at step 0: the model initialised (its Wan core from a diffusers checkpoint, the
@@ -260,6 +259,7 @@ class Trainer(TrainStep):
     start = self.restore_latest()
     if start == 0:
       parameter_overview.log_parameter_overview(self.state["params"].to_pure_dict())
+      frozen_lib.record(self.workdir, config)
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     history, waited, paused = [], 0.0, 0.0
