@@ -13,7 +13,7 @@ import pytest
 
 from configs import tiny
 from data_pipeline.errors import InputError
-from fp_jax.train import checkpoints, trainer as trainer_lib
+from fp_jax.train import checkpoints, manifest, trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -230,6 +230,18 @@ def test_a_workdir_of_another_model_is_refused(data_dir, tmp_path):
   with pytest.raises(InputError, match=r"holds step 1 of a run started from fresh weights, this config names "
                                        r"init.run .*, which is read only when a run starts"):
     run(resumed, tmp_path)
+  # The input's position is saved per input worker and per process: it resumes only in as many.
+  more_workers = train_config(data_dir, "motion", total_steps=2, **{"input.workers.count": 2})
+  with pytest.raises(InputError, match=r"holds step 1 of a run with input.workers.count 0, this config has 2"):
+    run(more_workers, tmp_path)
+  os.rename(tmp_path / "checkpoints" / "1" / "input" / "process_0-of-1.json",
+            tmp_path / "checkpoints" / "1" / "input" / "process_0-of-2.json")
+  manifest.write(str(tmp_path / "checkpoints" / "1"))  # as a run of two processes would have saved it
+  with pytest.raises(InputError, match=r"holds step 1 of a run of \[2\] process\(es\), this job has 1"):
+    run(train_config(data_dir, "motion", total_steps=2), tmp_path)
+  os.rename(tmp_path / "checkpoints" / "1" / "input" / "process_0-of-2.json",
+            tmp_path / "checkpoints" / "1" / "input" / "process_0-of-1.json")
+  manifest.write(str(tmp_path / "checkpoints" / "1"))
   # A run started from another resumes under init.run's new path (the two may move together).
   started = train_config(data_dir, "motion", total_steps=1)
   started.init.run = str(tmp_path)

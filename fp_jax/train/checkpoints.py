@@ -6,6 +6,7 @@ cut short by a crash is never taken for a checkpoint.
 """
 import json
 import os
+import re
 
 import grain
 import jax
@@ -133,11 +134,27 @@ def check_compatible(checkpoints, step, config):
   # it did), a run would silently keep its own start (an older demo's VAE, carried on without its
   # image stage). Whether it started from a run is compared, not the path: a workdir and the run it
   # started from may have moved together.
+  _check_input_position(checkpoints, step, saved, config)
   started, named = saved.get("init", {}).get("run", ""), config.init.get("run", "")  # older runs: none
   require(bool(started) == bool(named),
           f"{checkpoints.directory} holds step {step} of a run started from {started or 'fresh weights'}, this "
           f"config names init.run {named or '(none)'}, which is read only when a run starts: give the run's "
           f"own, or another workdir")
+
+
+def _check_input_position(checkpoints, step, saved, config):
+  """The input's saved position is one per process, and inside it one per input worker: it
+  resumes only into as many of each (Grain cannot carry it across)."""
+  folder = os.path.join(checkpoints.directory, str(step), "input")
+  if not os.path.isdir(folder):
+    return  # an imported step: the input starts at its beginning
+  counts = {int(match.group(1)) for match in map(re.compile(r"process_\d+-of-(\d+)\.json$").match, os.listdir(folder))
+            if match}
+  require(counts <= {jax.process_count()}, f"{checkpoints.directory} holds step {step} of a run of {sorted(counts)} "
+          f"process(es), this job has {jax.process_count()}: its input position resumes only in as many")
+  kept, now = saved.get("input", {}).get("workers", {}).get("count"), int(config.input.workers.count)
+  require(kept is None or int(kept) == now, f"{checkpoints.directory} holds step {step} of a run with "
+          f"input.workers.count {kept}, this config has {now}: its input position resumes only in as many")
 
 
 def restore(checkpoints, step, abstract_state, batches):
