@@ -1,7 +1,8 @@
 """Checksums of committed checkpoints: what Orbax does not check.
 
-Orbax commits a step atomically but never checks array bytes afterwards. Once a step has
-committed, process 0 writes `manifest.json` into it (size and SHA-256 of every file). Before a
+Orbax commits a step atomically but never checks array bytes afterwards. After a step has
+committed (when the next save begins, or the run ends), process 0 writes `manifest.json` into it
+(size and SHA-256 of every file): a kill before then leaves the newest step without one. Before a
 restore the manifest is checked; a step whose files were truncated, altered or removed is moved
 aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls back to the step
 before it. A step without a manifest (a crash right after commit), or with one a host crash cut
