@@ -34,7 +34,7 @@ import numpy as np
 import safetensors.numpy
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from data_pipeline import examples, rays, reference_warp
+from data_pipeline import durable, examples, rays, reference_warp
 from data_pipeline.checksums import sha256_file
 from data_pipeline.errors import InputError, require
 
@@ -95,7 +95,8 @@ class CacheWriter:
                     sha256={split: sha256_file(os.path.join(self._partial, name)) for split, name in files.items()})
     with open(os.path.join(self._partial, METADATA), "w") as f:
       json.dump(metadata, f, indent=1)
-    os.replace(self._partial, self.cache_dir)
+    durable.sync_tree(self._partial)
+    durable.replace(self._partial, self.cache_dir)
 
 
 def read_metadata(cache_dir):

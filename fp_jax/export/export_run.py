@@ -25,6 +25,7 @@ import shutil
 import ml_collections
 import numpy as np
 
+from data_pipeline import durable
 from data_pipeline.errors import InputError, require
 from fp_jax.export import diffusers_vae, diffusers_wan, motion_names, safetensors_stream
 from fp_jax.models.dit_config import DiTConfig
@@ -99,5 +100,6 @@ def export_run(workdir, out, step=None, ema=False, dtype="float32"):
   except BaseException:
     shutil.rmtree(partial, ignore_errors=True)
     raise
-  os.replace(partial, out)
+  durable.sync_tree(partial)
+  durable.replace(partial, out)
   return out

@@ -13,6 +13,8 @@ import sys
 import ml_dtypes
 import numpy as np
 
+from data_pipeline import durable
+
 DTYPES = {"float32": (np.dtype(np.float32), "F32"), "bfloat16": (np.dtype(ml_dtypes.bfloat16), "BF16"),
           "float16": (np.dtype(np.float16), "F16")}
 
@@ -42,4 +44,5 @@ def write(path, names_and_shapes, tensors, dtype="float32", metadata=None):
       if name != want_name or tuple(array.shape) != tuple(want_shape):
         raise ValueError(f"tensor {name} {array.shape} out of order or shape (expected {want_name} {want_shape})")
       f.write(np.ascontiguousarray(array.astype(numpy_dtype)).tobytes())  # little-endian hosts only
-  os.replace(temporary, path)
+    durable.flush_to_disk(f)
+  durable.replace(temporary, path)

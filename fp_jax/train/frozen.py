@@ -12,6 +12,7 @@ import jax
 from absl import logging
 from flax import nnx
 
+from data_pipeline import durable
 from data_pipeline.errors import require
 
 from fp_jax.models.build import abstract_sharded, completed
@@ -66,7 +67,8 @@ def record(workdir, config):
     temporary = os.path.join(workdir, RECORD + ".tmp")
     with open(temporary, "w") as handle:
       json.dump(runs, handle, indent=1, sort_keys=True)
-    os.replace(temporary, os.path.join(workdir, RECORD))
+      durable.flush_to_disk(handle)
+    durable.replace(temporary, os.path.join(workdir, RECORD))
 
 
 def saved_parts(config, names):

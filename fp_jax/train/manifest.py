@@ -14,6 +14,7 @@ import time
 
 from absl import logging
 
+from data_pipeline import durable
 from data_pipeline.checksums import sha256_file
 
 MANIFEST = "manifest.json"
@@ -38,14 +39,8 @@ def write(step_dir):
   temporary = os.path.join(step_dir, TEMPORARY)
   with open(temporary, "w") as handle:
     json.dump(entries, handle, indent=1, sort_keys=True)
-    handle.flush()
-    os.fsync(handle.fileno())
-  os.replace(temporary, os.path.join(step_dir, MANIFEST))
-  folder = os.open(step_dir, os.O_RDONLY)
-  try:
-    os.fsync(folder)  # the rename itself
-  finally:
-    os.close(folder)
+    durable.flush_to_disk(handle)
+  durable.replace(temporary, os.path.join(step_dir, MANIFEST))
 
 
 def problems(step_dir, contents=True):
