@@ -35,10 +35,14 @@ def test_pose_error_is_the_rotation_angle():
   assert metrics.pose_error_deg(vectors(turned), vectors(base)) == pytest.approx(np.mean([5, 30, 90]), rel=1e-6)
 
 
-def test_code_error_is_relative_to_the_spread():
-  target = np.random.default_rng(2).normal(size=(50, 8))
-  assert metrics.code_error(target, target) == 0.0
-  assert metrics.code_error(np.repeat(target.mean(axis=0, keepdims=True), 50, 0), target) == pytest.approx(0.92, abs=0.1)
+def test_code_distance_over_the_spread_is_one_for_a_random_other_frame():
+  codes = np.random.default_rng(2).normal(size=(20, 8))
+  assert metrics.code_distance(codes, codes) == 0.0
+  assert metrics.code_distance([[0.0, 0.0], [1.0, 1.0]], [[3.0, 4.0], [1.0, 1.0]]) == pytest.approx(2.5)
+  # Shifting the frames by 1 to N-1 pairs each frame with every other exactly once.
+  others = np.mean([metrics.code_distance(np.roll(codes, k, axis=0), codes) for k in range(1, 20)])
+  assert others / metrics.code_spread(codes) == pytest.approx(1.0, rel=1e-12)
+  assert metrics.code_spread(np.eye(4)) == pytest.approx(np.sqrt(2))  # a regular simplex
 
 
 def test_coefficient_error_is_the_root_mean_square_difference():

@@ -8,8 +8,10 @@ regenerates frames 1..N-1 (`all-moving`, absolute motion, the clip's own cameras
 - `psnr`, `ssim` (dm-pix) of the generated frames against the real ones;
 - `pose_error_deg`: head-rotation angle between the pose encoder's reading of the generated
   frames and of the real ones (both through the same encoder, so its own bias cancels);
-- `expression_error`: distance between expression codes of generated and real frames, relative
-  to the codes' spread (1.0: as far as a random other frame);
+- `expression_error`: distance between expression codes of generated and real frames, over one
+  spread for the whole evaluation: the mean distance between two different real frames of the
+  evaluated clips (1.0: as far as a random other real frame). One spread, not each clip's own: a
+  clip that holds one expression (a view sweep) has almost none, which blew its scores up;
 - `expression_coefficient_error`: the same codes read out into the expression controls by the
   motion run's read-out: root mean square difference between generated and real frames, in the
   controls' units (both through the same encoder and read-out, so their own error cancels);
@@ -87,7 +89,7 @@ def _scores(job, video, real, real_codes, real_poses, tracking, heads, target_no
   normal_error, mask_iou = metrics.normal_agreement(*heads.read(poses, frames), *target_normals)
   scores = dict(psnr=psnr, ssim=ssim,
                 pose_error_deg=metrics.pose_error_deg(poses, real_poses[1:]),
-                expression_error=metrics.code_error(codes, real_codes[1:]),
+                expression_error=metrics.code_distance(codes, real_codes[1:]),  # over the spread, below
                 view_normal_error_deg=normal_error, view_mask_iou=mask_iou)
   if job.models.expression_readout is not None:
     scores["expression_coefficient_error"] = metrics.coefficient_error(job.models.read_coefficients(codes),
@@ -122,7 +124,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
           f"(--config.sample.height/width), not {height}x{width}")
   job = pipeline.Pipeline(config, models, mesh, rules)
   template = build_template()
-  rows, portraits = [], []
+  rows, portraits, all_real_codes = [], [], []
   for index in clip_order(clips)[:max_clips]:
     request = pipeline.Request(image=f"clip:{split}/{index}@0", driving=f"clip:{split}/{index}",
                                mode="all-moving", camera="driving", motion="absolute", seed=seed)
@@ -131,6 +133,7 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
     tracking = inputs._clip_tracking(clip, slice(None))  # pylint: disable=protected-access
     real_crops = inputs.face_crops(real, tracking, job.crop_size, job.crop_margin, job.crop_parts)
     real_codes, real_poses = job.encode_crops("expression", real_crops), job.encode_crops("pose", real_crops)
+    all_real_codes.append(real_codes[1:])
     portrait_identity = job.encode_crops("identity", real_crops[:1])[0] if models.identity is not None else None
     portraits.append(portrait_identity)
     heads = HeadRenders(template, tracking, height, width)
@@ -149,5 +152,10 @@ def evaluate(config, models, mesh, rules, split="test", max_clips=4, seed=0, abl
       row.update({f"without_{name}_{k}": v for k, v in score(_generate(job, conditions, seed, (name,))).items()})
     rows.append(row)
   _impostor_similarity(rows, portraits)
+  spread = metrics.code_spread(np.concatenate(all_real_codes))
+  for row in rows:
+    for key in row:
+      if key.endswith("expression_error"):
+        row[key] /= spread
   summary = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key not in ("clip", "identity")}
   return summary, rows

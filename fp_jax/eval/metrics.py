@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import head_pose, renderer
+from data_pipeline.errors import require
 
 
 def image_scores(generated, target):
@@ -27,12 +28,19 @@ def pose_error_deg(vectors, target_vectors):
   return float(np.mean(rotation_angle_deg(rotation, target)))
 
 
-def code_error(codes, target_codes):
-  """Mean distance between expression codes, relative to the target codes' spread over frames
-  and clips (1.0 = as far as a random other frame's code)."""
+def code_distance(codes, target_codes):
+  """Mean Euclidean distance between expression codes `[N, D]`, frame by frame."""
   codes, target_codes = np.asarray(codes, np.float64), np.asarray(target_codes, np.float64)
-  spread = np.sqrt(np.mean(np.sum(np.square(target_codes - target_codes.mean(axis=0)), axis=-1))) + 1e-9
-  return float(np.mean(np.linalg.norm(codes - target_codes, axis=-1)) / spread)
+  return float(np.mean(np.linalg.norm(codes - target_codes, axis=-1)))
+
+
+def code_spread(codes):
+  """The mean distance between the codes `[N, D]` of two different frames (every ordered pair):
+  what a random other frame of the same set scores in `code_distance`."""
+  codes = np.asarray(codes, np.float64)
+  require(len(codes) >= 2, "the spread of expression codes needs two frames or more")
+  distances = np.linalg.norm(codes[:, None] - codes[None], axis=-1)
+  return float(distances.sum() / (len(codes) * (len(codes) - 1)))
 
 
 def coefficient_error(coefficients, target_coefficients):
