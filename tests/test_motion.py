@@ -70,6 +70,26 @@ def random_motion_batch(rng):
           "extrinsics": jnp.asarray(rng.standard_normal((2, 3, 3, 4)), jnp.float32)}
 
 
+def test_validation_scores_the_crops_as_they_are():
+  # Training mirrors, blurs and jitters; validation must not, or a run with more augmentation is
+  # scored on harder crops than one with less.
+  from fp_jax.train.evaluation import validation_metrics  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config("motion")
+  config.motion.widths, config.motion.pose_widths = (8, 16), ()
+  config.motion.expression_parts = ()
+  config.motion_loss.blur_share, config.motion_loss.jitter.shift = 0.5, 2
+  task = motion_task.MotionTask(config)
+  graphdef, params = nnx.split(task.make_model(nnx.Rngs(0)))
+  frozen_graphdef, frozen_state = nnx.split(nnx.Dict(task.make_frozen(None)))
+  batch = random_motion_batch(np.random.default_rng(4))
+  scored = jax.jit(validation_metrics(task, graphdef, frozen_graphdef))(params, frozen_state, batch)
+  as_they_are = task.loss(nnx.merge(graphdef, params), {}, batch, None)[1]
+  augmented = task.loss(nnx.merge(graphdef, params), {}, batch, jax.random.key(0))[1]
+  for name in ("expression_mse", "pose_mse"):
+    np.testing.assert_allclose(scored[name], as_they_are[name], rtol=1e-5)
+    assert abs(float(augmented[name]) - float(as_they_are[name])) > 1e-4 * float(as_they_are[name])
+
+
 def test_the_twin_terms_are_zero_or_exact_for_identical_crops_and_positive_otherwise():
   config = tiny.get_config("motion")
   config.motion.widths, config.motion.pose_widths = (8, 16), ()

@@ -32,6 +32,20 @@ def validation_input(config):
   return values
 
 
+def validation_metrics(task, graphdef, frozen_graphdef):
+  """`(params, frozen_state, batch) -> metrics` of the task's loss on validation batches.
+  Augmentation is for training: a task whose loss reads its key only to augment
+  (`augments_with_key`: motion, identity) is scored on the crops as they are; the others need
+  theirs (the DiT's noise levels, the VAE's crops), the same one at every evaluation."""
+  key = None if getattr(task, "augments_with_key", False) else jax.random.key(0)
+
+  def metrics(params, frozen_state, batch):
+    loss, values = task.loss(nnx.merge(graphdef, params), nnx.merge(frozen_graphdef, frozen_state), batch, key)
+    return dict(values, loss=loss)
+
+  return metrics
+
+
 def _gather(tree):
   if jax.process_count() == 1:
     return jax.device_get(tree)
@@ -47,12 +61,7 @@ class Evaluator:
     input_pipeline.make_dataset(self.input_config, jax.process_index(), jax.process_count())
     self.samples_dir = os.path.join(workdir, "samples")
 
-    def metrics(params, frozen_state, batch):
-      loss, values = task.loss(nnx.merge(graphdef, params), nnx.merge(frozen_graphdef, frozen_state),
-                               batch, jax.random.key(0))
-      return dict(values, loss=loss)
-
-    self._metrics = jax.jit(metrics)
+    self._metrics = jax.jit(validation_metrics(task, graphdef, frozen_graphdef))
     self._sample = None
     if hasattr(task, "sample"):
       steps = config.eval.sample_steps

@@ -48,6 +48,7 @@ def contrastive_loss(embeddings, temperature):
 
 class IdentityTask:
   name = "identity"
+  augments_with_key = True  # its loss reads the key only to blur: validated without
 
   def __init__(self, config):
     self.config = config

@@ -109,6 +109,7 @@ class MotionModels(nnx.Module):
 
 class MotionTask:
   name = "motion"
+  augments_with_key = True  # its loss reads the key only to blur, mirror and jitter: validated without
 
   def __init__(self, config):
     self.config = config
