@@ -19,10 +19,13 @@ and prints:
                          the train split's identities, printed as expression_ridge_strength),
                          measured on the test split (expression_r2_fixed_ridge: at strength 1e-3,
                          as this benchmark read it out before);
-  expression_r2_p05, _p95  the 5th and 95th percentiles of expression_r2 over the test clips
-                         drawn with replacement: a clip's 17 frames (0.7 s) mostly hold one
-                         expression, so the test split's 16 clips are 16 draws of the controls,
+  expression_r2_p05, _p95  a 90% interval of expression_r2 over the test clips drawn with
+                         replacement (the basic bootstrap interval): a clip's 17 frames (0.7 s)
+                         mostly hold one expression, so the test split's 16 clips are 16 draws
+                         of the controls, from 4 people (the interval is conditional on them),
                          and differences within this interval are not measured;
+  expression_r2_mean_control  the controls' own R^2 averaged with equal weights (the pooled
+                         figure weights each by its variance: the jaw and brows count most);
   expression_within_clip_share  the share of the test controls' variance within clips;
   expression_r2_own_readout  the same by the linear read-out trained with the encoder (on every
                          person the run drew, not only the train split's);
@@ -33,16 +36,19 @@ and prints:
   identity_probe_chance  1 / number of test identities;
   expression_r2_NAME     the R^2 of each control alone (test, stored crops): which controls the
                          latent carries;
-  expression_r2_facing_LOW_HIGH  the same R^2 on the test frames whose face turns LOW to HIGH
+  expression_r2_facing_LOW_HIGH  the R^2 on the test frames whose face turns LOW to HIGH
                          degrees away from the camera (head_pose.facing_degrees), with the share of the
                          frames that do as facing_share_LOW_HIGH: a face seen side-on or from
                          behind hides much of its expression (the sweeping and studio cameras
-                         see heads up to ~105 degrees off), which no encoder can read.
+                         see heads up to ~105 degrees off), which no encoder can read (each
+                         bin's error against the whole test set's variance, so bins compare);
 With --people=N (default 1000; 0: none) it also reads N held-out people of the validation split's
 fresh-people stream, one frame each at crop resolution, each a new person wearing a new expression
 (rendered once and kept under --renders, as benchmarks/expression_fit.py keeps them):
   expression_r2_people   R^2 by the same ridge read-out (fitted on the train split's clips): a
-                         figure from N independent draws, not 16;
+                         figure from N independent draws, not 16, with its 90% interval over
+                         the people drawn with replacement (_p05, _p95) and its equal-weights
+                         mean over the controls (_mean_control);
   expression_r2_people_own_readout  the same by the run's own read-out;
   expression_r2_people_NAME  each control's, by the ridge read-out.
 With --vae (a VAE run on the same data), each test clip also goes through that VAE and back, as
@@ -69,11 +75,12 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
 from expression_fit import fail, held_out_people  # pylint: disable=g-import-not-at-top  # benchmarks/expression_fit.py
-from expression_scores import by_facing, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
+from expression_scores import bootstrap_interval, by_facing, mean_control_r_squared, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
+from fp_jax.eval import metrics  # pylint: disable=g-import-not-at-top
 from fp_jax.sample import inputs  # pylint: disable=g-import-not-at-top
 from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks import common, motion_task  # pylint: disable=g-import-not-at-top
@@ -122,20 +129,6 @@ def cross_validated_ridge(features, targets, groups, folds=4):
   return ridge(features, targets, best), best
 
 
-def clip_bootstrap(predicted, truth, clips, rounds=2000, seed=0):
-  """5th and 95th percentiles of the pooled R^2 over test sets drawn from the clips with
-  replacement: a clip's 17 frames (0.7 s) mostly hold one expression, so the clips, not the
-  frames, are the independent draws."""
-  keys = np.unique(clips)
-  rows = [np.flatnonzero(clips == key) for key in keys]
-  rng = np.random.default_rng(seed)
-  scores = []
-  for _ in range(rounds):
-    chosen = np.concatenate([rows[i] for i in rng.integers(len(keys), size=len(keys))])
-    scores.append(r_squared(predicted[chosen], truth[chosen]))
-  return np.percentile(scores, 5), np.percentile(scores, 95)
-
-
 def within_clip_share(truth, clips):
   """The share of the controls' variance (pooled) that lies within clips, not between them."""
   within = 0.0
@@ -162,17 +155,14 @@ def score_people(models, readout, config, args):
                            for i in range(0, len(crops), 250)])
   predicted = readout(latent)
   print(f"expression_r2_people: {r_squared(predicted, truth):.3f}")
+  low, high = bootstrap_interval(predicted, truth, np.arange(len(truth)))  # each person one draw
+  print(f"expression_r2_people_p05: {low:.3f}")
+  print(f"expression_r2_people_p95: {high:.3f}")
+  print(f"expression_r2_people_mean_control: {mean_control_r_squared(predicted, truth):.3f}")
   print(f"expression_r2_people_own_readout: {r_squared(np.asarray(models.readout(jnp.asarray(latent))), truth):.3f}")
   for name, value in zip(controls.control_names(build_template()), r_squared(predicted, truth, axis=0)):
     print(f"expression_r2_people_{name}: {value:.3f}")
   print(f"expression_r2_people_count: {len(truth)}")
-
-
-def pose_error_degrees(predicted, truth):
-  rotation = head_pose.rotation_from_6d(predicted[:, :6])
-  true_rotation = head_pose.rotation_from_6d(truth[:, :6])
-  cosine = (np.trace(np.einsum("nji,njk->nik", rotation, true_rotation), axis1=1, axis2=2) - 1) / 2
-  return float(np.degrees(np.mean(np.arccos(np.clip(cosine, -1.0, 1.0)))))
 
 
 def vae_round_trip(vae_workdir):
@@ -294,16 +284,17 @@ def main():
     print(f"expression_r2_fixed_ridge{suffix}: {r_squared(fixed(test['latent']), test['expression']):.3f}")
     own = np.asarray(models.readout(jnp.asarray(test["latent"])))
     print(f"expression_r2_own_readout{suffix}: {r_squared(own, test['expression']):.3f}")
-    print(f"pose_error_deg{suffix}: {pose_error_degrees(test['pose'], test['true_pose']):.2f}")
+    print(f"pose_error_deg{suffix}: {metrics.pose_error_deg(test['pose'], test['true_pose']):.2f}")
     # The same on the identities it trained on: the gap is what does not generalise.
     print(f"train_expression_r2{suffix}: {r_squared(readout(train['latent']), train['expression']):.3f}")
-    print(f"train_pose_error_deg{suffix}: {pose_error_degrees(train['pose'], train['true_pose']):.2f}")
+    print(f"train_pose_error_deg{suffix}: {metrics.pose_error_deg(train['pose'], train['true_pose']):.2f}")
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
     if not suffix:
       clips = test["identity"] * 1000 + test["clip"]
-      low, high = clip_bootstrap(predicted, test["expression"], clips)
+      low, high = bootstrap_interval(predicted, test["expression"], clips)
       print(f"expression_r2_p05: {low:.3f}")
       print(f"expression_r2_p95: {high:.3f}")
+      print(f"expression_r2_mean_control: {mean_control_r_squared(predicted, test['expression']):.3f}")
       print(f"expression_within_clip_share: {within_clip_share(test['expression'], clips):.3f}")
       stored_readout = readout
       by_control = r_squared(predicted, test["expression"], axis=0)
@@ -319,8 +310,8 @@ def main():
   if args.vae:
     saved.input.face_crop.source = "frames"
     real, through_vae, first = pose_readings_through_vae(models, saved, vae_round_trip(args.vae))
-    print(f"pose_shift_deg_vae: {pose_error_degrees(through_vae, real):.2f}")
-    print(f"pose_motion_deg: {pose_error_degrees(first, real):.2f}")
+    print(f"pose_shift_deg_vae: {metrics.pose_error_deg(through_vae, real):.2f}")
+    print(f"pose_motion_deg: {metrics.pose_error_deg(first, real):.2f}")
 
 if __name__ == "__main__":
   main()
