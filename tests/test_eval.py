@@ -1,5 +1,8 @@
 """fp-eval: metrics against analytic answers, and a whole evaluation on saved random runs."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,15 +19,39 @@ from tests.test_export import saved_run
 from tests.test_sample import runs, sample_config  # pylint: disable=unused-import  # the fixture
 from tests.test_trainer import train_config
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _ssim_by_definition(a, b):
+  """Wang et al. (2004) written out: an 11-tap Gaussian window of sigma 1.5 over the valid region,
+  K1 0.01, K2 0.03, range 1, each channel's map averaged, then the frames'."""
+  taps = np.exp(-np.square(np.arange(11) - 5.0) / (2 * 1.5 ** 2))
+  taps /= taps.sum()
+  window = lambda image: np.apply_along_axis(lambda row: np.convolve(row, taps, "valid"), 1,
+                                             np.apply_along_axis(lambda col: np.convolve(col, taps, "valid"), 0, image))
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  frames = []
+  for x_frame, y_frame in zip(a, b):
+    maps = []
+    for x, y in zip(np.moveaxis(x_frame, -1, 0), np.moveaxis(y_frame, -1, 0)):
+      mx, my = window(x), window(y)
+      sxx, syy, sxy = window(x * x) - mx ** 2, window(y * y) - my ** 2, window(x * y) - mx * my
+      maps.append(((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2)))
+    frames.append(np.mean(maps))
+  return float(np.mean(frames))
+
 
 def test_psnr_and_ssim_against_their_definitions():
   rng = np.random.default_rng(0)
-  a = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
-  b = np.clip(a.astype(np.int32) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+  a = rng.integers(0, 256, (3, 24, 24, 3)).astype(np.uint8)
+  noise = rng.integers(-20, 21, a.shape) * np.array([0.2, 1.0, 3.0])[:, None, None, None]  # each frame its own
+  b = np.clip(a + noise, 0, 255).astype(np.uint8)
   mse = np.mean(((a.astype(np.float64) - b) / 255.0) ** 2, axis=(1, 2, 3))
   psnr, ssim = metrics.image_scores(a, b)
-  assert psnr == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), rel=1e-5)
-  assert metrics.image_scores(a, a)[1] == pytest.approx(1.0, abs=1e-6) and 0 < ssim < 1
+  per_frame, pooled = np.mean(10 * np.log10(1.0 / mse)), 10 * np.log10(1.0 / np.mean(mse))
+  assert psnr == pytest.approx(per_frame, rel=1e-5) and abs(per_frame - pooled) > 1.0  # the mean of frames' PSNR
+  assert ssim == pytest.approx(_ssim_by_definition(a / 255.0, b / 255.0), rel=1e-5)
+  assert metrics.image_scores(a, a) == (metrics.MAX_PSNR_DB, pytest.approx(1.0, abs=1e-6))
 
 
 def test_pose_error_is_the_rotation_angle():
@@ -192,3 +219,18 @@ def test_evaluation_takes_one_clip_of_each_identity_in_turn():
       return self.identities[index]
 
   assert evaluate.clip_order(Split()) == [0, 2, 4, 6, 1, 3, 5]
+
+
+def test_reports_are_written_both_or_neither_and_bad_outs_are_refused_before_any_work(tmp_path):
+  old = {name: f"old {name}" for name in ("report.json", "report.md")}
+  for name, text in old.items():
+    (tmp_path / name).write_text(text)
+  with pytest.raises(ValueError):  # not finite: no JSON reader would take it
+    report.write(str(tmp_path / "report.json"), {"psnr": float("inf")}, [], "fp-eval ...", 0)
+  assert {path.name: path.read_text() for path in tmp_path.iterdir()} == old  # both old, nothing partial
+  (tmp_path / "as_folder.md").mkdir()
+  result = subprocess.run([sys.executable, "-c", "from fp_jax.eval.cli import run; run()",
+                           "--config=configs/tiny.py:dit", "--workdir=unused", f"--out={tmp_path / 'as_folder.json'}"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == f"error: --out: {tmp_path / 'as_folder.md'} is a folder"

@@ -33,7 +33,12 @@ def main(argv):
     raise InputError("--config is required, e.g. --config=configs/tiny.py")
   require(FLAGS.workdir and FLAGS.out, "--workdir and --out are required")
   require(FLAGS.out.endswith(".json"), f"--out must name a .json file, got {FLAGS.out!r}")
-  require(os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.out))), f"--out: the folder of {FLAGS.out} does not exist")
+  folder = os.path.dirname(os.path.abspath(FLAGS.out))
+  require(os.path.isdir(folder), f"--out: the folder of {FLAGS.out} does not exist")
+  # Checked now, not after the evaluation's minutes: where the reports could not be written.
+  require(os.access(folder, os.W_OK | os.X_OK), f"--out: cannot write in {folder}")
+  for path in (FLAGS.out, os.path.splitext(FLAGS.out)[0] + ".md"):
+    require(not os.path.isdir(path), f"--out: {path} is a folder")
   require(FLAGS.clips >= 1, f"--clips must be >= 1, got {FLAGS.clips}")
   from fp_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize_from_env()

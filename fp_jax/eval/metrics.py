@@ -8,11 +8,16 @@ from data_pipeline import head_pose, renderer
 from data_pipeline.errors import require
 
 
+MAX_PSNR_DB = 100.0  # a frame identical to its target: a finite figure, not infinity
+
+
 def image_scores(generated, target):
-  """Mean PSNR (dB) and SSIM of uint8 videos `[N, H, W, 3]` (frames in [0, 1])."""
+  """Mean over frames of each frame's PSNR (dB, at most MAX_PSNR_DB) and SSIM, of uint8 videos
+  `[N, H, W, 3]` (frames in [0, 1])."""
   a = jnp.asarray(generated, jnp.float32) / 255.0
   b = jnp.asarray(target, jnp.float32) / 255.0
-  return float(jnp.mean(dm_pix.psnr(a, b))), float(jnp.mean(dm_pix.ssim(a, b)))
+  psnr = jnp.minimum(dm_pix.psnr(a, b), MAX_PSNR_DB)
+  return float(jnp.mean(psnr)), float(jnp.mean(dm_pix.ssim(a, b)))
 
 
 def rotation_angle_deg(a, b):

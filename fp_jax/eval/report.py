@@ -2,6 +2,8 @@
 import json
 import os
 
+from data_pipeline import durable
+
 METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
            ("pose_error_deg", "pose error (deg)", "lower"), ("expression_error", "expression error", "lower"),
            ("expression_coefficient_error", "expression coefficients (rms)", "lower"),
@@ -9,11 +11,22 @@ METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
            ("lpips", "LPIPS", "lower"), ("identity_similarity", "identity similarity", "higher"))
 
 
-def _write(path, text):
-  temporary = path + ".partial"
-  with open(temporary, "w") as handle:
-    handle.write(text)
-  os.replace(temporary, path)
+def _write_both(texts):
+  """Each `{path: text}` written to a temporary name first, then all renamed: a failure leaves
+  the old reports (or none), never a new report.json beside an old report.md."""
+  temporaries = {path: path + ".partial" for path in texts}
+  try:
+    for path, text in texts.items():
+      with open(temporaries[path], "w") as handle:
+        handle.write(text)
+        durable.flush_to_disk(handle)
+  except BaseException:
+    for temporary in temporaries.values():
+      if os.path.exists(temporary):
+        os.remove(temporary)
+    raise
+  for path, temporary in temporaries.items():
+    durable.replace(temporary, path)
 
 
 def markdown(summary, rows, command, seed):
@@ -48,7 +61,9 @@ def _count(number, one, many):
 def write(out, summary, rows, command, seed):
   """Writes `out` (JSON: summary keys at the top, per-clip rows, command, seed) and `out`'s .md."""
   payload = dict(summary, clips=rows, command=command, seed=seed)
-  _write(out, json.dumps(payload, indent=1, sort_keys=True))
   markdown_path = os.path.splitext(out)[0] + ".md"
-  _write(markdown_path, markdown(summary, rows, command, seed))
+  # allow_nan=False: a score that is not finite (a frame identical to its target has infinite
+  # PSNR) fails here, rather than writing a report.json no JSON reader accepts.
+  _write_both({out: json.dumps(payload, indent=1, sort_keys=True, allow_nan=False),
+               markdown_path: markdown(summary, rows, command, seed)})
   return out, markdown_path
