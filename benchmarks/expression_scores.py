@@ -1,4 +1,5 @@
-"""How well expression controls are read: R^2, whole and by how far each face turns from the camera."""
+"""How well expression controls are read (R^2, whole and by how far each face turns from the camera),
+and how much of a person the expression latent gives away (a linear identity probe)."""
 import numpy as np
 
 from data_pipeline import head_pose
@@ -49,3 +50,41 @@ def bootstrap_interval(predicted, truth, groups, rounds=2000, seed=0):
     scores.append(r_squared(predicted[chosen], truth[chosen]))
   estimate = r_squared(predicted, truth)
   return 2 * estimate - np.percentile(scores, 95), 2 * estimate - np.percentile(scores, 5)
+
+
+def ridge(features, targets, strength=1e-3):
+  """Least squares with a small ridge; returns a function of new features."""
+  mean_x, mean_y = features.mean(0), targets.mean(0)
+  x = features - mean_x
+  weights = np.linalg.solve(x.T @ x + strength * len(x) * np.eye(x.shape[1]), x.T @ (targets - mean_y))
+  return lambda new: (new - mean_x) @ weights + mean_y
+
+
+def identity_probe(latent, identity, clip):
+  """Accuracy of a one-hot ridge classifier trained on the first half of each identity's clips and
+  scored on the other half."""
+  labels = np.unique(identity)
+  onehot = (identity[:, None] == labels[None]).astype(np.float64)
+  if clip.max() == 0:  # fitted and scored on frames of one clip, near copies of each other
+    raise ValueError("the identity probe needs two clips or more of each person")
+  fit = clip < clip.max() / 2 + 0.5
+  predict = ridge(latent[fit], onehot[fit])
+  accuracy = np.mean(labels[np.argmax(predict(latent[~fit]), axis=1)] == identity[~fit])
+  return float(accuracy), 1.0 / len(labels)
+
+
+def identity_probe_null(latent, identity, clip, rounds=200, seed=0):
+  """The 95th percentile of `identity_probe`'s accuracy with the people's names shuffled among the
+  clips of each clip index (each name keeps one clip per index, so the probe's halves stay
+  balanced): what a latent holding no identity scores on these few clips by chance."""
+  rng = np.random.default_rng(seed)
+  scores = []
+  for _ in range(rounds):
+    shuffled = identity.copy()
+    for index in np.unique(clip):
+      rows = clip == index
+      people = np.unique(identity[rows])
+      renamed = dict(zip(people, rng.permutation(people)))
+      shuffled[rows] = [renamed[person] for person in identity[rows]]
+    scores.append(identity_probe(latent, shuffled, clip)[0])
+  return float(np.percentile(scores, 95))

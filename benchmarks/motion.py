@@ -34,6 +34,9 @@ and prints:
   identity_probe_acc     a linear identity classifier on the expression latent, fitted on half
                          the clips of each test identity and scored on the other half;
   identity_probe_chance  1 / number of test identities;
+  identity_probe_null_p95  the 95th percentile of the probe's accuracy with the people's names
+                         shuffled between clips: what a latent holding no identity scores on
+                         these few clips by chance (the probe is inside it: not measured);
   expression_r2_NAME     the R^2 of each control alone (test, stored crops): which controls the
                          latent carries;
   expression_r2_facing_LOW_HIGH  the R^2 on the test frames whose face turns LOW to HIGH
@@ -75,7 +78,8 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
 from expression_fit import fail, held_out_people  # pylint: disable=g-import-not-at-top  # benchmarks/expression_fit.py
-from expression_scores import bootstrap_interval, by_facing, mean_control_r_squared, r_squared  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
+from expression_scores import (bootstrap_interval, by_facing, identity_probe, identity_probe_null,  # pylint: disable=g-import-not-at-top
+                               mean_control_r_squared, r_squared, ridge)  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
@@ -103,14 +107,6 @@ def encode_split(models, config, split):
     rows["identity"].append(np.full(count, int(example["identity"])))
     rows["clip"].append(np.full(count, index % records.clips_per_identity))
   return {name: np.concatenate(values) for name, values in rows.items()}
-
-
-def ridge(features, targets, strength=1e-3):
-  """Least squares with a small ridge; returns a function of new features."""
-  mean_x, mean_y = features.mean(0), targets.mean(0)
-  x = features - mean_x
-  weights = np.linalg.solve(x.T @ x + strength * len(x) * np.eye(x.shape[1]), x.T @ (targets - mean_y))
-  return lambda new: (new - mean_x) @ weights + mean_y
 
 
 RIDGE_STRENGTHS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -199,17 +195,6 @@ def pose_readings_through_vae(models, config, round_trip, split="test"):
   return np.concatenate(real), np.concatenate(through_vae), np.concatenate(first)
 
 
-def identity_probe(latent, identity, clip):
-  """Accuracy of a one-hot ridge classifier trained on the first half of each identity's clips and
-  scored on the other half."""
-  labels = np.unique(identity)
-  onehot = (identity[:, None] == labels[None]).astype(np.float64)
-  fit = clip < clip.max() / 2 + 0.5 if clip.max() > 0 else np.arange(len(clip)) % 2 == 0
-  predict = ridge(latent[fit], onehot[fit])
-  accuracy = np.mean(labels[np.argmax(predict(latent[~fit]), axis=1)] == identity[~fit])
-  return float(accuracy), 1.0 / len(labels)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--data_dir", default="outputs/bench/data")
@@ -289,6 +274,7 @@ def main():
     print(f"train_expression_r2{suffix}: {r_squared(readout(train['latent']), train['expression']):.3f}")
     print(f"train_pose_error_deg{suffix}: {metrics.pose_error_deg(train['pose'], train['true_pose']):.2f}")
     print(f"identity_probe_acc{suffix}: {accuracy:.3f}")
+    print(f"identity_probe_null_p95{suffix}: {identity_probe_null(test['latent'], test['identity'], test['clip']):.3f}")
     if not suffix:
       clips = test["identity"] * 1000 + test["clip"]
       low, high = bootstrap_interval(predicted, test["expression"], clips)

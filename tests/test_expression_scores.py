@@ -56,3 +56,30 @@ def test_the_bootstrap_interval_holds_the_estimate_and_widens_with_fewer_draws()
   assert intervals[40] > 2 * intervals[400]  # about sqrt(10) times as wide
   perfect = expression_scores.bootstrap_interval(truth, truth, np.arange(len(truth)) // 50, rounds=50)
   assert perfect == (1.0, 1.0)
+
+
+def test_ridge_is_least_squares_with_an_unpenalised_intercept():
+  rng = np.random.default_rng(3)
+  features, targets = rng.standard_normal((60, 5)) + 2.0, rng.standard_normal((60, 2))
+  strength = 0.1
+  # The augmented normal equations: a column of ones for the intercept, left out of the penalty.
+  augmented = np.concatenate([features, np.ones((60, 1))], axis=1)
+  penalty = strength * 60 * np.diag([1.0] * 5 + [0.0])
+  weights = np.linalg.solve(augmented.T @ augmented + penalty, augmented.T @ targets)
+  new = rng.standard_normal((7, 5))
+  np.testing.assert_allclose(expression_scores.ridge(features, targets, strength)(new),
+                             np.concatenate([new, np.ones((7, 1))], axis=1) @ weights, rtol=1e-9, atol=1e-12)
+
+
+def test_the_identity_probe_finds_a_person_the_latent_holds_and_its_null_is_near_chance():
+  rng = np.random.default_rng(4)
+  identity, clip = np.repeat(np.arange(4), 4 * 17), np.tile(np.repeat(np.arange(4), 17), 4)
+  looks = rng.standard_normal((4, 32))
+  blind = rng.standard_normal((len(identity), 32))  # no person in it
+  telling = looks[identity] + 0.5 * blind  # each person's own direction
+  accuracy, chance = expression_scores.identity_probe(telling, identity, clip)
+  assert chance == 0.25 and accuracy == 1.0
+  assert expression_scores.identity_probe_null(telling, identity, clip, rounds=50) < 0.9
+  assert 0.25 <= expression_scores.identity_probe_null(blind, identity, clip, rounds=50) < 0.75
+  with pytest.raises(ValueError, match="two clips or more"):
+    expression_scores.identity_probe(blind, identity, np.zeros_like(clip))
