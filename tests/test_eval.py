@@ -203,6 +203,20 @@ def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_pa
   assert "| portrait repeated (baseline) |" in open(markdown_path).read()
   assert "1 clip of 1 person; reproduce with `fp-eval ...` (seed 0)." in open(markdown_path).read()
   assert "| real clip through the VAE (ceiling) |" in open(markdown_path).read()
+  # Every number of the markdown table is the JSON's, rounded as printed.
+  table = [line for line in open(markdown_path).read().splitlines() if line.startswith("| ") and "---" not in line]
+  header = [cell.strip() for cell in table[0].strip("|").split("|")]
+  labels = {f"{label} ({better})": key for key, label, better in report.METRICS}
+  prefixes = {"model": "", "portrait repeated (baseline)": "baseline_", "real clip through the VAE (ceiling)": "vae_ceiling_",
+              "portrait warped by the tracked mesh, through the VAE": "warp_"}
+  checked = 0
+  for line in table[1:]:
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    prefix = prefixes.get(cells[0], "without_" + cells[0][len("without "):] + "_")
+    for column, cell in zip(header[1:], cells[1:]):
+      assert cell == f"{saved[prefix + labels[column]]:.3f}", (cells[0], column)
+      checked += 1
+  assert checked >= 4 * len(header[1:])
   assert "| portrait warped by the tracked mesh, through the VAE |" in open(markdown_path).read()
   assert ("view: normal error (deg) (lower) | view: head IoU (higher) | LPIPS (lower) | identity similarity (higher) |"
           in open(markdown_path).read())
