@@ -1,4 +1,6 @@
 """LPIPS against the `lpips` package (its AlexNet trunk random, its shipped linear heads)."""
+import os
+import subprocess
 import sys
 import types
 
@@ -40,6 +42,8 @@ reference = _import_reference()
 
 from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
 from fp_jax.eval import lpips  # pylint: disable=g-import-not-at-top
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +98,9 @@ def test_the_trunk_and_the_heads_may_come_from_two_files(reference_model, tmp_pa
     lpips.load(f"{paths.split(',')[0]},{_save(wrong, tmp_path / 'wrong.safetensors')}")
   with pytest.raises(InputError, match="at least 31x31"):
     lpips.video_lpips(lpips.load(paths), a[:, :16, :16], b[:, :16, :16])
+  # fp-eval checks the frames' size before it loads a model or samples a clip.
+  result = subprocess.run([sys.executable, "-c", "from fp_jax.eval.cli import run; run()", "--config=configs/tiny.py:dit",
+                           "--config.sample.height=16", "--config.sample.width=16", "--workdir=no_such_run",
+                           f"--out={tmp_path / 'report.json'}", f"--lpips={paths}"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert result.returncode == 2 and result.stderr.strip() == "error: LPIPS needs frames of at least 31x31, got 16x16"

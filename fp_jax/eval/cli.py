@@ -49,6 +49,8 @@ def main(argv):
   from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
   lpips_params = lpips.load(FLAGS.lpips) if FLAGS.lpips else None  # bad weights fail before any work
   config = _CONFIG.value
+  if lpips_params is not None:  # frames too small for it fail now, not after the first clip's sampling
+    lpips.check_size(int(config.sample.height), int(config.sample.width))
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_from_config(config.logical_axis_rules)
   models = models_lib.load(config, mesh, rules, FLAGS.workdir)

@@ -104,9 +104,12 @@ def distance(params, a, b):
 MIN_SIZE = 31
 
 
+def check_size(height, width):
+  require(min(height, width) >= MIN_SIZE, f"LPIPS needs frames of at least {MIN_SIZE}x{MIN_SIZE}, got {height}x{width}")
+
+
 def video_lpips(params, generated, target):
   """Mean LPIPS over the frames of uint8 videos `[N, H, W, 3]`."""
-  height, width = np.shape(generated)[1:3]
-  require(min(height, width) >= MIN_SIZE, f"LPIPS needs frames of at least {MIN_SIZE}x{MIN_SIZE}, got {height}x{width}")
+  check_size(*np.shape(generated)[1:3])
   to_unit = lambda video: jnp.asarray(video, jnp.float32) / 127.5 - 1.0
   return float(jnp.mean(distance(params, to_unit(generated), to_unit(target))))
