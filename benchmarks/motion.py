@@ -78,8 +78,9 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 from bench_data import ensure_dataset  # pylint: disable=g-import-not-at-top  # benchmarks/bench_data.py
 from bench_runs import trained_run  # pylint: disable=g-import-not-at-top  # benchmarks/bench_runs.py
 from expression_fit import fail, held_out_people  # pylint: disable=g-import-not-at-top  # benchmarks/expression_fit.py
-from expression_scores import (bootstrap_interval, by_facing, identity_probe, identity_probe_null,  # pylint: disable=g-import-not-at-top
-                               mean_control_r_squared, r_squared, ridge)  # pylint: disable=g-import-not-at-top  # benchmarks/expression_scores.py
+# benchmarks/expression_scores.py
+from expression_scores import (bootstrap_interval, by_facing, identity_probe,  # pylint: disable=g-import-not-at-top
+                               identity_probe_null, mean_control_r_squared, r_squared, ridge)
 from configs import tiny  # pylint: disable=g-import-not-at-top
 from data_pipeline import controls, examples, expression_twins, head_pose  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top

@@ -12,8 +12,8 @@ METRICS = (("psnr", "PSNR (dB)", "higher"), ("ssim", "SSIM", "higher"),
 
 
 def _write_both(texts):
-  """Each `{path: text}` written to a temporary name first, then all renamed: a failure leaves
-  the old reports (or none), never a new report.json beside an old report.md."""
+  """Each `{path: text}` written to a temporary name first, then all renamed one after the other:
+  a failure while writing (a full disk, a text that cannot be made) leaves the old reports."""
   temporaries = {path: path + ".partial" for path in texts}
   try:
     for path, text in texts.items():

@@ -14,7 +14,6 @@ from flax import nnx
 
 from data_pipeline import durable
 from data_pipeline.errors import require
-
 from fp_jax.models.build import abstract_sharded, completed
 from fp_jax.train import checkpoints
 

@@ -24,8 +24,8 @@ from fp_jax.parallel import global_batches, mesh as mesh_lib
 from fp_jax.parallel.sharding import rules_from_config, use_mesh
 from fp_jax.train import checkpoints as ckpt
 from fp_jax.train.evaluation import Evaluator
-from fp_jax.train import frozen as frozen_lib
 from fp_jax.train import flops as flops_lib
+from fp_jax.train import frozen as frozen_lib
 from fp_jax.train import manifest
 from fp_jax.train import offload
 from fp_jax.train.step import TrainStep
@@ -103,7 +103,8 @@ class Trainer(TrainStep):
             f"micro-batches over {mesh_lib.batch_shards(self.mesh)} batch shards")
     # -- input ---------------------------------------------------------------------------------
     self._check_input()
-    host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count(), config.total_steps)
+    host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count(),
+                                        steps=config.total_steps)
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
     self.checkpoints = ckpt.manager(workdir, config)
     if self.checkpoints.all_steps():
@@ -112,7 +113,8 @@ class Trainer(TrainStep):
     self.make_model = lambda: self.task.make_model(nnx.Rngs(config.seed))
     self.abstract_model = abstract_sharded(self.make_model, self.mesh, self.rules)
     self.graphdef, abstract_params = self.abstract_model
-    self.frozen_graphdef, self.frozen_state = nnx.split(frozen_lib.create_frozen(self.task, config, self.mesh, self.rules))
+    frozen = frozen_lib.create_frozen(self.task, config, self.mesh, self.rules)
+    self.frozen_graphdef, self.frozen_state = nnx.split(frozen)
     # -- optimizer and state -------------------------------------------------------------------
     TrainStep.__init__(self, config, self.task, self.graphdef, self.frozen_graphdef)
     self.abstract_state = abstract_state(abstract_params, self.tx, config.seed, self.mesh, self.rules,
