@@ -3,8 +3,8 @@
   python benchmarks/expression_fit.py [--people=20000] [--val_people=2000] [--steps=1000]
       [--evals=250,500,1000] [--widths=16,32,64,64] [--pooling=mean] [--learning_rate=3e-3]
       [--stem_width=16] [--standardise=true|false] [--stored_share=0.75]
-      [--pair_weight=0] [--jitter=shift=3,brightness=0.1,...] [--data_dir=outputs/bench/data]
-      [--renders=outputs/bench/expression_fit]
+      [--pair_weight=0] [--neutral [--neutral_weight=0] [--neutral_stage=2]]
+      [--jitter=shift=3,brightness=0.1,...] [--data_dir=outputs/bench/data] [--renders=outputs/bench/expression_fit]
 
 The motion task learns on people rendered in its input workers, its steps shared with the pose
 encoder; this renders `--people` of the tiny motion config's people once (the training stream's
@@ -23,6 +23,13 @@ With --pair_weight=W each training person is rendered twice under one view and l
 expressions (`--people` / 2 people), and the difference of the two read-outs must also equal the
 difference of the two controls (weight W): what changed between two pictures that differ in
 expression alone, with every nuisance cancelled.
+With --neutral each training person is rendered twice under one view and lighting, with its
+expression and with the neutral face (every control 0); with --neutral_weight=W a linear map of
+each crop's features after stage --neutral_stage (a 1x1 convolution, one per tower) must give the
+difference the expression made to that crop, averaged over the map's cells (squared error over the
+difference's mean square, weight W): a dense target that says where on the face the expression
+changed the pixels, not only by how much. Training only: the encoder reads the expressive crop.
+(A pilot that lost: docs/motion_runs.md, "A dense target".)
 --stem_width and --standardise set the expression encoder's stem and input standardisation
 (default: the config's motion.expression_stem_width and motion.expression_standardise).
 --jitter jitters the training crops at every step after mirroring (fp_jax/train/jitter.py).
@@ -83,7 +90,9 @@ def keeping_share(zoomed, share):
 
 
 def render_people(job):
-  """People `start` to `start + count` of a split: crops `[N, 1 or 2, S, S, 3]`, controls and poses."""
+  """People `start` to `start + count` of a split: crops `[N, 1 or 2, S, S, 3]`, controls and poses.
+  `pairs`: "" (one frame each), "pairs" (two expressions) or "neutral" (the expression, then the
+  neutral face; the controls are the expression's alone)."""
   data_dir, split, source, start, count, pairs, parts = job
   make = maker(data_dir, split, source, parts)
   if not pairs:
@@ -94,12 +103,16 @@ def render_people(job):
     rng = np.random.default_rng([make._seed, make._split, index, 2])  # pylint: disable=protected-access
     person = appearance.sample_identity(model, rng)
     expressions = [make._expression(rng, model) for _ in range(2)]  # pylint: disable=protected-access
+    if pairs == "neutral":
+      expressions[1] = np.zeros_like(expressions[0])
     zoomed = make._zoomed(rng)  # pylint: disable=protected-access
     # The same generator state for both renders: one view, head pose, light and backdrop.
     renders = [expression_twins.twin_crops(model, e, copy.deepcopy(rng), make._height, make._width, make._fps,  # pylint: disable=protected-access
-                                           make._crop_size, make._margin, zoomed, person=person)  # pylint: disable=protected-access
+                                           make._crop_size, make._margin, zoomed, person=person,
+                                           parts=parts)  # pylint: disable=protected-access
                for e in expressions]
-    rows.append((np.concatenate([r[0] for r in renders]), np.concatenate(expressions), renders[0][1]))
+    controls_of = expressions[0] if pairs == "neutral" else np.concatenate(expressions)
+    rows.append((np.concatenate([r[0] for r in renders]), controls_of, renders[0][1]))
   return [np.stack(column) for column in zip(*rows)]
 
 
@@ -132,7 +145,25 @@ def held_out_people(renders, data_dir, count, parts):
   a new expression (benchmarks/motion.py scores a motion run on them too)."""
   named = "".join(f"_{p}" for p in parts)
   return rendered(os.path.join(world_renders(renders), f"validation_{count}{named}.npz"), data_dir, "validation",
-                  "stored", count, False, parts)
+                  "stored", count, "", parts)
+
+
+def cell_means(images, size):
+  """`[..., H, W, 3]` -> `[..., size, size, 3]`: the mean of each cell of a size x size grid."""
+  *lead, height, width, channels = images.shape
+  cells = images.reshape(*lead, size, height // size, size, width // size, channels)
+  return cells.mean(axis=(-4, -2))
+
+
+def neutral_error(models, maps, crops):
+  """The neutral term: each tower's stage map (`maps`, one a view) through its head against the expression's
+  change to that crop (`crops [B, 2, V, H, W, 3]`: expressive, neutral), over its mean square."""
+  change = to_unit_range(crops[:, 0]) - to_unit_range(crops[:, 1])  # [B, V, H, W, 3]
+  errors = []
+  for view, (head, features) in enumerate(zip(models.neutral_heads, maps)):
+    target = cell_means(change[:, view], features.shape[1])
+    errors.append(jnp.mean(jnp.square(head(features) - target)) / (jnp.mean(jnp.square(target)) + 1e-8))
+  return sum(errors) / len(errors)
 
 
 def fail(message):
@@ -142,9 +173,12 @@ def fail(message):
 
 class ExpressionModels(nnx.Module):
 
-  def __init__(self, encoder, num_controls, rngs):
+  def __init__(self, encoder, num_controls, rngs, neutral_stage=0):
     self.expression = ImageEncoder(encoder, rngs=rngs)
     self.readout = nnx.Linear(encoder.output_dim, num_controls, rngs=rngs)
+    if neutral_stage:  # a 1x1 convolution per tower: that stage's features -> the expression's change
+      width = encoder.widths[neutral_stage - 1]
+      self.neutral_heads = nnx.List([nnx.Linear(width, 3, rngs=rngs) for _ in range(1 + encoder.parts)])
 
   def __call__(self, crops):
     return self.readout(self.expression(crops))
@@ -163,6 +197,10 @@ def main():
   parser.add_argument("--pooling", default="", help="default: the config's motion.expression_pooling")
   parser.add_argument("--learning_rate", type=float, default=0.0, help="default: the config's")
   parser.add_argument("--pair_weight", type=float, default=0.0)
+  parser.add_argument("--neutral", action="store_true", help="render each training person's neutral face too")
+  parser.add_argument("--neutral_weight", type=float, default=0.0)
+  parser.add_argument("--neutral_stage", type=int, default=2, help="the stage (1 = the first) whose map predicts "
+                      "the expression's difference to the neutral face, with --neutral_weight")
   parser.add_argument("--parts", default="", help="close-ups rendered beside each face crop, from "
                       "data_pipeline/face_crop.py PARTS (eyes,mouth); the encoder reads them too")
   parser.add_argument("--stem_width", type=int, default=None, help="default: the config's motion.expression_stem_width")
@@ -181,15 +219,26 @@ def main():
     fail(f"--jitter: {error}")
   config = tiny.get_config("motion")
   ensure_dataset("demo", args.data_dir)
-  pairs, parts = args.pair_weight > 0, tuple(p for p in args.parts.split(",") if p)
-  if pairs and parts:
+  parts = tuple(p for p in args.parts.split(",") if p)
+  if args.pair_weight > 0 and args.neutral:
+    fail("--pair_weight and --neutral do not go together")
+  if args.neutral_weight and not args.neutral:
+    fail("--neutral_weight needs --neutral")
+  pairs = "pairs" if args.pair_weight > 0 else "neutral" if args.neutral else ""
+  if pairs == "neutral" and (jitter.is_active(jitter_settings) or args.face_only):
+    fail("--neutral does not go with --jitter or --face_only")
+  if pairs == "neutral" and not 1 <= args.neutral_stage <= len(args.widths.split(",") if args.widths else
+                                                              config.motion.widths):
+    fail(f"--neutral_stage must name a stage of the encoder, got {args.neutral_stage}")
+  if pairs == "pairs" and parts:
     fail("--pair_weight and --parts do not go together")
   if args.stored_share is not None and (pairs or not 0 <= args.stored_share <= 1):
-    fail("--stored_share takes a share in [0, 1], without --pair_weight")
+    fail("--stored_share takes a share in [0, 1], without --pair_weight or --neutral")
   named = "".join(f"_{p}" for p in parts)
-  train_renders = f"train_{args.people}{'_pairs' if pairs else ''}{named}.npz"
+  train_renders = f"train_{args.people}{f'_{pairs}' if pairs else ''}{named}.npz"
   train = rendered(os.path.join(world_renders(args.renders), train_renders), args.data_dir, "train",
-                   config.input.face_crop.source, args.people // 2 if pairs else args.people, pairs, parts)
+                   config.input.face_crop.source, args.people // 2 if pairs == "pairs" else args.people, pairs,
+                   parts)
   val = held_out_people(args.renders, args.data_dir, args.val_people, parts)
   if args.stored_share is not None:
     make = maker(args.data_dir, "train", config.input.face_crop.source, parts)
@@ -204,7 +253,8 @@ def main():
   standardise = config.motion.expression_standardise if not args.standardise else args.standardise == "true"
   encoder = EncoderConfig(widths, config.motion.expression_dim, args.pooling or config.motion.expression_pooling,
                           len(parts), stem_width, standardise)
-  models = ExpressionModels(encoder, len(names), nnx.Rngs(config.seed))
+  neutral_stage = args.neutral_stage if args.neutral_weight else 0
+  models = ExpressionModels(encoder, len(names), nnx.Rngs(config.seed), neutral_stage)
   if args.learning_rate:
     config.optim.learning_rate = args.learning_rate
   optimizer = nnx.Optimizer(models, make_optimizer(config.optim, args.steps)[0], wrt=nnx.Param)
@@ -219,9 +269,13 @@ def main():
       crops = jitter.jitter_crops(to_unit_range(crops), jax.random.fold_in(key, 1), jitter_settings)
 
     def loss(models):
-      predicted = models(crops)
+      if neutral_stage:  # the encoder reads the expressive crop; the neutral one is the term's
+        latent, maps = models.expression(crops[:, :1], maps_of_stage=neutral_stage - 1)
+        error = jnp.mean(jnp.square(models.readout(latent) - target))
+        return weight * error + args.neutral_weight * neutral_error(models, maps, crops)
+      predicted = models(crops[:, :1] if pairs == "neutral" else crops)
       error = jnp.mean(jnp.square(predicted - target))
-      if pairs:
+      if pairs == "pairs":
         change = lambda values: values[:, 1] - values[:, 0]
         error += args.pair_weight * jnp.mean(jnp.square(change(predicted) - change(target)))
       return weight * error
@@ -236,10 +290,11 @@ def main():
     return np.concatenate([np.asarray(predict(models, jnp.asarray(crops[i:i + 500]))) for i in range(0, len(crops), 500)])
 
   flat = lambda values: values.reshape(-1, *values.shape[2:])
-  seen_crops, seen_controls = flat(train["crops"])[:2000], flat(train["controls"])[:2000]
+  read_crops = train["crops"][:, :1] if pairs == "neutral" else train["crops"]  # not the neutral faces
+  seen_crops, seen_controls = flat(read_crops)[:2000], flat(train["controls"])[:2000]
   val_crops, val_controls = flat(val["crops"]), flat(val["controls"])
   batch = args.batch or config.input.global_batch_size
-  per_step = batch // train["crops"].shape[1]
+  per_step = batch // read_crops.shape[1]
   evals = {int(s) for s in args.evals.split(",")} if args.evals else {args.steps // 4, args.steps // 2, args.steps}
   rng, key, times = np.random.default_rng(config.seed), jax.random.key(config.seed), []
   for number in range(1, args.steps + 1):

@@ -1,4 +1,6 @@
-"""The image encoders' options for fine detail: a stride-1 stem and per-crop input standardisation."""
+"""The image encoders' options for fine detail: a stride-1 stem and per-crop input standardisation;
+the stage maps a training term can read."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -34,6 +36,21 @@ def test_the_stem_reads_the_crop_at_full_resolution_in_every_tower():
   assert not hasattr(motion.ImageEncoder(motion.EncoderConfig((8, 16), 5), rngs=nnx.Rngs(0)), "stem")
   with pytest.raises(Exception, match="stem_width must be >= 0"):
     motion.ImageEncoder(motion.EncoderConfig((8, 16), 5, stem_width=-1), rngs=nnx.Rngs(0))
+
+
+def test_the_stage_maps_given_are_those_the_latent_is_read_from():
+  config = motion.EncoderConfig((8, 16), 5, parts=2)
+  encoder = motion.ImageEncoder(config, rngs=nnx.Rngs(0))
+  crops = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (2, 3, 3, 16, 16, 3)), jnp.float32)  # [B, T, views]
+  latent, first_maps = encoder(crops, maps_of_stage=0)
+  np.testing.assert_array_equal(np.asarray(latent), np.asarray(encoder(crops)))
+  assert [m.shape for m in first_maps] == [(6, 8, 8, 8)] * 3  # B x T flattened, half the crop, the first width
+  _, last_maps = encoder(crops, maps_of_stage=-1)
+  # The last maps through each tower's norm, the mean pooling and the head give the latent back.
+  pooled = [jnp.mean(jax.nn.silu(tower.norm(m)), axis=(1, 2)) for tower, m in zip([encoder, *encoder.part_towers],
+                                                                                   last_maps)]
+  again = encoder.head(jnp.concatenate(pooled, axis=-1)).reshape(2, 3, 5)
+  np.testing.assert_allclose(np.asarray(again), np.asarray(latent), atol=1e-5)
 
 
 def test_the_config_gives_the_expression_encoder_alone_its_stem_and_standardisation():

@@ -105,16 +105,23 @@ class _Stage(nnx.Module):
     return x + self.conv2(jax.nn.silu(self.norm2(self.conv1(jax.nn.silu(self.norm1(x))))))
 
 
-def _pooled(tower, config, images):
-  """`[N, H, W, 3]` images through a tower's stem, stages and final norm, pooled: `[N, pooled_dim]`."""
+def _stage_maps(tower, config, images):
+  """`[N, H, W, 3]` images through a tower's stem and stages: each stage's output map."""
   x = to_unit_range(images)
   if config.standardise:
     x = standardise(x)
   if config.stem_width:
     x = jax.nn.silu(tower.stem(x))
+  maps = []
   for stage in tower.stages:
     x = stage(x)
-  x = tower.norm(x)
+    maps.append(x)
+  return maps
+
+
+def _pooled(tower, config, maps):
+  """A tower's last stage map through its final norm, pooled: `[N, pooled_dim]`."""
+  x = tower.norm(maps[-1])
   pooling = config.pooling
   if pooling == "grid":
     pooled = grid_pool(jax.nn.silu(x))
@@ -160,7 +167,9 @@ class ImageEncoder(nnx.Module):
     self.head = nnx.Linear((1 + config.parts) * pooled_dim(config.pooling, config.widths[-1]), config.output_dim,
                            rngs=rngs)
 
-  def __call__(self, images):
+  def __call__(self, images, maps_of_stage=None):
+    """The latent; with `maps_of_stage = k`, also each view's map after stage k (`[N, h, w, width]`,
+    the leading axes flattened), for training terms that read the features where they lie."""
     views = 1 + self.config.parts
     image_axes = 3 if views == 1 else 4
     require(images.ndim >= image_axes and images.shape[-1] == 3,
@@ -174,8 +183,12 @@ class ImageEncoder(nnx.Module):
     require(all(n > 0 for n in leading), f"empty batch or clip: shape {images.shape}")
     flat = images.reshape(-1, views, *images.shape[-3:])
     towers = [self] + list(self.part_towers if views > 1 else ())
-    pooled = [_pooled(tower, self.config, flat[:, view]) for view, tower in enumerate(towers)]
-    return self.head(jnp.concatenate(pooled, axis=-1)).reshape(*leading, -1)
+    maps = [_stage_maps(tower, self.config, flat[:, view]) for view, tower in enumerate(towers)]
+    pooled = [_pooled(tower, self.config, tower_maps) for tower, tower_maps in zip(towers, maps)]
+    latent = self.head(jnp.concatenate(pooled, axis=-1)).reshape(*leading, -1)
+    if maps_of_stage is None:
+      return latent
+    return latent, [tower_maps[maps_of_stage] for tower_maps in maps]
 
 
 def expression_encoder(latent_dim=128, widths=(32, 64, 128, 256), seed=0):
