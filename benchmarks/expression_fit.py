@@ -30,6 +30,7 @@ difference the expression made to that crop, averaged over the map's cells (squa
 difference's mean square, weight W): a dense target that says where on the face the expression
 changed the pixels, not only by how much. Training only: the encoder reads the expressive crop.
 (A pilot that lost: docs/motion_runs.md, "A dense target".)
+--shared_eyes reads both eyes' close-ups with one tower, the right eye's flipped left to right.
 --stem_width and --standardise set the expression encoder's stem and input standardisation
 (default: the config's motion.expression_stem_width and motion.expression_standardise).
 --jitter jitters the training crops at every step after mirroring (fp_jax/train/jitter.py).
@@ -210,6 +211,9 @@ def main():
                       help="train on people of whom this share were rendered at crop resolution (default: all)")
   parser.add_argument("--jitter", default="", help="jitter the training crops at every step, as "
                       "fp_jax/train/jitter.py does: comma-separated NAME=VALUE of its FIELDS (default: none)")
+  parser.add_argument("--shared_eyes", action="store_true",
+                      help="with --parts holding eye_l and eye_r: one tower reads both eyes, the right eye's "
+                      "close-up flipped left to right")
   parser.add_argument("--face_only", action="store_true",
                       help="render --parts, but let the encoder read the face crops alone (the baseline on those people)")
   args = parser.parse_args()
@@ -255,6 +259,16 @@ def main():
                           len(parts), stem_width, standardise)
   neutral_stage = args.neutral_stage if args.neutral_weight else 0
   models = ExpressionModels(encoder, len(names), nnx.Rngs(config.seed), neutral_stage)
+  as_read = lambda crops: crops
+  if args.shared_eyes:
+    if not {"eye_l", "eye_r"} <= set(parts):
+      fail("--shared_eyes needs --parts with eye_l and eye_r")
+    left, right = 1 + parts.index("eye_l"), 1 + parts.index("eye_r")  # view 0 is the face
+    # One tower object in both slots: its weights learn from both eyes. The right eye's close-up,
+    # flipped, looks like a left eye's; a mirrored example's eye views are swapped and flipped
+    # first (Mirror), so the tower always reads left-eye pictures.
+    models.expression.part_towers[right - 1] = models.expression.part_towers[left - 1]
+    as_read = lambda crops: crops.at[..., right, :, :, :].set(crops[..., right, :, ::-1, :])
   if args.learning_rate:
     config.optim.learning_rate = args.learning_rate
   optimizer = nnx.Optimizer(models, make_optimizer(config.optim, args.steps)[0], wrt=nnx.Param)
@@ -264,7 +278,7 @@ def main():
   @nnx.jit
   def step(models, optimizer, crops, target, key):
     chosen = mirror.choose(key, crops.shape[0])  # one choice for both crops of a pair
-    crops, target = mirror.crops(chosen, crops), mirror.controls(chosen, target)
+    crops, target = as_read(mirror.crops(chosen, crops)), mirror.controls(chosen, target)
     if jitter.is_active(jitter_settings):
       crops = jitter.jitter_crops(to_unit_range(crops), jax.random.fold_in(key, 1), jitter_settings)
 
@@ -284,7 +298,7 @@ def main():
     optimizer.update(models, grads)
     return value
 
-  predict = nnx.jit(lambda models, crops: models(crops))
+  predict = nnx.jit(lambda models, crops: models(as_read(crops)))
 
   def read(crops):
     return np.concatenate([np.asarray(predict(models, jnp.asarray(crops[i:i + 500]))) for i in range(0, len(crops), 500)])
