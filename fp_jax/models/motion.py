@@ -168,8 +168,9 @@ class ImageEncoder(nnx.Module):
                            rngs=rngs)
 
   def __call__(self, images, maps_of_stage=None):
-    """The latent; with `maps_of_stage = k`, also each view's map after stage k (`[N, h, w, width]`,
-    the leading axes flattened), for training terms that read the features where they lie."""
+    """The latent; with `maps_of_stage = k`, also each view's map after stage k (0: the first, -1:
+    the last; `[N, h, w, width]`, the leading axes flattened), for training terms that read the
+    features where they lie."""
     views = 1 + self.config.parts
     image_axes = 3 if views == 1 else 4
     require(images.ndim >= image_axes and images.shape[-1] == 3,
