@@ -62,7 +62,7 @@ from data_pipeline import appearance, controls, expression_twins, fresh_people, 
 from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
 from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
 from data_pipeline.template_head import build_template  # pylint: disable=g-import-not-at-top
-from fp_jax.models.motion import EncoderConfig, ImageEncoder, to_unit_range  # pylint: disable=g-import-not-at-top
+from fp_jax.models.motion import EncoderConfig, ImageEncoder, grid_pool, to_unit_range  # pylint: disable=g-import-not-at-top
 from fp_jax.train import jitter  # pylint: disable=g-import-not-at-top
 from fp_jax.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
 from fp_jax.train.tasks.motion_task import Mirror  # pylint: disable=g-import-not-at-top
@@ -149,20 +149,14 @@ def held_out_people(renders, data_dir, count, parts):
                   "stored", count, "", parts)
 
 
-def cell_means(images, size):
-  """`[..., H, W, 3]` -> `[..., size, size, 3]`: the mean of each cell of a size x size grid."""
-  *lead, height, width, channels = images.shape
-  cells = images.reshape(*lead, size, height // size, size, width // size, channels)
-  return cells.mean(axis=(-4, -2))
-
-
 def neutral_error(models, maps, crops):
   """The neutral term: each tower's stage map (`maps`, one a view) through its head against the expression's
   change to that crop (`crops [B, 2, V, H, W, 3]`: expressive, neutral), over its mean square."""
   change = to_unit_range(crops[:, 0]) - to_unit_range(crops[:, 1])  # [B, V, H, W, 3]
   errors = []
   for view, (head, features) in enumerate(zip(models.neutral_heads, maps)):
-    target = cell_means(change[:, view], features.shape[1])
+    size = features.shape[1]  # the crop's change averaged over the map's cells, as grid pooling averages
+    target = grid_pool(change[:, view], size).reshape(-1, size, size, change.shape[-1])
     errors.append(jnp.mean(jnp.square(head(features) - target)) / (jnp.mean(jnp.square(target)) + 1e-8))
   return sum(errors) / len(errors)
 
@@ -231,9 +225,6 @@ def main():
   pairs = "pairs" if args.pair_weight > 0 else "neutral" if args.neutral else ""
   if pairs == "neutral" and (jitter.is_active(jitter_settings) or args.face_only):
     fail("--neutral does not go with --jitter or --face_only")
-  if pairs == "neutral" and not 1 <= args.neutral_stage <= len(args.widths.split(",") if args.widths else
-                                                              config.motion.widths):
-    fail(f"--neutral_stage must name a stage of the encoder, got {args.neutral_stage}")
   if pairs == "pairs" and parts:
     fail("--pair_weight and --parts do not go together")
   if args.stored_share is not None and (pairs or not 0 <= args.stored_share <= 1):
@@ -252,6 +243,8 @@ def main():
   if args.face_only and parts:  # the face crop comes first
     train["crops"], val["crops"], parts = train["crops"][:, :, 0], val["crops"][:, :, 0], ()
   widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else tuple(config.motion.widths)
+  if pairs == "neutral" and not 1 <= args.neutral_stage <= len(widths):
+    fail(f"--neutral_stage must name a stage of the encoder, got {args.neutral_stage}")
   names = controls.control_names(build_template())
   stem_width = config.motion.expression_stem_width if args.stem_width is None else args.stem_width
   standardise = config.motion.expression_standardise if not args.standardise else args.standardise == "true"

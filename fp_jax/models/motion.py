@@ -119,9 +119,9 @@ def _stage_maps(tower, config, images):
   return maps
 
 
-def _pooled(tower, config, maps):
+def _pooled(tower, config, last_map):
   """A tower's last stage map through its final norm, pooled: `[N, pooled_dim]`."""
-  x = tower.norm(maps[-1])
+  x = tower.norm(last_map)
   pooling = config.pooling
   if pooling == "grid":
     pooled = grid_pool(jax.nn.silu(x))
@@ -185,7 +185,7 @@ class ImageEncoder(nnx.Module):
     flat = images.reshape(-1, views, *images.shape[-3:])
     towers = [self] + list(self.part_towers if views > 1 else ())
     maps = [_stage_maps(tower, self.config, flat[:, view]) for view, tower in enumerate(towers)]
-    pooled = [_pooled(tower, self.config, tower_maps) for tower, tower_maps in zip(towers, maps)]
+    pooled = [_pooled(tower, self.config, tower_maps[-1]) for tower, tower_maps in zip(towers, maps)]
     latent = self.head(jnp.concatenate(pooled, axis=-1)).reshape(*leading, -1)
     if maps_of_stage is None:
       return latent
