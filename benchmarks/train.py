@@ -41,7 +41,7 @@ def measure(size, data_dir, steps):
     try:
       with use_mesh(trainer.mesh, trainer.rules):
         batch = next(trainer.batches)
-        flops = flops_lib.step_flops(trainer._train_step, trainer.state, trainer.frozen_state, batch)  # pylint: disable=protected-access
+        flops = flops_lib.step_flops(trainer.step_fn, trainer.state, trainer.frozen_state, batch)
         waits, totals = [], []
         for index in range(3 + steps):
           start = time.perf_counter()

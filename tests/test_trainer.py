@@ -87,8 +87,15 @@ def test_dit_loss_falls_with_validation_and_a_sample_video(data_dir, tmp_path, c
 
 
 def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path, monkeypatch):
+  traces, train_step = [], trainer_lib.Trainer._train_step
+
+  def counted(self, *args):  # Python runs once per trace of the step
+    traces.append(1)
+    return train_step(self, *args)
+  monkeypatch.setattr(trainer_lib.Trainer, "_train_step", counted)
   config = train_config(data_dir, "motion", total_steps=6, checkpoint_every=3)
   uninterrupted = run(config, tmp_path / "a")
+  assert len(traces) == 1  # the FLOPs for MFU are counted on the trace the step compiles
   run(train_config(data_dir, "motion", total_steps=3, checkpoint_every=3), tmp_path / "b")
 
   def no_init(*args, **kwargs):

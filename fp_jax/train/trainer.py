@@ -275,8 +275,8 @@ class Trainer(TrainStep):
           began = time.perf_counter()
           batch = next(self.batches)
           waited += time.perf_counter() - began
-          if step_flops is None:  # traced once (not run) for MFU
-            step_flops = flops_lib.step_flops(self._train_step, self.state, self.frozen_state, batch)
+          if step_flops is None:  # for MFU, from the trace the jitted step then compiles
+            step_flops = flops_lib.step_flops(self.step_fn, self.state, self.frozen_state, batch)
           self.state, metrics = self.step_fn(self.state, self.frozen_state, batch)  # asynchronous
           step += 1
           watchdog.pet(step)  # armed after the first step: compilation may take long
