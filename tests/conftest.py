@@ -1,6 +1,7 @@
 """Every test sees 8 simulated CPU devices (set before anything imports jax)."""
 import os
 import sys
+import types
 
 # The tests' programs are tiny, so compiling them costs far more than running them: XLA:CPU's
 # backend optimisation level 0 halves the suite's compile time (the processes tests start inherit it).
@@ -30,3 +31,22 @@ def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tiny_data"))
   tfds_builder.build(synthetic.get_config("tiny"), path)
   return path
+
+
+@pytest.fixture(scope="session")
+def motion_reference(data_dir, tmp_path_factory):
+  """One uninterrupted run that the resume tests compare with and copy from: the tiny motion task
+  (tests/test_trainer.py's `train_config`) for 4 steps, checkpoints at steps 2 and 4. Returns its
+  workdir (copy it before changing anything), its final state on the host and its step losses.
+  Made once per test worker: six tests that each ran a reference of their own take it."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from tests import test_trainer  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("motion_reference")
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    state = test_trainer.run(test_trainer.train_config(data_dir, "motion", total_steps=4, checkpoint_every=2),
+                             workdir)
+  losses = test_trainer.step_losses(printed.getvalue())
+  assert len(losses) == 4
+  return types.SimpleNamespace(workdir=workdir, state=state, losses=losses)

@@ -6,14 +6,14 @@ import sys
 import jax
 import numpy as np
 
-from fp_jax.train import checkpoints, trainer
-from tests.test_trainer import motion_command, step_losses, train_config
+from fp_jax.train import checkpoints
+from tests.test_trainer import motion_command, step_losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fp_train(data_dir, workdir, steps):
-  return motion_command(data_dir, workdir, f"--config.total_steps={steps}", "--config.checkpoint_every=5")
+  return motion_command(data_dir, workdir, f"--config.total_steps={steps}", "--config.checkpoint_every=2")
 
 
 def two_processes(command):
@@ -25,18 +25,15 @@ def two_processes(command):
   return result.stdout
 
 
-def test_two_processes_equal_one_and_resume(data_dir, tmp_path, capsys):
-  # The one-process reference runs here, in the test's own process (8 devices, as conftest set).
-  config = train_config(data_dir, "motion", total_steps=10, checkpoint_every=5)
-  trainer.train(config, str(tmp_path / "one"))
-  single = capsys.readouterr().out
-  double = two_processes(fp_train(data_dir, tmp_path / "two", 5))  # stop after 5 ...
-  double += two_processes(fp_train(data_dir, tmp_path / "two", 10))  # ... and resume to 10
-  assert len(step_losses(single)) == 10 and len(step_losses(double)) == 10
-  np.testing.assert_allclose(step_losses(double), step_losses(single), rtol=1e-5)
-  one, _ = checkpoints.latest_params(str(tmp_path / "one"), which="params")
+def test_two_processes_equal_one_and_resume(data_dir, motion_reference, tmp_path):
+  # The one-process reference (8 devices, as conftest set) ran the same config for 4 steps.
+  double = two_processes(fp_train(data_dir, tmp_path / "two", 2))  # stop after 2 ...
+  double += two_processes(fp_train(data_dir, tmp_path / "two", 4))  # ... and resume to 4
+  assert len(step_losses(double)) == 4
+  np.testing.assert_allclose(step_losses(double), motion_reference.losses, rtol=1e-5)
+  one, _ = checkpoints.latest_params(str(motion_reference.workdir), which="params")
   two, step = checkpoints.latest_params(str(tmp_path / "two"), which="params")
-  assert step == 10
+  assert step == 4
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
                two, one)
 

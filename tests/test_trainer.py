@@ -86,36 +86,36 @@ def test_dit_loss_falls_with_validation_and_a_sample_video(data_dir, tmp_path, c
   assert video.shape == (5, 8 * 32, 2 * 32, 3)
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted_bit_for_bit(data_dir, motion_reference, tmp_path, monkeypatch):
+  # The uninterrupted run's checkpoint at step 2, as a run stopped there left it.
+  shutil.copytree(motion_reference.workdir / "checkpoints" / "2", tmp_path / "checkpoints" / "2")
   traces, train_step = [], trainer_lib.Trainer._train_step
 
   def counted(self, *args):  # Python runs once per trace of the step
     traces.append(1)
     return train_step(self, *args)
   monkeypatch.setattr(trainer_lib.Trainer, "_train_step", counted)
-  config = train_config(data_dir, "motion", total_steps=6, checkpoint_every=3)
-  uninterrupted = run(config, tmp_path / "a")
-  assert len(traces) == 1  # the FLOPs for MFU are counted on the trace the step compiles
-  run(train_config(data_dir, "motion", total_steps=3, checkpoint_every=3), tmp_path / "b")
 
   def no_init(*args, **kwargs):
     raise AssertionError("a resumed run made a fresh state before restoring its checkpoint")
   monkeypatch.setattr(trainer_lib, "initialised", no_init)
   monkeypatch.setattr(trainer_lib, "initial_state", no_init)
-  resumed = run(config, tmp_path / "b")  # picks up step 3: state, optimizer, iterator
-  assert int(resumed["step"]) == 6
+  # Picks up step 2: state, optimizer, iterator.
+  resumed = run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path)
+  assert len(traces) == 1  # the FLOPs for MFU are counted on the trace the step compiles
+  assert int(resumed["step"]) == 4
   for name in ("params", "opt_state", "ema", "rng"):
-    jax.tree.map(np.testing.assert_array_equal, resumed[name], uninterrupted[name])
+    jax.tree.map(np.testing.assert_array_equal, resumed[name], motion_reference.state[name])
 
 
-@pytest.mark.parametrize("muon", [(), (r"blocks/.*kernel",)], ids=["adamw", "muon"])
-def test_a_run_resumes_on_another_mesh(data_dir, tmp_path, capsys, muon):
+def test_a_run_resumes_on_another_mesh(data_dir, tmp_path, capsys):
   """Saved on one layout (8-way data parallel), resumed on another (the model split over fsdp and
   tensor as well, as a run moved to another slice shape would be): the state is read straight into
-  the new shardings and training goes on as the uninterrupted run did; with the DiT's block kernels
-  on Muon as well (its Newton-Schulz steps on matrices split over the mesh)."""
+  the new shardings and training goes on as the uninterrupted run did. The DiT's block kernels are
+  on Muon (its Newton-Schulz steps on matrices split over the mesh), the rest on AdamW, so both
+  optimizers' moments are resharded (one run for both: each DiT run here takes about a minute)."""
   config = lambda steps, **mesh: train_config(data_dir, "dit", total_steps=steps, checkpoint_every=2,
-                                              **{"optim.muon": muon},
+                                              **{"optim.muon": (r"blocks/.*kernel",)},
                                               **{f"mesh.{axis}": size for axis, size in mesh.items()})
   uninterrupted = run(config(4), tmp_path / "a")
   shutil.copytree(tmp_path / "a" / "checkpoints" / "2", tmp_path / "b" / "checkpoints" / "2")
@@ -125,20 +125,23 @@ def test_a_run_resumes_on_another_mesh(data_dir, tmp_path, capsys, muon):
     trainer.run()
     assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()
             if line.startswith("step ")] == ["step 3", "step 4"]  # from the checkpoint, not afresh
-    specs = {leaf.sharding.spec for leaf in jax.tree.leaves(trainer.state["opt_state"])}
+    specs = {jax.tree_util.keystr(path): leaf.sharding.spec
+             for path, leaf in jax.tree_util.tree_leaves_with_path(trainer.state["opt_state"])}
     resumed = host(trainer.state)
   finally:
     trainer.close()
-  assert any("fsdp" in spec for spec in specs) and any("tensor" in spec for spec in specs)
+  for optimizer in ("adamw", "muon"):  # each one's moments are split over the new mesh's axes
+    split = [spec for path, spec in specs.items() if f"['{optimizer}']" in path]
+    assert any("fsdp" in spec for spec in split) and any("tensor" in spec for spec in split), optimizer
   assert int(resumed["step"]) == 4
   for name in ("params", "ema"):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), resumed[name],
                  uninterrupted[name])
 
 
-def test_state_parked_in_host_memory_steps_saves_and_resumes_as_on_device(data_dir, tmp_path):
+def test_state_parked_in_host_memory_steps_saves_and_resumes_as_on_device(data_dir, motion_reference, tmp_path):
   offload = {"offload_state": ("ema", "opt_state", "params")}
-  on_device = run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path / "a")
+  on_device = motion_reference.state  # the same config (4 steps, checkpoints at 2 and 4) on the devices
   run(train_config(data_dir, "motion", total_steps=2, checkpoint_every=2, **offload), tmp_path / "b")
   resume = train_config(data_dir, "motion", total_steps=4, checkpoint_every=2, **offload)
   resume.eval.update(every=4, batches=1)  # validation reads the parked EMA
@@ -226,29 +229,29 @@ def test_non_finite_steps_are_skipped_and_counted(data_dir, tmp_path):
     trainer.close()
 
 
-def test_a_workdir_of_another_model_is_refused(data_dir, tmp_path):
-  run(train_config(data_dir, "motion", total_steps=1), tmp_path)
+def test_a_workdir_of_another_model_is_refused(data_dir, motion_reference, tmp_path):
+  shutil.copytree(motion_reference.workdir, tmp_path, dirs_exist_ok=True)  # a run with steps 2 and 4
   other = train_config(data_dir, "motion", total_steps=2, **{"motion.widths": (8, 32)})
   with pytest.raises(InputError, match=r"incompatible model: motion.widths: \[8, 16\] in the checkpoint"):
     run(other, tmp_path)
   # init.run is read only at a run's start: a run started afresh, resumed with one, is refused.
   resumed = train_config(data_dir, "motion", total_steps=2)
   resumed.init.run = str(tmp_path)
-  with pytest.raises(InputError, match=r"holds step 1 of a run started from fresh weights, this config names "
+  with pytest.raises(InputError, match=r"holds step 4 of a run started from fresh weights, this config names "
                                        r"init.run .*, which is read only when a run starts"):
     run(resumed, tmp_path)
   # The input's position is saved per input worker and per process: it resumes only in as many.
   more_workers = train_config(data_dir, "motion", total_steps=2, **{"input.workers.count": 2})
-  with pytest.raises(InputError, match=r"holds step 1 of a run with input.workers.count 0, this config has 2"):
+  with pytest.raises(InputError, match=r"holds step 4 of a run with input.workers.count 0, this config has 2"):
     run(more_workers, tmp_path)
-  os.rename(tmp_path / "checkpoints" / "1" / "input" / "process_0-of-1.json",
-            tmp_path / "checkpoints" / "1" / "input" / "process_0-of-2.json")
-  manifest.write(str(tmp_path / "checkpoints" / "1"))  # as a run of two processes would have saved it
-  with pytest.raises(InputError, match=r"holds step 1 of a run of \[2\] process\(es\), this job has 1"):
+  os.rename(tmp_path / "checkpoints" / "4" / "input" / "process_0-of-1.json",
+            tmp_path / "checkpoints" / "4" / "input" / "process_0-of-2.json")
+  manifest.write(str(tmp_path / "checkpoints" / "4"))  # as a run of two processes would have saved it
+  with pytest.raises(InputError, match=r"holds step 4 of a run of \[2\] process\(es\), this job has 1"):
     run(train_config(data_dir, "motion", total_steps=2), tmp_path)
-  os.rename(tmp_path / "checkpoints" / "1" / "input" / "process_0-of-2.json",
-            tmp_path / "checkpoints" / "1" / "input" / "process_0-of-1.json")
-  manifest.write(str(tmp_path / "checkpoints" / "1"))
+  os.rename(tmp_path / "checkpoints" / "4" / "input" / "process_0-of-2.json",
+            tmp_path / "checkpoints" / "4" / "input" / "process_0-of-1.json")
+  manifest.write(str(tmp_path / "checkpoints" / "4"))
   # A run started from another resumes under init.run's new path (the two may move together).
   started = train_config(data_dir, "motion", total_steps=1)
   started.init.run = str(tmp_path)
@@ -371,8 +374,8 @@ def _damage(step_dir):
   largest.write_bytes(bytes(data))
 
 
-def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp_path, capsys):
-  run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), tmp_path)
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, motion_reference, tmp_path, capsys):
+  shutil.copytree(motion_reference.workdir, tmp_path, dirs_exist_ok=True)  # a run with steps 2 and 4
   step_dir = tmp_path / "checkpoints" / "4"
   assert (step_dir / "manifest.json").exists() and (tmp_path / "checkpoints" / "2" / "manifest.json").exists()
   # A file cut short is refused by what reads a run's weights (fp-export, frozen runs, fp-sample).
@@ -397,10 +400,11 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, tmp
   assert len(set_aside) == 1 and set_aside[0].name.startswith("4-")
 
 
-def test_a_run_whose_every_checkpoint_is_damaged_starts_afresh(data_dir, tmp_path):
-  config = train_config(data_dir, "motion", total_steps=2, checkpoint_every=2)
-  run(config, tmp_path / "run")
-  _damage(tmp_path / "run" / "checkpoints" / "2")
+def test_a_run_whose_every_checkpoint_is_damaged_starts_afresh(data_dir, motion_reference, tmp_path):
+  config = train_config(data_dir, "motion", total_steps=4, checkpoint_every=2)
+  shutil.copytree(motion_reference.workdir, tmp_path / "run")
+  for step in (2, 4):
+    _damage(tmp_path / "run" / "checkpoints" / str(step))
   trainer = trainer_lib.Trainer(config, str(tmp_path / "run"))
   try:
     assert trainer.state is None  # a checkpoint is there: nothing is made before it is read
