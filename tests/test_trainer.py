@@ -229,29 +229,35 @@ def test_non_finite_steps_are_skipped_and_counted(data_dir, tmp_path):
     trainer.close()
 
 
-def test_a_workdir_of_another_model_is_refused(data_dir, motion_reference, tmp_path):
+def test_a_workdir_of_another_model_is_refused(data_dir, motion_reference, tmp_path, monkeypatch):
   shutil.copytree(motion_reference.workdir, tmp_path, dirs_exist_ok=True)  # a run with steps 2 and 4
-  other = train_config(data_dir, "motion", total_steps=2, **{"motion.widths": (8, 32)})
-  with pytest.raises(InputError, match=r"incompatible model: motion.widths: \[8, 16\] in the checkpoint"):
-    run(other, tmp_path)
-  # init.run is read only at a run's start: a run started afresh, resumed with one, is refused.
-  resumed = train_config(data_dir, "motion", total_steps=2)
-  resumed.init.run = str(tmp_path)
-  with pytest.raises(InputError, match=r"holds step 4 of a run started from fresh weights, this config names "
-                                       r"init.run .*, which is read only when a run starts"):
-    run(resumed, tmp_path)
-  # The input's position is saved per input worker and per process: it resumes only in as many.
-  more_workers = train_config(data_dir, "motion", total_steps=2, **{"input.workers.count": 2})
-  with pytest.raises(InputError, match=r"holds step 4 of a run with input.workers.count 0, this config has 2"):
-    run(more_workers, tmp_path)
-  os.rename(tmp_path / "checkpoints" / "4" / "input" / "process_0-of-1.json",
-            tmp_path / "checkpoints" / "4" / "input" / "process_0-of-2.json")
-  manifest.write(str(tmp_path / "checkpoints" / "4"))  # as a run of two processes would have saved it
-  with pytest.raises(InputError, match=r"holds step 4 of a run of \[2\] process\(es\), this job has 1"):
-    run(train_config(data_dir, "motion", total_steps=2), tmp_path)
-  os.rename(tmp_path / "checkpoints" / "4" / "input" / "process_0-of-2.json",
-            tmp_path / "checkpoints" / "4" / "input" / "process_0-of-1.json")
-  manifest.write(str(tmp_path / "checkpoints" / "4"))
+
+  def no_input(*args, **kwargs):
+    raise AssertionError("the input was built before the checkpoint was checked against the config")
+  # Each refusal comes before the input (its workers), the model or the frozen runs are made.
+  with monkeypatch.context() as patch:
+    patch.setattr(trainer_lib.input_pipeline, "make_iterator", no_input)
+    other = train_config(data_dir, "motion", total_steps=2, **{"motion.widths": (8, 32)})
+    with pytest.raises(InputError, match=r"incompatible model: motion.widths: \[8, 16\] in the checkpoint"):
+      run(other, tmp_path)
+    # init.run is read only at a run's start: a run started afresh, resumed with one, is refused.
+    resumed = train_config(data_dir, "motion", total_steps=2)
+    resumed.init.run = str(tmp_path)
+    with pytest.raises(InputError, match=r"holds step 4 of a run started from fresh weights, this config names "
+                                         r"init.run .*, which is read only when a run starts"):
+      run(resumed, tmp_path)
+    # The input's position is saved per input worker and per process: it resumes only in as many.
+    more_workers = train_config(data_dir, "motion", total_steps=2, **{"input.workers.count": 2})
+    with pytest.raises(InputError, match=r"holds step 4 of a run with input.workers.count 0, this config has 2"):
+      run(more_workers, tmp_path)
+    os.rename(tmp_path / "checkpoints" / "4" / "input" / "process_0-of-1.json",
+              tmp_path / "checkpoints" / "4" / "input" / "process_0-of-2.json")
+    manifest.write(str(tmp_path / "checkpoints" / "4"))  # as a run of two processes would have saved it
+    with pytest.raises(InputError, match=r"holds step 4 of a run of \[2\] process\(es\), this job has 1"):
+      run(train_config(data_dir, "motion", total_steps=2), tmp_path)
+    os.rename(tmp_path / "checkpoints" / "4" / "input" / "process_0-of-2.json",
+              tmp_path / "checkpoints" / "4" / "input" / "process_0-of-1.json")
+    manifest.write(str(tmp_path / "checkpoints" / "4"))
   # A run started from another resumes under init.run's new path (the two may move together).
   started = train_config(data_dir, "motion", total_steps=1)
   started.init.run = str(tmp_path)
@@ -407,7 +413,7 @@ def test_a_run_whose_every_checkpoint_is_damaged_starts_afresh(data_dir, motion_
     _damage(tmp_path / "run" / "checkpoints" / str(step))
   trainer = trainer_lib.Trainer(config, str(tmp_path / "run"))
   try:
-    assert trainer.state is None  # a checkpoint is there: nothing is made before it is read
+    assert not os.listdir(tmp_path / "run" / "checkpoints")  # both set aside as the trainer was made
     assert trainer.restore_latest() == 0
     restarted = host(trainer.state)
   finally:

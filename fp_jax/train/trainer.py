@@ -101,14 +101,24 @@ class Trainer(TrainStep):
     require(accumulation >= 1 and config.input.global_batch_size % (accumulation * mesh_lib.batch_shards(self.mesh)) == 0,
             f"global batch {config.input.global_batch_size} does not split into {accumulation} "
             f"micro-batches over {mesh_lib.batch_shards(self.mesh)} batch shards")
-    # -- input ---------------------------------------------------------------------------------
     self._check_input()
+    # -- checkpoints ---------------------------------------------------------------------------
+    # A resumed run is checked against the step it will resume from before anything is built: a
+    # config that does not fit is refused in seconds, not after the input workers have started,
+    # the model has been traced and the frozen runs read.
+    self.checkpoints = ckpt.manager(workdir, config)
+    try:
+      self._verified_step = self._newest_intact_step()
+      if self._verified_step is not None:
+        frozen_lib.check_resumed_under_the_same(workdir, config)
+        ckpt.check_compatible(self.checkpoints, self._verified_step, config)
+    except BaseException:
+      self.checkpoints.close()
+      raise
+    # -- input ---------------------------------------------------------------------------------
     host = input_pipeline.make_iterator(config.input, jax.process_index(), jax.process_count(),
                                         steps=config.total_steps)
     self.batches = global_batches.GlobalBatchIterator(host, self.mesh, config.input.device_prefetch)
-    self.checkpoints = ckpt.manager(workdir, config)
-    if self.checkpoints.all_steps():
-      frozen_lib.check_resumed_under_the_same(workdir, config)
     # -- model and frozen parts ----------------------------------------------------------------
     self.make_model = lambda: self.task.make_model(nnx.Rngs(config.seed))
     self.abstract_model = abstract_sharded(self.make_model, self.mesh, self.rules)
@@ -192,11 +202,14 @@ class Trainer(TrainStep):
   # -- restore -------------------------------------------------------------------------------
 
   def _newest_intact_step(self):
-    """The latest step whose files match its manifest; damaged ones are set aside."""
+    """The latest step whose files match its manifest; damaged ones are set aside. The step found
+    when the trainer was made is not hashed again (a pod model's step takes minutes)."""
     while True:
       step = self.checkpoints.latest_step()
       if step is None:
         return None
+      if step == getattr(self, "_verified_step", None):
+        return step
       step_dir = os.path.join(self.checkpoints.directory, str(step))
       issues = manifest.problems(step_dir) if jax.process_index() == 0 else []
       count = len(issues)
