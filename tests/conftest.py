@@ -38,7 +38,7 @@ def motion_reference(data_dir, tmp_path_factory):
   """One uninterrupted run that the resume tests compare with and copy from: the tiny motion task
   (tests/test_trainer.py's `train_config`) for 4 steps, checkpoints at steps 2 and 4. Returns its
   workdir (copy it before changing anything), its final state on the host and its step losses.
-  Made once per test worker: six tests that each ran a reference of their own take it."""
+  Made once per test worker, for six tests that each trained a run of their own first."""
   import contextlib  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
   from tests import test_trainer  # pylint: disable=g-import-not-at-top

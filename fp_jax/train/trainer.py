@@ -107,6 +107,7 @@ class Trainer(TrainStep):
     # config that does not fit is refused in seconds, not after the input workers have started,
     # the model has been traced and the frozen runs read.
     self.checkpoints = ckpt.manager(workdir, config)
+    self._verified_step = None
     try:
       self._verified_step = self._newest_intact_step()
       if self._verified_step is not None:
@@ -208,7 +209,7 @@ class Trainer(TrainStep):
       step = self.checkpoints.latest_step()
       if step is None:
         return None
-      if step == getattr(self, "_verified_step", None):
+      if step == self._verified_step:
         return step
       step_dir = os.path.join(self.checkpoints.directory, str(step))
       issues = manifest.problems(step_dir) if jax.process_index() == 0 else []
