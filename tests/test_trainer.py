@@ -406,6 +406,24 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_used(data_dir, mot
   assert len(set_aside) == 1 and set_aside[0].name.startswith("4-")
 
 
+def test_a_step_a_power_loss_emptied_before_its_manifest_is_set_aside(data_dir, motion_reference, tmp_path, capsys):
+  # Committed, then the host lost power before the manifest was written and before the step's
+  # data reached the disk: its files come back empty. The run resumes from the step before.
+  shutil.copytree(motion_reference.workdir, tmp_path, dirs_exist_ok=True)
+  step_dir = tmp_path / "checkpoints" / "4"
+  (step_dir / "manifest.json").unlink()
+  for path in step_dir.rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"")
+  trainer = trainer_lib.Trainer(train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), str(tmp_path))
+  try:
+    assert trainer.restore_latest() == 2
+  finally:
+    trainer.close()
+  assert "checkpoint step 4 is damaged" in capsys.readouterr().out
+  assert [path.name.split("-")[0] for path in (tmp_path / "checkpoints_set_aside").iterdir()] == ["4"]
+
+
 def test_a_run_whose_every_checkpoint_is_damaged_starts_afresh(data_dir, motion_reference, tmp_path):
   config = train_config(data_dir, "motion", total_steps=4, checkpoint_every=2)
   shutil.copytree(motion_reference.workdir, tmp_path / "run")

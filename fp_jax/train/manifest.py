@@ -6,7 +6,8 @@ committed (when the next save begins, or the run ends), process 0 writes `manife
 restore the manifest is checked; a step whose files were truncated, altered or removed is moved
 aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls back to the step
 before it. A step without a manifest (a crash right after commit), or with one a host crash cut
-short, is used as it is, with a warning.
+short, has its structure checked instead (`structural_problems`), with a warning: after a power
+loss a committed step's files can be empty or zero-filled, its data never having reached the disk.
 """
 import json
 import os
@@ -43,19 +44,43 @@ def write(step_dir):
   durable.replace(temporary, os.path.join(step_dir, MANIFEST))
 
 
+def _is_json(name):
+  """Orbax's metadata files (`_CHECKPOINT_METADATA`, `_METADATA`, `_sharding`, `metadata`, the
+  per-process array metadata) and the input positions are JSON; the arrays' files are not."""
+  base = os.path.basename(name)
+  return base.endswith(".json") or base.startswith("_") or base == "metadata" or "array_metadatas" in name
+
+
+def structural_problems(step_dir):
+  """What a step without a manifest shows of damage without one: empty files (Orbax writes none)
+  and metadata that is not JSON (zero-filled, or cut short). Array bytes cannot be judged."""
+  issues = []
+  for name, path in _files(step_dir):
+    if os.path.getsize(path) == 0:
+      issues.append(f"{name} is empty")
+    elif _is_json(name):
+      try:
+        with open(path, "rb") as handle:
+          json.load(handle)
+      except (ValueError, OSError):
+        issues.append(f"{name} is not valid JSON")
+  return issues
+
+
 def problems(step_dir, contents=True):
-  """What differs from the manifest (empty if the step is intact or has no manifest): files
-  missing or of another size, and (`contents`) files whose bytes changed."""
+  """What differs from the manifest (empty if the step is intact): files missing or of another
+  size, and (`contents`) files whose bytes changed. Without a readable manifest, the step's
+  `structural_problems`."""
   manifest_path = os.path.join(step_dir, MANIFEST)
   if not os.path.exists(manifest_path):
-    logging.warning("checkpoint %s has no manifest; using it unverified", step_dir)
-    return []
+    logging.warning("checkpoint %s has no manifest; checking its structure alone", step_dir)
+    return structural_problems(step_dir)
   try:
     with open(manifest_path) as handle:
       expected = json.load(handle)
   except (ValueError, OSError) as error:  # cut short by a host crash before it reached the disk
-    logging.warning("checkpoint %s has an unreadable manifest (%s); using it unverified", step_dir, error)
-    return []
+    logging.warning("checkpoint %s has an unreadable manifest (%s); checking its structure alone", step_dir, error)
+    return structural_problems(step_dir)
   found = dict(_files(step_dir))
   issues = [f"{name} missing" for name in sorted(set(expected) - set(found))]
   for name, entry in sorted(expected.items()):
