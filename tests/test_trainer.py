@@ -424,6 +424,28 @@ def test_a_step_a_power_loss_emptied_before_its_manifest_is_set_aside(data_dir, 
   assert [path.name.split("-")[0] for path in (tmp_path / "checkpoints_set_aside").iterdir()] == ["4"]
 
 
+def test_a_step_s_manifest_is_written_once_it_commits_not_at_the_next_save(data_dir, motion_reference, tmp_path,
+                                                                              monkeypatch):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  shutil.copytree(motion_reference.workdir / "checkpoints" / "2", tmp_path / "checkpoints" / "2")
+  events, write, print_step = [], trainer_lib.manifest.write, trainer_lib._print_step  # pylint: disable=protected-access
+
+  def written(step_dir):
+    events.append(f"manifest {os.path.basename(step_dir)}")
+    write(step_dir)
+
+  def printed(step, values):
+    events.append(f"step {step}")
+    print_step(step, values)
+  monkeypatch.setattr(trainer_lib.manifest, "write", written)
+  monkeypatch.setattr(trainer_lib, "_print_step", printed)
+  # Every save has committed by the next step (here the manifest's write waits for it).
+  monkeypatch.setattr(ocp.CheckpointManager, "is_saving_in_progress", lambda self: False)
+  run(train_config(data_dir, "motion", total_steps=4, checkpoint_every=1), tmp_path)  # saves 3 and 4
+  assert events.index("manifest 3") < events.index("step 4"), events
+  assert manifest.problems(str(tmp_path / "checkpoints" / "3")) == [] and "manifest 4" in events
+
+
 def test_a_run_whose_every_checkpoint_is_damaged_starts_afresh(data_dir, motion_reference, tmp_path):
   config = train_config(data_dir, "motion", total_steps=4, checkpoint_every=2)
   shutil.copytree(motion_reference.workdir, tmp_path / "run")

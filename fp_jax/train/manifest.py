@@ -1,13 +1,14 @@
 """Checksums of committed checkpoints: what Orbax does not check.
 
-Orbax commits a step atomically but never checks array bytes afterwards. After a step has
-committed (when the next save begins, or the run ends), process 0 writes `manifest.json` into it
-(size and SHA-256 of every file): a kill before then leaves the newest step without one. Before a
-restore the manifest is checked; a step whose files were truncated, altered or removed is moved
-aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls back to the step
-before it. A step without a manifest (a crash right after commit), or with one a host crash cut
-short, has its structure checked instead (`structural_problems`), with a warning: after a power
-loss a committed step's files can be empty or zero-filled, its data never having reached the disk.
+Orbax commits a step atomically but never checks array bytes afterwards. Once a step has committed
+(the trainer asks between steps; at the next save or the run's end at the latest), process 0 writes
+`manifest.json` into it (size and SHA-256 of every file): a kill before then leaves the newest step
+without one. Before a restore the manifest is checked; a step whose files were truncated, altered
+or removed is moved aside to `<workdir>/checkpoints_set_aside/` (never deleted) and the run falls
+back to the step before it. A step without a manifest (a crash right after commit), or with one a
+host crash cut short, has its structure checked instead (`structural_problems`), with a warning:
+after a power loss a committed step's files can be empty or zero-filled, its data never having
+reached the disk.
 """
 import json
 import os

@@ -139,6 +139,7 @@ class Trainer(TrainStep):
     if config.eval.every:
       self.evaluator = Evaluator(config, self.task, self.mesh, self.graphdef, self.frozen_graphdef, workdir)
     self.stop_requested = False
+    self._manifest_due = False  # a save has begun whose manifest is not yet written
 
   def _check_input(self):
     """A latent cache must come from the frozen weights this run names (else the DiT would
@@ -268,6 +269,16 @@ class Trainer(TrainStep):
   def _save(self, step):
     self._write_manifests()  # the previous save has committed by now (or is waited for)
     ckpt.save(self.checkpoints, step, self.state, self.batches, self.config)
+    self._manifest_due = True
+
+  def _write_manifest_once_committed(self):
+    """The last save's manifest as soon as it has committed (checked between steps), not at the
+    next save: the window in which a step's array bytes cannot be verified shrinks from
+    `checkpoint_every` steps to the save's own time. Each process asks its own saver; only
+    process 0 writes, and waits for nothing that has not finished."""
+    if self._manifest_due and not self.checkpoints.is_saving_in_progress():
+      self._manifest_due = False
+      self._write_manifests()
 
   def run(self):
     config = self.config
@@ -286,6 +297,7 @@ class Trainer(TrainStep):
     try:
       with use_mesh(self.mesh, self.rules):
         while step < config.total_steps:
+          self._write_manifest_once_committed()
           began = time.perf_counter()
           batch = next(self.batches)
           waited += time.perf_counter() - began
