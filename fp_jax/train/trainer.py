@@ -247,7 +247,8 @@ class Trainer(TrainStep):
       if self.state is None:
         self.state = self._fresh_state()
       return 0
-    ckpt.check_compatible(self.checkpoints, step, self.config)
+    if step != self._verified_step:  # the step found as the trainer was made has been checked
+      ckpt.check_compatible(self.checkpoints, step, self.config)
     self.state = None  # a fresh state (a checkpoint written since the trainer began) is freed first
     self.state = ckpt.restore(self.checkpoints, step, self.abstract_state, self.batches)
     logging.info("resumed from step %d", step)
