@@ -36,17 +36,28 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def motion_reference(data_dir, tmp_path_factory):
   """One uninterrupted run that the resume tests compare with and copy from: the tiny motion task
-  (tests/test_trainer.py's `train_config`) for 4 steps, checkpoints at steps 2 and 4. Returns its
+  (`run_helpers.train_config`) for 4 steps, checkpoints at steps 2 and 4. Returns its
   workdir (copy it before changing anything), its final state on the host and its step losses.
   Made once per test worker, for six tests that each trained a run of their own first."""
   import contextlib  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
-  from tests import test_trainer  # pylint: disable=g-import-not-at-top
+  from tests import run_helpers  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("motion_reference")
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
-    state = test_trainer.run(test_trainer.train_config(data_dir, "motion", total_steps=4, checkpoint_every=2),
-                             workdir)
-  losses = test_trainer.step_losses(printed.getvalue())
+    state = run_helpers.run(run_helpers.train_config(data_dir, "motion", total_steps=4, checkpoint_every=2), workdir)
+  losses = run_helpers.step_losses(printed.getvalue())
   assert len(losses) == 4
   return types.SimpleNamespace(workdir=workdir, state=state, losses=losses)
+
+
+@pytest.fixture(scope="module")
+def sample_runs(data_dir, tmp_path_factory):
+  """Saved vae, motion and dit runs of random weights (the dit naming the other two as frozen),
+  for the sampling and evaluation tests: `root / "vae"`, `root / "motion"`, `root / "dit"`."""
+  from tests.run_helpers import sample_config, saved_run, train_config  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("sample_runs")
+  saved_run(train_config(data_dir, "vae"), root / "vae", 1)
+  saved_run(train_config(data_dir, "motion"), root / "motion", 2)
+  saved_run(sample_config(data_dir, root), root / "dit", 3)
+  return root

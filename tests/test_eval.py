@@ -15,9 +15,7 @@ from data_pipeline.lbs import axis_angle_to_matrix
 from data_pipeline import head_pose
 from fp_jax.eval import evaluate, lpips, metrics, report
 from fp_jax.sample import inputs, pipeline
-from tests.test_export import saved_run
-from tests.test_sample import runs, sample_config  # pylint: disable=unused-import  # the fixture
-from tests.test_trainer import train_config
+from tests.run_helpers import sample_config, saved_run, train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,26 +121,26 @@ def test_the_head_the_pose_encoder_reads_is_rendered_through_the_frames_camera(d
   assert 1.0 < error5 < error10 < 10.0 and iou10 < iou5 < 1.0
 
 
-def test_an_evaluation_scores_the_model_and_its_baselines(runs, data_dir, tmp_path):
+def test_an_evaluation_scores_the_model_and_its_baselines(sample_runs, data_dir, tmp_path):
   from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
   from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
-  config = sample_config(data_dir, runs)
+  config = sample_config(data_dir, sample_runs)
   # An identity run (random weights) names the embedding identity similarity is scored with.
   with config.unlocked():
     config.identity.update(widths=(8, 16), embedding_dim=8)
   saved_run(train_config(data_dir, "identity", **{"identity.widths": (8, 16), "identity.embedding_dim": 8}),
             tmp_path / "identity", 4)
   mesh = mesh_lib.make_mesh(config.mesh)
-  config.frozen.identity = str(runs / "motion")
+  config.frozen.identity = str(sample_runs / "motion")
   with pytest.raises(InputError, match="is a 'motion' run, not a 'identity' run"):
-    models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+    models_lib.load(config, mesh, DEFAULT_RULES, str(sample_runs / "dit"))
   config.frozen.identity = str(tmp_path / "identity")
   config.input.face_crop.size = 24  # the encoders learned on 16-pixel crops
   with pytest.raises(InputError, match="learned on face crops of size 16, this config cuts them at 24"):
-    models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+    models_lib.load(config, mesh, DEFAULT_RULES, str(sample_runs / "dit"))
   config.input.face_crop.size = 16
-  models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+  models = models_lib.load(config, mesh, DEFAULT_RULES, str(sample_runs / "dit"))
   # LPIPS weights of the right shapes (their values do not matter here: tests/test_lpips.py).
   rng = np.random.default_rng(3)
   draw = lambda name, shape: (rng.uniform(0, 1, shape) if name.startswith("lin")  # heads weigh, never subtract

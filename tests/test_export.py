@@ -17,26 +17,9 @@ from fp_jax.export import export_run, import_run, torch_dit, torch_motion, torch
 from fp_jax.train import trainer as trainer_lib
 from configs import tiny
 from tests import dit_helpers as helpers
-from tests.test_trainer import WAN_CHANNELS, train_config
+from tests.run_helpers import WAN_CHANNELS, saved_run, train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def saved_run(config, workdir, seed):
-  """A run's checkpoint, in the trainer's format, whose every weight is random (the
-  zero-initialised controls included)."""
-  from fp_jax.models.build import create_sharded  # pylint: disable=g-import-not-at-top
-  from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
-  from fp_jax.train.tasks import get_task  # pylint: disable=g-import-not-at-top
-  model = create_sharded(lambda: get_task(config).make_model(nnx.Rngs(seed)), helpers.single_device_mesh())
-  rng = np.random.default_rng(seed)
-  randomise = lambda x: np.asarray(x) + 0.05 * rng.standard_normal(x.shape).astype(np.float32)
-  params = jax.tree.map(randomise, nnx.state(model))
-  state = dict(params=params, ema=jax.tree.map(randomise, params), step=jnp.ones((), jnp.int32))
-  manager = checkpoints.manager(str(workdir), config)
-  checkpoints.save(manager, 1, state, None, config)
-  manager.wait_until_finished()
-  manager.close()
 
 
 # The motion runs here give the pose encoder widths of its own (the expression encoder's: (8, 16)),

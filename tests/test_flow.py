@@ -154,7 +154,7 @@ def test_schedules():
 
 def test_training_noise_levels_are_scaled_into_max_level():
   from fp_jax.train.tasks.dit_task import DiTTask  # pylint: disable=g-import-not-at-top
-  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  from tests.run_helpers import train_config  # pylint: disable=g-import-not-at-top
   key = jax.random.key(3)
   full = np.asarray(DiTTask(train_config("unused", "dit", **{"diffusion.max_level": 1.0})).noise_levels(key, 4096))
   low = np.asarray(DiTTask(train_config("unused", "dit", **{"diffusion.max_level": 0.4})).noise_levels(key, 4096))
@@ -172,7 +172,7 @@ def test_training_noise_levels_are_scaled_into_max_level():
 
 def test_the_dit_task_refuses_a_model_that_does_not_read_the_vaes_latents():
   from fp_jax.train.tasks.dit_task import DiTTask  # pylint: disable=g-import-not-at-top
-  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  from tests.run_helpers import train_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(InputError, match=r"model.in_channels \(16\) must equal vae.z_dim \(32\)"):
     DiTTask(train_config("unused", "dit", **{"vae.z_dim": 32, "model.in_channels": 16, "model.out_channels": 16}))
   with pytest.raises(InputError, match=r"model.out_channels \(16\) must equal vae.z_dim \(32\)"):

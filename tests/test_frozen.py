@@ -9,8 +9,7 @@ from fp_jax.parallel.sharding import rules_from_config
 from fp_jax.train import checkpoints
 from fp_jax.train.frozen import create_frozen
 from fp_jax.train.tasks import get_task
-from tests.test_export import saved_run
-from tests.test_trainer import train_config
+from tests.run_helpers import saved_run, train_config
 
 
 @pytest.fixture(scope="module")

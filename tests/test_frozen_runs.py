@@ -6,8 +6,7 @@ import pytest
 
 from data_pipeline.errors import InputError
 from fp_jax.train import frozen
-from tests.test_export import saved_run
-from tests.test_trainer import train_config
+from tests.run_helpers import saved_run, train_config
 
 
 def test_a_frozen_run_trained_further_is_refused_by_a_resumed_run_and_by_a_latent_cache(data_dir, tmp_path):

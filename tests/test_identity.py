@@ -12,7 +12,7 @@ from fp_jax.eval import evaluate, identity, report
 from fp_jax.train import trainer as trainer_lib
 from fp_jax.train.tasks import identity_task
 from tests.test_input_pipeline import make_config
-from tests.test_trainer import run, step_losses, train_config
+from tests.run_helpers import run, step_losses, train_config
 
 
 def supervised_contrastive_by_loops(embeddings, temperature):
@@ -146,7 +146,7 @@ def test_an_identity_run_exports_to_pytorch_and_imports_back(data_dir, tmp_path)
   from fp_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
   from tests import dit_helpers as helpers  # pylint: disable=g-import-not-at-top
-  from tests.test_export import saved_run  # pylint: disable=g-import-not-at-top
+  from tests.run_helpers import saved_run  # pylint: disable=g-import-not-at-top
   config = identity_config(data_dir)
   saved_run(config, tmp_path / "run", 5)
   export_run.export_run(str(tmp_path / "run"), str(tmp_path / "exported"), ema=True)

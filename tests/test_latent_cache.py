@@ -17,7 +17,7 @@ from data_pipeline.records import ClipRecords
 from data_pipeline.template_head import build_template
 from fp_jax.train.cache_latents import build_cache
 from fp_jax.train.tasks import common, dit_task
-from tests.test_trainer import run, train_config
+from tests.run_helpers import run, train_config
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from fp_jax.train import checkpoints
-from tests.test_trainer import motion_command, step_losses
+from tests.run_helpers import motion_command, step_losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -141,7 +141,7 @@ def test_a_bad_portrait_is_refused(textured_sphere):
 def test_a_training_examples_warp_is_its_reference_on_the_reference_frame(data_dir):
   from data_pipeline import examples  # pylint: disable=g-import-not-at-top
   from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
-  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  from tests.run_helpers import train_config  # pylint: disable=g-import-not-at-top
   config = train_config(data_dir, "dit")  # the tiny DiT reads the warped reference
   assert config.input.warped_reference and config.input.reference == "same_clip"
   records = ClipRecords(data_dir, "tiny", "train")

@@ -12,26 +12,9 @@ from PIL import Image
 
 from data_pipeline.errors import InputError
 from fp_jax.sample import pipeline, run
-from tests.test_export import saved_run
-from tests.test_trainer import train_config
+from tests.run_helpers import sample_config, saved_run, train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def sample_config(data_dir, root):
-  config = train_config(data_dir, "dit")
-  config.frozen.vae, config.frozen.motion = str(root / "vae"), str(root / "motion")
-  config.sample.update(height=32, width=32, steps=2)
-  return config
-
-
-@pytest.fixture(scope="module")
-def runs(data_dir, tmp_path_factory):
-  root = tmp_path_factory.mktemp("sample_runs")
-  saved_run(train_config(data_dir, "vae"), root / "vae", 1)
-  saved_run(train_config(data_dir, "motion"), root / "motion", 2)
-  saved_run(sample_config(data_dir, root), root / "dit", 3)
-  return root
 
 
 def _driving_mp4_with_audio(path, frames):
@@ -42,7 +25,7 @@ def _driving_mp4_with_audio(path, frames):
                   "-c:a", "aac", "-t", f"{len(frames) / 10}", str(path)], check=True)
 
 
-def test_a_long_video_from_files_with_audio_paste_back_and_settings(runs, data_dir, tmp_path):
+def test_a_long_video_from_files_with_audio_paste_back_and_settings(sample_runs, data_dir, tmp_path):
   # A 96x128 photo (cropped and resized to 32x32), a 14-frame driving video with sound: longer
   # than the trained window (5 frames), so it is sampled in blended windows.
   rng = np.random.default_rng(0)
@@ -54,7 +37,8 @@ def test_a_long_video_from_files_with_audio_paste_back_and_settings(runs, data_d
                              mode="all-moving", camera="turntable", smooth=1.0)
   out = str(tmp_path / "out" / "result.mp4")
   os.makedirs(os.path.dirname(out))
-  written = run.sample(sample_config(data_dir, runs), request, out, workdir=str(runs / "dit"), progress=False)
+  written = run.sample(sample_config(data_dir, sample_runs), request, out, workdir=str(sample_runs / "dit"),
+                       progress=False)
   assert set(written) == {"video", "panel", "pasted", "settings"}
   video = iio.imread(written["video"], plugin="FFMPEG", index=None)
   assert video.shape == (14, 32, 32, 3)
@@ -70,13 +54,14 @@ def test_a_long_video_from_files_with_audio_paste_back_and_settings(runs, data_d
   assert sorted(os.listdir(tmp_path / "out")) == sorted(os.path.basename(p) for p in written.values())
 
 
-def test_held_signals_stay_at_the_source_and_driven_ones_follow_the_clip(runs, data_dir):
+def test_held_signals_stay_at_the_source_and_driven_ones_follow_the_clip(sample_runs, data_dir):
   from fp_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
   from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
-  config = sample_config(data_dir, runs)
+  config = sample_config(data_dir, sample_runs)
   mesh = mesh_lib.make_mesh(config.mesh)
-  job = pipeline.Pipeline(config, models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit")), mesh, DEFAULT_RULES)
+  models = models_lib.load(config, mesh, DEFAULT_RULES, str(sample_runs / "dit"))
+  job = pipeline.Pipeline(config, models, mesh, DEFAULT_RULES)
   prepared = {mode: job.prepare(pipeline.Request(image="clip:test/0@2", driving="clip:test/1", mode=mode))
               for mode in ("expression-only", "pose-only", "camera-sweep")}
   varies = lambda x: np.ptp(x, axis=0).max() > 1e-6
@@ -94,7 +79,7 @@ def test_held_signals_stay_at_the_source_and_driven_ones_follow_the_clip(runs, d
   assert varies(prepared["pose-only"].normals.reshape(len(pose_only.rotation), -1).astype(np.float32))
 
 
-def test_a_start_below_pure_noise_begins_at_the_warped_portrait(runs, data_dir):
+def test_a_start_below_pure_noise_begins_at_the_warped_portrait(sample_runs, data_dir):
   # sample.start_level s0 starts the flow from (1 - s0) x the warped portrait's latents + s0 x
   # noise; at a tiny s0 the result must be the warp's own latents (encoded here apart from the
   # pipeline), or the portrait's where the warp is withheld (an ablation dropping the pose).
@@ -102,9 +87,9 @@ def test_a_start_below_pure_noise_begins_at_the_warped_portrait(runs, data_dir):
   from fp_jax.parallel.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
   from fp_jax.sample import models as models_lib  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
-  config = sample_config(data_dir, runs)
+  config = sample_config(data_dir, sample_runs)
   mesh = mesh_lib.make_mesh(config.mesh)
-  models = models_lib.load(config, mesh, DEFAULT_RULES, str(runs / "dit"))
+  models = models_lib.load(config, mesh, DEFAULT_RULES, str(sample_runs / "dit"))
   encode = lambda frames: np.asarray(models.vae.normalize(models.vae.encode(common.unit_range(frames[None]))[0]))[0]
   # One trained window (4 frames after the reference's slot), so the whole warp encodes as one clip.
   request = pipeline.Request(image="clip:test/0@2", mode="camera-sweep", frames=4)
@@ -135,8 +120,8 @@ def test_a_start_below_pure_noise_begins_at_the_warped_portrait(runs, data_dir):
     pipeline.Pipeline(config, models, mesh, DEFAULT_RULES)
 
 
-def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path, monkeypatch):
-  config = sample_config(data_dir, runs)
+def test_bad_input_is_one_line_and_writes_nothing(sample_runs, data_dir, tmp_path, monkeypatch):
+  config = sample_config(data_dir, sample_runs)
   out = str(tmp_path / "out.mp4")
   Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "ok.png")
   (tmp_path / "bad.json").write_text(json.dumps({"frames": [{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
@@ -153,29 +138,29 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, data_dir, tmp_path, monk
     patch.setattr(run.models_lib, "load", lambda *_, **__: pytest.fail("models loaded before the inputs were read"))
     for fields, message in cases:
       with pytest.raises(InputError, match=message):
-        run.sample(config, pipeline.Request(**fields), out, workdir=str(runs / "dit"), progress=False)
-  other = sample_config(data_dir, runs)
+        run.sample(config, pipeline.Request(**fields), out, workdir=str(sample_runs / "dit"), progress=False)
+  other = sample_config(data_dir, sample_runs)
   other.model.layers = 3
   with pytest.raises(InputError, match="trained with another config"):
     run.sample(other, pipeline.Request(image=str(tmp_path / "ok.png"), driving="clip:test/1"), out,
-               workdir=str(runs / "dit"), progress=False)
+               workdir=str(sample_runs / "dit"), progress=False)
   # A frozen motion run whose pose encoder pools otherwise than the config says.
   mean_pooled = train_config(data_dir, "motion")
   mean_pooled.motion.pose_pooling = "mean"
   saved_run(mean_pooled, tmp_path / "old_motion", 2)
-  other = sample_config(data_dir, runs)
+  other = sample_config(data_dir, sample_runs)
   other.frozen.motion = str(tmp_path / "old_motion")
   with pytest.raises(InputError, match="frozen run .* holds another model.*pose_pooling"):
     run.sample(other, pipeline.Request(image=str(tmp_path / "ok.png"), driving="clip:test/1"), out,
-               workdir=str(runs / "dit"), progress=False)
+               workdir=str(sample_runs / "dit"), progress=False)
   assert sorted(os.listdir(tmp_path)) == ["bad.json", "ok.png", "old_motion"]
 
 
-def test_the_command_prints_one_line_and_exits_2(runs, tmp_path):
+def test_the_command_prints_one_line_and_exits_2(sample_runs, tmp_path):
   (tmp_path / "broken.png").write_bytes(b"not an image")
   result = subprocess.run(
       [sys.executable, "-c", "from fp_jax.sample.cli import run; run()", "--config=configs/tiny.py",
-       f"--workdir={runs / 'dit'}", f"--image={tmp_path / 'broken.png'}", "--driving=clip:test/1",
+       f"--workdir={sample_runs / 'dit'}", f"--image={tmp_path / 'broken.png'}", "--driving=clip:test/1",
        f"--out={tmp_path / 'out.mp4'}"], capture_output=True, text=True, cwd=ROOT, timeout=600,
       env=dict(os.environ, PYTHONPATH=ROOT))
   assert result.returncode == 2, result.stderr
@@ -185,28 +170,28 @@ def test_the_command_prints_one_line_and_exits_2(runs, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["broken.png"]
 
 
-def test_preview_camera_renders_the_path_and_samples_nothing(runs, data_dir, tmp_path):
+def test_preview_camera_renders_the_path_and_samples_nothing(sample_runs, data_dir, tmp_path):
   request = pipeline.Request(image="clip:test/0@0", mode="camera-sweep", camera="spiral", frames=6)
-  written = run.sample(sample_config(data_dir, runs), request, str(tmp_path / "out.mp4"),
-                       workdir=str(runs / "dit"), preview=True, progress=False)
+  written = run.sample(sample_config(data_dir, sample_runs), request, str(tmp_path / "out.mp4"),
+                       workdir=str(sample_runs / "dit"), preview=True, progress=False)
   assert list(written) == ["preview"] and sorted(os.listdir(tmp_path)) == ["out.preview.mp4"]
   video = iio.imread(written["preview"], plugin="FFMPEG", index=None)
   assert video.shape == (6, 32, 2 * 32, 3)
   assert np.abs(video[0].astype(np.int32) - video[-1]).mean() > 1  # the camera moved
 
 
-def test_two_processes_sample_what_one_does(runs, data_dir, tmp_path):
+def test_two_processes_sample_what_one_does(sample_runs, data_dir, tmp_path):
   request = pipeline.Request(image="clip:test/0@1", driving="clip:test/1", mode="all-moving", camera="dolly")
-  alone = run.sample(sample_config(data_dir, runs), request, str(tmp_path / "one.mp4"), workdir=str(runs / "dit"),
-                     progress=False)
+  alone = run.sample(sample_config(data_dir, sample_runs), request, str(tmp_path / "one.mp4"),
+                     workdir=str(sample_runs / "dit"), progress=False)
   overrides = [f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
                "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
                "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.motion.pose_widths=()",
-               f"--config.frozen.vae={runs / 'vae'}", f"--config.frozen.motion={runs / 'motion'}",
+               f"--config.frozen.vae={sample_runs / 'vae'}", f"--config.frozen.motion={sample_runs / 'motion'}",
                "--config.sample.height=32", "--config.sample.width=32", "--config.sample.steps=2"]
   command = [sys.executable, os.path.join(ROOT, "launch", "local_multiprocess.py"), "-n", "2",
              "--devices_per_process", "4", "--", sys.executable, "-c", "from fp_jax.sample.cli import run; run()",
-             "--config=configs/tiny.py", *overrides, f"--workdir={runs / 'dit'}", "--image=clip:test/0@1",
+             "--config=configs/tiny.py", *overrides, f"--workdir={sample_runs / 'dit'}", "--image=clip:test/0@1",
              "--driving=clip:test/1", "--mode=all-moving", "--camera=dolly", f"--out={tmp_path / 'two.mp4'}"]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
@@ -216,16 +201,16 @@ def test_two_processes_sample_what_one_does(runs, data_dir, tmp_path):
   assert one.shape == two.shape and np.abs(one - two).mean() < 0.5
 
 
-def test_several_modes_write_a_video_each_into_one_folder(runs, data_dir, tmp_path):
+def test_several_modes_write_a_video_each_into_one_folder(sample_runs, data_dir, tmp_path):
   out = str(tmp_path / "videos")
   jobs = [(pipeline.Request(image="clip:test/0@0", driving="clip:test/1", mode=mode), path)
           for mode, path in run.outputs_for_modes(["static-frontal", "pose-only"], out)]
   # Every job's input is checked before any is sampled: a bad second job writes nothing at all.
   bad = jobs[:1] + [(pipeline.Request(image="clip:test/0@0", mode="pose-only"), str(tmp_path / "videos" / "x.mp4"))]
   with pytest.raises(InputError, match="needs --driving"):
-    run.sample_all(sample_config(data_dir, runs), bad, workdir=str(runs / "dit"), progress=False)
+    run.sample_all(sample_config(data_dir, sample_runs), bad, workdir=str(sample_runs / "dit"), progress=False)
   assert sorted(os.listdir(tmp_path)) == []
-  written = run.sample_all(sample_config(data_dir, runs), jobs, workdir=str(runs / "dit"), progress=False)
+  written = run.sample_all(sample_config(data_dir, sample_runs), jobs, workdir=str(sample_runs / "dit"), progress=False)
   assert [w["video"] for w in written] == [os.path.join(out, "static-frontal.mp4"), os.path.join(out, "pose-only.mp4")]
   first, second = (iio.imread(w["video"], plugin="FFMPEG", index=None) for w in written)
   assert first.shape == second.shape == (5, 32, 32, 3)

@@ -14,60 +14,7 @@ import pytest
 from configs import tiny
 from data_pipeline.errors import InputError
 from fp_jax.train import checkpoints, manifest, trainer as trainer_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# A Wan checkpoint reads and writes Wan's 16 latent channels; the tiny config's VAE has 32.
-WAN_CHANNELS = {"vae.z_dim": 16, "model.in_channels": 16, "model.out_channels": 16}
-
-
-def train_config(data_dir, task, **overrides):
-  config = tiny.get_config(task)
-  config.input.data_dir = data_dir
-  config.input.dataset = "tiny"
-  config.input.window.num_frames = 5
-  config.input.face_crop.size = 16
-  config.input.workers.count = 0
-  config.motion.widths, config.motion.pose_widths = (8, 16), ()  # the demo's wider pose encoder is not needed
-  if task == "motion":
-    # The dataset's clips (the demo's run draws fresh people: 128 renders a step), with twins.
-    config.input.fresh_people = 0
-    config.input.global_batch_size = 8
-    config.input.expression_twins = 1  # the path, at a quarter of the rendering cost
-  config.log_every = 1
-  config.update_from_flattened_dict(overrides)
-  return config
-
-
-def motion_command(data_dir, workdir, *overrides):
-  """`fp-train` on the tiny motion task with train_config's settings, plus `overrides` flags."""
-  return [sys.executable, "-c", "from fp_jax.train.cli import run; run()",
-          "--config=" + os.path.join(ROOT, "configs", "tiny.py") + ":motion", f"--workdir={workdir}",
-          f"--config.input.data_dir={data_dir}", "--config.input.dataset=tiny",
-          "--config.input.window.num_frames=5", "--config.input.face_crop.size=16",
-          "--config.input.workers.count=0", "--config.motion.widths=(8, 16)", "--config.motion.pose_widths=()", "--config.log_every=1",
-          "--config.input.fresh_people=0", "--config.input.global_batch_size=8",
-          "--config.input.expression_twins=1", *overrides]
-
-
-def step_losses(output):
-  """The training loss of every logged step, in order (validation lines left out)."""
-  return [float(line.split(" loss=")[1].split(",")[0]) for line in output.splitlines()
-          if line.startswith("step ") and " loss=" in line]
-
-
-def host(tree):
-  return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def run(config, workdir):
-  trainer = trainer_lib.Trainer(config, str(workdir))
-  try:
-    trainer.run()
-    return host(trainer.state)
-  finally:
-    trainer.close()
+from tests.run_helpers import ROOT, WAN_CHANNELS, host, motion_command, run, step_losses, train_config
 
 
 def test_dit_loss_falls_with_validation_and_a_sample_video(data_dir, tmp_path, capsys):

@@ -80,7 +80,7 @@ def test_a_fresh_vae_run_starts_from_its_training_clips_and_its_ema_too(data_dir
   from data_pipeline.records import ClipRecords  # pylint: disable=g-import-not-at-top
   from fp_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks import common  # pylint: disable=g-import-not-at-top
-  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  from tests.run_helpers import train_config  # pylint: disable=g-import-not-at-top
   config = train_config(data_dir, "vae", **{"vae.linear_path": True})
   run = trainer.Trainer(config, str(tmp_path / "vae"))
   try:
@@ -123,7 +123,7 @@ def test_the_dit_loss_weighs_latent_channels_by_their_pixels_only_with_a_linear_
   import pytest  # pylint: disable=g-import-not-at-top
   from data_pipeline.errors import InputError  # pylint: disable=g-import-not-at-top
   from fp_jax.train.tasks.dit_task import DiTTask  # pylint: disable=g-import-not-at-top
-  from tests.test_trainer import train_config  # pylint: disable=g-import-not-at-top
+  from tests.run_helpers import train_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(InputError, match="diffusion.pixel_weighting > 0 needs vae.linear_path"):
     DiTTask(train_config(data_dir, "dit", **{"vae.linear_path": False, "diffusion.pixel_weighting": 0.5}))
   with pytest.raises(InputError, match=r"diffusion.pixel_weighting must be in \[0, 1\], got 1.5"):
