@@ -41,7 +41,7 @@ def training_config(task, input_variant="demo", model_variant="tiny"):
   # 0.52 against 0.43).
   # pose_widths: the pose encoder's own widths (empty: `widths`, as the expression encoder's).
   # expression_parts: close-ups the expression encoder reads beside the face crop, each with a tower
-  # of its own (names in data_pipeline/face_crop.py PARTS: "eyes", "eye_l", "eye_r", "mouth");
+  # of its own (names in data_pipeline/face_crop.py PARTS: "eyes", "eye_l", "eye_r", "mouth", "brows");
   # every task's input cuts them (input.face_crop.parts follows this field).
   # expression_stem_width, expression_standardise: the expression encoder's stride-1 stem (its
   # width; 0: none) and per-crop standardisation of its input (fp_jax/models/motion.py).

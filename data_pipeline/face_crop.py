@@ -19,9 +19,10 @@ LANDMARK_LABELS = ("brows", "eyeball", "lips")
 # bounds, its margin, and the side of the face they are taken from (+1: the subject's left, x > 0
 # on the template at rest; -1: the right; 0: both). A gaze of 0.6 moves the pupil about a pixel in
 # a 64-pixel face crop; the eyes' close-up is 2.3x to 3.1x closer (the median over a clip of each
-# regime), each eye's own closer still.
+# regime), each eye's own closer still. `brows`: both brows and the eyes below them, for the brow
+# controls (a pilot, not in the demo's config: docs/motion_runs.md).
 PARTS = {"eyes": (("eyeball",), 1.3, 0), "mouth": (("lips",), 1.5, 0),
-         "eye_l": (("eyeball",), 2.0, 1), "eye_r": (("eyeball",), 2.0, -1)}
+         "eye_l": (("eyeball",), 2.0, 1), "eye_r": (("eyeball",), 2.0, -1), "brows": (("brows",), 1.3, 0)}
 # What each part is in the mirror image of the face (the motion task's mirrored examples).
 MIRRORED_PARTS = {"eye_l": "eye_r", "eye_r": "eye_l"}
 

@@ -31,7 +31,7 @@ def test_part_boxes_hold_their_part_inside_the_face_box():
   at_rest = np.zeros((len(face), controls.num_controls(model)))
   size = lambda boxes: boxes[:, 2] - boxes[:, 0]
   centre = lambda boxes: (boxes[:, :2] + boxes[:, 2:]) / 2
-  for part, labels in (("eyes", ("eyeball",)), ("mouth", ("lips",))):
+  for part, labels in (("eyes", ("eyeball",)), ("mouth", ("lips",)), ("brows", ("brows",))):
     boxes = face_crop.part_boxes(*fields, part)
     points = controls.pose_vertices(model, clip["shape"], at_rest, clip["head_pose"], clip["head_scale"],
                                     subset=face_crop.landmarks(model, labels))
@@ -40,7 +40,7 @@ def test_part_boxes_hold_their_part_inside_the_face_box():
     assert np.all(boxes[:, :2] >= face[:, :2]) and np.all(boxes[:, 2:] <= face[:, 2:]), part
     assert np.all(size(boxes) < size(face) / 1.5), part  # closer than the face crop
     # Centred on its own part: nearer its landmarks' middle than the other part's box is.
-    other = face_crop.part_boxes(*fields, "mouth" if part == "eyes" else "eyes")
+    other = face_crop.part_boxes(*fields, "eyes" if part == "mouth" else "mouth")
     middle = (pixels.min(axis=1) + pixels.max(axis=1)) / 2
     assert np.all(np.linalg.norm(centre(boxes) - middle, axis=1) < np.linalg.norm(centre(other) - middle, axis=1))
   with pytest.raises(InputError, match="face_crop.parts: unknown part .nose."):
