@@ -13,7 +13,7 @@ from fp_jax.train import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A Wan checkpoint reads and writes Wan's 16 latent channels; the tiny config's VAE has 32.
+# A Wan checkpoint reads and writes Wan's 16 latent channels; the tiny config's VAE has 64.
 WAN_CHANNELS = {"vae.z_dim": 16, "model.in_channels": 16, "model.out_channels": 16}
 
 
